@@ -1,1 +1,430 @@
-//! placeholder
+//! The health connector: HL7 FHIR R4 REST, as profiled in `connectors/PROFILES.md`.
+//!
+//! Searches are `GET [base]/[Type]?…` answered by `searchset` Bundles whose `next` links are followed verbatim.
+//! Id lists go at most 100 to a request, and independent requests run concurrently.
+
+pub mod mapping;
+pub mod resources;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use async_trait::async_trait;
+use childgraph_schema::{PersonRecord, RecordDetails, SearchCriteria, SourceName};
+use futures::future::try_join_all;
+use url::Url;
+
+use crate::connector::{Connector, Parts, SourceConfig};
+use crate::error::ConnectorError;
+use crate::http::{SourceClient, unique_chunks};
+use resources::{Bundle, OperationOutcome, Resource};
+
+/// The most ids in one `_id` or `patient` list, and the page size asked for.
+const BATCH: usize = 100;
+/// The most resources one id-list search follows across pages. Searches by criteria use `max_search_results` instead.
+const MAX_DETAIL_RESOURCES: usize = 10_000;
+/// A bound on pages per search, so that a source whose `next` links never end cannot hold a request forever.
+const MAX_PAGES: usize = 200;
+
+/// Escapes a value for a FHIR search parameter: `\`, `,`, `$` and `|` are each preceded by `\`, so that they are searched for rather than read as syntax.
+/// The result still has to be percent-encoded, which building the URL with `query_pairs_mut` does.
+pub fn escape_search_value(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '\\' | ',' | '$' | '|') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// A token search value `system|code`, each part escaped.
+pub fn token(system: &str, code: &str) -> String {
+    format!(
+        "{}|{}",
+        escape_search_value(system),
+        escape_search_value(code)
+    )
+}
+
+/// An OR-list of values, each escaped.
+pub fn any_of<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    values
+        .into_iter()
+        .map(escape_search_value)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The health source, over FHIR R4.
+#[derive(Debug, Clone)]
+pub struct FhirConnector {
+    http: SourceClient,
+    max_search_results: usize,
+}
+
+impl FhirConnector {
+    /// A connector for the FHIR server at `config.base_url` (ending in `/fhir`).
+    pub fn new(config: SourceConfig) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            http: SourceClient::new(
+                SourceName::Health,
+                &config,
+                "application/fhir+json",
+                operation_outcome_code,
+            )?,
+            max_search_results: config.max_search_results,
+        })
+    }
+
+    /// The URL of a search on `resource_type` with these parameters and `_count=100`.
+    pub fn search_url(&self, resource_type: &str, params: &[(&str, &str)]) -> Url {
+        let mut url = self.http.endpoint(&[resource_type]);
+        {
+            let mut query = url.query_pairs_mut();
+            for (name, value) in params {
+                query.append_pair(name, value);
+            }
+            query.append_pair("_count", &BATCH.to_string());
+        }
+        url
+    }
+
+    /// Runs a search and follows its `next` links until there are none or `limit` matches are in hand.
+    async fn search_all(
+        &self,
+        resource_type: &'static str,
+        mut url: Url,
+        limit: usize,
+    ) -> Result<Vec<Resource>, ConnectorError> {
+        let mut found = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let page = self
+                .http
+                .get_json::<Resource>(url.clone(), resource_type)
+                .await?
+                .body;
+            let Resource::Bundle(bundle) = page else {
+                return Err(self
+                    .http
+                    .malformed("a search answered something other than a bundle"));
+            };
+            let next = bundle.link("next").map(str::to_owned);
+            let before = found.len();
+            found.extend(into_matches(bundle));
+            if found.len() >= limit {
+                found.truncate(limit);
+                break;
+            }
+            // A page that adds nothing cannot be followed by one that does in a well-behaved source; stopping also breaks link loops.
+            match next {
+                Some(next) if found.len() > before => {
+                    url = self.http.same_origin_link(&url, &next)?;
+                }
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    /// Searches `resource_type` for `param` in an OR-list of ids, at most 100 ids a request, the requests run concurrently.
+    async fn by_ids(
+        &self,
+        resource_type: &'static str,
+        param: &str,
+        ids: &[String],
+    ) -> Result<Vec<Resource>, ConnectorError> {
+        let requests = unique_chunks(ids, BATCH).into_iter().map(|chunk| {
+            let url = self.search_url(
+                resource_type,
+                &[(param, &any_of(chunk.iter().map(String::as_str)))],
+            );
+            self.search_all(resource_type, url, MAX_DETAIL_RESOURCES)
+        });
+        Ok(try_join_all(requests)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    async fn by_ids_if(
+        &self,
+        wanted: bool,
+        resource_type: &'static str,
+        param: &str,
+        ids: &[String],
+    ) -> Result<Vec<Resource>, ConnectorError> {
+        if wanted && !ids.is_empty() {
+            self.by_ids(resource_type, param, ids).await
+        } else {
+            Ok(Vec::new())
+        }
+    }
+}
+
+fn into_matches(bundle: Bundle) -> impl Iterator<Item = Resource> {
+    bundle.entry.into_iter().filter_map(|e| {
+        let is_match = e
+            .search
+            .as_ref()
+            .and_then(|s| s.mode.as_deref())
+            .is_none_or(|m| m == "match");
+        if is_match { e.resource } else { None }
+    })
+}
+
+/// The issue code of a FHIR error body (`invalid`, `not-found`, `too-costly`…).
+fn operation_outcome_code(body: &[u8]) -> Option<String> {
+    let outcome: OperationOutcome = serde_json::from_slice(body).ok()?;
+    outcome.issue.into_iter().find_map(|i| i.code)
+}
+
+fn patients(resources: Vec<Resource>) -> Vec<PersonRecord> {
+    resources
+        .into_iter()
+        .filter_map(|r| match r {
+            Resource::Patient(p) => mapping::person_record(&p),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Keeps the first record with each id.
+fn union_by_id(records: impl IntoIterator<Item = PersonRecord>) -> Vec<PersonRecord> {
+    let mut seen = HashSet::new();
+    records
+        .into_iter()
+        .filter(|r| seen.insert(r.id.clone()))
+        .collect()
+}
+
+#[async_trait]
+impl Connector for FhirConnector {
+    fn source(&self) -> SourceName {
+        SourceName::Health
+    }
+
+    /// Sends `Patient?identifier=…nhs-number|N` when the criteria carry an NHS number and `Patient?birthdate=D` when they carry a date of birth, concurrently.
+    async fn search(&self, criteria: &SearchCriteria) -> Result<Vec<PersonRecord>, ConnectorError> {
+        let mut blocks = Vec::new();
+        if let Some(nhs_number) = &criteria.nhs_number {
+            let value = token(
+                childgraph_schema::identifiers::NHS_NUMBER_SYSTEM,
+                nhs_number.as_str(),
+            );
+            blocks.push(self.search_url("Patient", &[("identifier", &value)]));
+        }
+        if let Some(date) = criteria.date_of_birth {
+            let value = date.format("%Y-%m-%d").to_string();
+            blocks.push(self.search_url("Patient", &[("birthdate", &value)]));
+        }
+        let searches = blocks
+            .into_iter()
+            .map(|url| self.search_all("Patient", url, self.max_search_results));
+        let found = try_join_all(searches).await?;
+        let mut records = union_by_id(found.into_iter().flat_map(patients));
+        records.truncate(self.max_search_results);
+        Ok(records)
+    }
+
+    /// Sends `Patient?_id=a,b,…` per 100 ids.
+    async fn records(&self, ids: &[String]) -> Result<Vec<PersonRecord>, ConnectorError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let asked: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let found = self.by_ids("Patient", "_id", ids).await?;
+        Ok(union_by_id(
+            patients(found)
+                .into_iter()
+                .filter(|r| asked.contains(r.id.as_str())),
+        ))
+    }
+
+    /// Sends, per 100 ids and concurrently, `RelatedPerson?patient=…` for carers, `EpisodeOfCare?patient=…` for involvements and `Encounter?patient=…` for participation;
+    /// then `Organization?_id=…` and `Practitioner?_id=…` for the ids those reference, per 100 ids, concurrently.
+    async fn details(
+        &self,
+        ids: &[String],
+        parts: Parts,
+    ) -> Result<HashMap<String, RecordDetails>, ConnectorError> {
+        let (related, episodes, encounters) = futures::try_join!(
+            self.by_ids_if(parts.carers, "RelatedPerson", "patient", ids),
+            self.by_ids_if(parts.involvements, "EpisodeOfCare", "patient", ids),
+            self.by_ids_if(parts.participation, "Encounter", "patient", ids),
+        )?;
+        let mut fetched = mapping::Fetched::default();
+        for r in related.into_iter().chain(episodes).chain(encounters) {
+            match r {
+                Resource::RelatedPerson(p) => fetched.related_people.push(p),
+                Resource::EpisodeOfCare(e) => fetched.episodes.push(e),
+                Resource::Encounter(e) if mapping::is_key_age_visit(&e) => {
+                    fetched.encounters.push(e)
+                }
+                _ => {}
+            }
+        }
+        // Sorted sets keep request URLs stable from one call to the next, which makes them easier to cache and to test.
+        let mut organisation_ids = BTreeSet::new();
+        let mut practitioner_ids = BTreeSet::new();
+        for episode in &fetched.episodes {
+            organisation_ids.extend(
+                episode
+                    .managing_organization
+                    .as_ref()
+                    .and_then(|r| r.id_of("Organization"))
+                    .map(str::to_owned),
+            );
+            practitioner_ids.extend(
+                episode
+                    .care_manager
+                    .as_ref()
+                    .and_then(|r| r.id_of("Practitioner"))
+                    .map(str::to_owned),
+            );
+        }
+        for encounter in &fetched.encounters {
+            organisation_ids.extend(
+                encounter
+                    .service_provider
+                    .as_ref()
+                    .and_then(|r| r.id_of("Organization"))
+                    .map(str::to_owned),
+            );
+        }
+        let organisation_ids: Vec<String> = organisation_ids.into_iter().collect();
+        let practitioner_ids: Vec<String> = practitioner_ids.into_iter().collect();
+        let (organisations, practitioners) = futures::try_join!(
+            self.by_ids_if(true, "Organization", "_id", &organisation_ids),
+            self.by_ids_if(true, "Practitioner", "_id", &practitioner_ids),
+        )?;
+        for r in organisations.into_iter().chain(practitioners) {
+            match r {
+                Resource::Organization(o) => fetched.organisations.push(o),
+                Resource::Practitioner(p) => fetched.practitioners.push(p),
+                _ => {}
+            }
+        }
+        Ok(mapping::details(ids, &fetched))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connector() -> FhirConnector {
+        FhirConnector::new(SourceConfig::new(
+            Url::parse("http://fhir.test/fhir").unwrap(),
+        ))
+        .unwrap()
+    }
+
+    /// Strings that have broken search URLs elsewhere: quotes, separators, FHIR escapes, bidi controls, emoji, combining marks and sheer length.
+    fn hostile() -> Vec<String> {
+        vec![
+            "O'Brien".into(),
+            "' OR '1'='1".into(),
+            "a&b=c".into(),
+            "a,b".into(),
+            "a|b".into(),
+            "a$b".into(),
+            "a\\b".into(),
+            "\u{200F}Hartley".into(),
+            "😀 Smith".into(),
+            "Zoe\u{0301}".into(),
+            "x".repeat(10_000),
+            "100% #1 ?q=/".into(),
+        ]
+    }
+
+    /// Undoes FHIR escaping, the way a server reads a value.
+    fn unescape(escaped: &str) -> String {
+        let mut out = String::new();
+        let mut chars = escaped.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                out.extend(chars.next());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn escaping_precedes_each_special_character_with_a_backslash() {
+        assert_eq!(escape_search_value(r"a\b,c$d|e"), r"a\\b\,c\$d\|e");
+        assert_eq!(escape_search_value("O'Brien"), "O'Brien");
+        assert_eq!(any_of(["a,b", "c"]), r"a\,b,c");
+        assert_eq!(
+            token("https://fhir.nhs.uk/Id/nhs-number", "9434765919"),
+            "https://fhir.nhs.uk/Id/nhs-number|9434765919"
+        );
+    }
+
+    #[test]
+    fn hostile_values_reach_the_server_intact_as_one_parameter() {
+        let c = connector();
+        for value in hostile() {
+            let url = c.search_url("Patient", &[("family", &escape_search_value(&value))]);
+            assert_eq!(url.path(), "/fhir/Patient");
+            let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+            assert_eq!(pairs.len(), 2, "one value must stay one parameter");
+            assert_eq!(pairs[0].0, "family");
+            assert_eq!(unescape(&pairs[0].1), value);
+            assert_eq!(pairs[1], ("_count".into(), "100".into()));
+            let query = url.query().unwrap();
+            assert!(
+                !query.contains(['\'', ' ', '|', ',', '\\', '#']),
+                "unencoded: {query:.80}"
+            );
+        }
+    }
+
+    #[test]
+    fn escaped_values_are_not_split_into_alternatives() {
+        // A server splits an OR-list at unescaped commas only.
+        let list = any_of(["a,b", "c\\", "d"]);
+        let mut parts = Vec::new();
+        let mut current = String::new();
+        let mut chars = list.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    current.push(c);
+                    current.extend(chars.next());
+                }
+                ',' => parts.push(std::mem::take(&mut current)),
+                _ => current.push(c),
+            }
+        }
+        parts.push(current);
+        let parts: Vec<String> = parts.iter().map(|p| unescape(p)).collect();
+        assert_eq!(parts, ["a,b", "c\\", "d"]);
+    }
+
+    #[test]
+    fn nhs_number_search_is_the_profiled_request() {
+        let c = connector();
+        let url = c.search_url(
+            "Patient",
+            &[(
+                "identifier",
+                &token("https://fhir.nhs.uk/Id/nhs-number", "9434765919"),
+            )],
+        );
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert_eq!(
+            pairs,
+            [
+                (
+                    "identifier".to_string(),
+                    "https://fhir.nhs.uk/Id/nhs-number|9434765919".to_string()
+                ),
+                ("_count".into(), "100".into())
+            ]
+        );
+    }
+}

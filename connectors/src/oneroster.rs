@@ -1,1 +1,435 @@
-//! placeholder
+//! The school connector: 1EdTech OneRoster 1.2 rostering, as profiled in `connectors/PROFILES.md`.
+//!
+//! Lookups by id are OR-filters of at most `filter_max_predicates` predicates, because strict servers accept no more; longer lists are split across requests run concurrently.
+//! Collections page with `limit` and `offset` until `X-Total-Count` is reached.
+
+pub mod mapping;
+pub mod objects;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use async_trait::async_trait;
+use childgraph_schema::{PersonRecord, RecordDetails, SearchCriteria, SourceName};
+use futures::{StreamExt, TryStreamExt};
+use url::Url;
+
+use crate::connector::{Connector, Parts, SourceConfig};
+use crate::error::ConnectorError;
+use crate::http::{SourceClient, unique_chunks};
+use objects::{
+    Classes, Demographics, DemographicsList, Enrollments, Envelope, Orgs, StatusInfo, User, Users,
+};
+
+/// The page size asked for.
+const PAGE: usize = 100;
+/// The most objects one id-list lookup follows across pages. Searches by criteria use `max_search_results` instead.
+const MAX_LOOKUP_OBJECTS: usize = 10_000;
+/// How many filtered requests run at once. Splitting id lists makes many small requests, and a bound keeps one query from flooding the source.
+const CONCURRENT_REQUESTS: usize = 8;
+
+/// A filter value, single-quoted with any `'` inside doubled (`O''Brien`), the project's rule where OneRoster is silent.
+pub fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// `field='value'`. Field names are the connector's own constants, never input.
+pub fn predicate(field: &str, value: &str) -> String {
+    format!("{field}={}", quote(value))
+}
+
+/// OR-filters over `field` for these values, each of at most `max_predicates` predicates.
+pub fn or_filters(field: &str, values: &[String], max_predicates: usize) -> Vec<String> {
+    unique_chunks(values, max_predicates)
+        .into_iter()
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|v| predicate(field, v))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        })
+        .collect()
+}
+
+/// The school source, over OneRoster 1.2.
+#[derive(Debug, Clone)]
+pub struct OneRosterConnector {
+    http: SourceClient,
+    max_search_results: usize,
+    filter_max_predicates: usize,
+}
+
+impl OneRosterConnector {
+    /// A connector for the OneRoster service at `config.base_url` (ending in `/ims/oneroster/rostering/v1p2`),
+    /// sending at most `filter_max_predicates` predicates in one filter (the profile's default is 2; 0 counts as 1).
+    pub fn new(config: SourceConfig, filter_max_predicates: usize) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            http: SourceClient::new(
+                SourceName::School,
+                &config,
+                "application/json",
+                status_info_code,
+            )?,
+            max_search_results: config.max_search_results,
+            filter_max_predicates: filter_max_predicates.max(1),
+        })
+    }
+
+    /// The URL of one page of a filtered collection.
+    pub fn collection_url(&self, collection: &str, filter: &str, offset: usize) -> Url {
+        let mut url = self.http.endpoint(&[collection]);
+        url.query_pairs_mut()
+            .append_pair("filter", filter)
+            .append_pair("limit", &PAGE.to_string())
+            .append_pair("offset", &offset.to_string());
+        url
+    }
+
+    /// Reads a filtered collection page by page until `X-Total-Count` is reached, a short page arrives, or `cap` objects are in hand.
+    async fn list<E: Envelope>(
+        &self,
+        collection: &'static str,
+        filter: String,
+        cap: usize,
+    ) -> Result<Vec<E::Item>, ConnectorError> {
+        let mut items = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = self
+                .http
+                .get_json::<E>(self.collection_url(collection, &filter, offset), collection)
+                .await?;
+            let got = page.body.into_items();
+            let n = got.len();
+            items.extend(got);
+            offset += n;
+            let done = match page.total_count {
+                Some(total) => offset >= total,
+                None => n < PAGE,
+            };
+            if done || n == 0 || items.len() >= cap {
+                items.truncate(cap);
+                return Ok(items);
+            }
+        }
+    }
+
+    /// Objects of `collection` whose `field` is one of `ids`, split into filters of at most `filter_max_predicates` predicates.
+    async fn by_ids<E: Envelope>(
+        &self,
+        collection: &'static str,
+        field: &str,
+        ids: &[String],
+    ) -> Result<Vec<E::Item>, ConnectorError> {
+        let filters = or_filters(field, ids, self.filter_max_predicates);
+        let pages: Vec<Vec<E::Item>> = futures::stream::iter(filters)
+            .map(|filter| self.list::<E>(collection, filter, MAX_LOOKUP_OBJECTS))
+            .buffer_unordered(CONCURRENT_REQUESTS)
+            .try_collect()
+            .await?;
+        Ok(pages.into_iter().flatten().collect())
+    }
+
+    /// Students with these ids, with their demographics, as person records.
+    async fn students_with_demographics(
+        &self,
+        users: Vec<User>,
+        mut demographics: HashMap<String, Demographics>,
+    ) -> Result<Vec<PersonRecord>, ConnectorError> {
+        let missing: Vec<String> = users
+            .iter()
+            .filter(|u| !demographics.contains_key(&u.sourced_id))
+            .map(|u| u.sourced_id.clone())
+            .collect();
+        if !missing.is_empty() {
+            for d in self
+                .by_ids::<DemographicsList>("demographics", "sourcedId", &missing)
+                .await?
+            {
+                demographics.insert(d.sourced_id.clone(), d);
+            }
+        }
+        let mut seen = HashSet::new();
+        Ok(users
+            .iter()
+            .filter(|u| mapping::is_student(u) && seen.insert(u.sourced_id.clone()))
+            .filter_map(|u| mapping::person_record(u, demographics.get(&u.sourced_id)))
+            .collect())
+    }
+}
+
+/// The codeMinor value of a OneRoster error (`invalid_filter_field`, `unknownobject`…).
+fn status_info_code(body: &[u8]) -> Option<String> {
+    let info: StatusInfo = serde_json::from_slice(body).ok()?;
+    info.code_minor?.fields.into_iter().find_map(|f| f.value)
+}
+
+#[async_trait]
+impl Connector for OneRosterConnector {
+    fn source(&self) -> SourceName {
+        SourceName::School
+    }
+
+    /// Sends `users?filter=identifier='UPN'` when the criteria carry a UPN and `demographics?filter=birthDate='D'` when they carry a date of birth, concurrently;
+    /// then `users?filter=sourcedId='a' OR …` for the demographics found, and `demographics?filter=sourcedId='a' OR …` for UPN matches without them.
+    async fn search(&self, criteria: &SearchCriteria) -> Result<Vec<PersonRecord>, ConnectorError> {
+        let cap = self.max_search_results;
+        let by_upn = async {
+            match &criteria.upn {
+                Some(upn) => {
+                    self.list::<Users>("users", predicate("identifier", upn.as_str()), cap)
+                        .await
+                }
+                None => Ok(Vec::new()),
+            }
+        };
+        let by_birth = async {
+            match criteria.date_of_birth {
+                Some(date) => {
+                    let filter = predicate("birthDate", &date.format("%Y-%m-%d").to_string());
+                    self.list::<DemographicsList>("demographics", filter, cap)
+                        .await
+                }
+                None => Ok(Vec::new()),
+            }
+        };
+        let (mut users, born) = futures::try_join!(by_upn, by_birth)?;
+        let known: HashSet<String> = users.iter().map(|u| u.sourced_id.clone()).collect();
+        let to_fetch: Vec<String> = born
+            .iter()
+            .map(|d| d.sourced_id.clone())
+            .filter(|id| !known.contains(id))
+            .collect();
+        let demographics: HashMap<String, Demographics> = born
+            .into_iter()
+            .map(|d| (d.sourced_id.clone(), d))
+            .collect();
+        if !to_fetch.is_empty() {
+            users.extend(
+                self.by_ids::<Users>("users", "sourcedId", &to_fetch)
+                    .await?,
+            );
+        }
+        let mut records = self.students_with_demographics(users, demographics).await?;
+        records.truncate(cap);
+        Ok(records)
+    }
+
+    /// Sends `users?filter=sourcedId='a' OR …` and `demographics?filter=sourcedId='a' OR …`, concurrently.
+    async fn records(&self, ids: &[String]) -> Result<Vec<PersonRecord>, ConnectorError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (users, demographics) = futures::try_join!(
+            self.by_ids::<Users>("users", "sourcedId", ids),
+            self.by_ids::<DemographicsList>("demographics", "sourcedId", ids),
+        )?;
+        let asked: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let users: Vec<User> = users
+            .into_iter()
+            .filter(|u| asked.contains(u.sourced_id.as_str()))
+            .collect();
+        let demographics = demographics
+            .into_iter()
+            .map(|d| (d.sourced_id.clone(), d))
+            .collect();
+        self.students_with_demographics(users, demographics).await
+    }
+
+    /// For carers: `users?filter=sourcedId=…` for the students, then for their agents.
+    /// For involvements or participation: `enrollments?filter=user.sourcedId=…`, then `classes?filter=sourcedId=…` and `orgs?filter=sourcedId=…`;
+    /// for involvements also `enrollments?filter=class.sourcedId=…` for the class teachers, then `users?filter=sourcedId=…` for them.
+    /// The carer and enrolment chains run concurrently, as do the requests within each step.
+    async fn details(
+        &self,
+        ids: &[String],
+        parts: Parts,
+    ) -> Result<HashMap<String, RecordDetails>, ConnectorError> {
+        let today = chrono::Utc::now().date_naive();
+        if ids.is_empty() || parts.is_empty() {
+            return Ok(mapping::details(ids, &mapping::Fetched::default(), today));
+        }
+        let carers = async {
+            if !parts.carers {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            let students = self.by_ids::<Users>("users", "sourcedId", ids).await?;
+            let agent_ids: Vec<String> = students
+                .iter()
+                .flat_map(|s| s.agents.iter().map(|a| a.sourced_id.clone()))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let agents = if agent_ids.is_empty() {
+                Vec::new()
+            } else {
+                self.by_ids::<Users>("users", "sourcedId", &agent_ids)
+                    .await?
+            };
+            Ok::<_, ConnectorError>((students, agents))
+        };
+        let enrolments = async {
+            let mut out = mapping::Fetched::default();
+            if !(parts.involvements || parts.participation) {
+                return Ok(out);
+            }
+            out.enrollments = self
+                .by_ids::<Enrollments>("enrollments", "user.sourcedId", ids)
+                .await?;
+            let mut class_ids = BTreeSet::new();
+            let mut school_ids = BTreeSet::new();
+            for e in out
+                .enrollments
+                .iter()
+                .filter(|e| mapping::is_student_enrollment(e))
+            {
+                class_ids.extend(e.class.as_ref().map(|c| c.sourced_id.clone()));
+                school_ids.extend(e.school.as_ref().map(|s| s.sourced_id.clone()));
+            }
+            let class_ids: Vec<String> = class_ids.into_iter().collect();
+            let school_ids: Vec<String> = school_ids.into_iter().collect();
+            let teacher_enrollments = async {
+                if parts.involvements && !class_ids.is_empty() {
+                    self.by_ids::<Enrollments>("enrollments", "class.sourcedId", &class_ids)
+                        .await
+                } else {
+                    Ok(Vec::new())
+                }
+            };
+            let (classes, orgs, teacher_enrollments) = futures::try_join!(
+                self.by_ids::<Classes>("classes", "sourcedId", &class_ids),
+                self.by_ids::<Orgs>("orgs", "sourcedId", &school_ids),
+                teacher_enrollments,
+            )?;
+            let teacher_ids: Vec<String> = mapping::class_teachers(&teacher_enrollments)
+                .into_values()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            out.teachers = self
+                .by_ids::<Users>("users", "sourcedId", &teacher_ids)
+                .await?;
+            out.classes = classes;
+            out.orgs = orgs;
+            out.teacher_enrollments = teacher_enrollments;
+            Ok::<_, ConnectorError>(out)
+        };
+        let ((students, agents), enrolled) = futures::try_join!(carers, enrolments)?;
+        let fetched = mapping::Fetched {
+            students,
+            agents,
+            ..enrolled
+        };
+        Ok(mapping::details(ids, &fetched, today))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connector(max: usize) -> OneRosterConnector {
+        let base = Url::parse("http://school.test/ims/oneroster/rostering/v1p2").unwrap();
+        OneRosterConnector::new(SourceConfig::new(base), max).unwrap()
+    }
+
+    /// Parses a filter the way a OneRoster server does: predicates `field='value'` joined by ` OR `, a doubled quote inside a value standing for one.
+    fn parse_or_filter(filter: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut rest = filter;
+        loop {
+            let eq = rest.find("='").expect("a predicate");
+            let field = rest[..eq].to_string();
+            let mut value = String::new();
+            let mut chars = rest[eq + 2..].char_indices();
+            let end;
+            loop {
+                let (i, c) = chars.next().expect("a closing quote");
+                if c == '\'' {
+                    if rest[eq + 2 + i + 1..].starts_with('\'') {
+                        value.push('\'');
+                        chars.next();
+                        continue;
+                    }
+                    end = eq + 2 + i + 1;
+                    break;
+                }
+                value.push(c);
+            }
+            out.push((field, value));
+            rest = &rest[end..];
+            match rest.strip_prefix(" OR ") {
+                Some(r) => rest = r,
+                None => {
+                    assert!(rest.is_empty(), "trailing text: {rest:.40}");
+                    return out;
+                }
+            }
+        }
+    }
+
+    fn hostile() -> Vec<String> {
+        vec![
+            "O'Brien".into(),
+            "' OR '1'='1".into(),
+            "a&b=c".into(),
+            "a,b".into(),
+            "a|b".into(),
+            "a$b".into(),
+            "a\\b".into(),
+            "\u{200F}Hartley".into(),
+            "😀 Smith".into(),
+            "Zoe\u{0301}".into(),
+            "x".repeat(10_000),
+            "''".into(),
+            "a' AND sourcedId='b".into(),
+        ]
+    }
+
+    #[test]
+    fn quotes_are_doubled() {
+        assert_eq!(predicate("familyName", "O'Brien"), "familyName='O''Brien'");
+        assert_eq!(quote("' OR '1'='1"), "''' OR ''1''=''1'");
+    }
+
+    #[test]
+    fn hostile_values_stay_one_predicate_in_one_parameter() {
+        let c = connector(2);
+        for value in hostile() {
+            let url = c.collection_url("users", &predicate("familyName", &value), 0);
+            let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+            assert_eq!(pairs.len(), 3);
+            assert_eq!(pairs[0].0, "filter");
+            assert_eq!(
+                parse_or_filter(&pairs[0].1),
+                [("familyName".to_string(), value.clone())]
+            );
+            assert_eq!(pairs[1], ("limit".into(), "100".into()));
+            assert_eq!(pairs[2], ("offset".into(), "0".into()));
+            // Only the two separators between parameters are left unencoded.
+            let query = url.query().unwrap();
+            assert_eq!(query.matches('&').count(), 2);
+            assert!(!query.contains(['\'', ' ']));
+        }
+    }
+
+    #[test]
+    fn id_lists_are_split_by_the_predicate_limit() {
+        let ids: Vec<String> = ["a", "b", "c", "O'Brien", "e"].map(String::from).to_vec();
+        let filters = or_filters("sourcedId", &ids, 2);
+        assert_eq!(
+            filters,
+            [
+                "sourcedId='a' OR sourcedId='b'",
+                "sourcedId='c' OR sourcedId='O''Brien'",
+                "sourcedId='e'"
+            ]
+        );
+        for f in &filters {
+            assert!(parse_or_filter(f).len() <= 2);
+        }
+        assert_eq!(or_filters("sourcedId", &ids, 0).len(), 5);
+        assert_eq!(or_filters("sourcedId", &ids, 10).len(), 1);
+        assert!(or_filters("sourcedId", &[], 2).is_empty());
+    }
+}

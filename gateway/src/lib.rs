@@ -1,1 +1,16 @@
-//! placeholder
+//! The childgraph gateway: the only crate that knows axum, the config file, the store and the process.
+//!
+//! `startup` assembles a gateway from its parts; `server::run` serves it; `pipeline` is the order in which a request
+//! for child data is handled.
+
+pub mod access;
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod demo_key;
+pub mod federation;
+pub mod graphql;
+pub mod pipeline;
+pub mod server;
+pub mod startup;
+pub mod store;

@@ -1,2 +1,180 @@
-//! placeholder
-fn main() {}
+//! The `childgraph` binary: parses the command line, sets up logging, and hands over to the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "childgraph",
+    version,
+    about = "A GraphQL gateway for sharing information about children between the professionals responsible for their safety"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the gateway from a config file.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Runs the gateway, three simulated sources and an embedded store in one process.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "demo-data")]
+        data_dir: PathBuf,
+        /// Generated children besides the fixed demo cast.
+        #[arg(long, default_value_t = 2000)]
+        children: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Prints a token for a demo identity, signed with the demo's key (accepted by `demo` only).
+    Token {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "demo-data")]
+        data_dir: PathBuf,
+    },
+    /// The GraphQL schema.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+    /// Config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Writes a synthetic population and its truth as CSV files, for linkage evaluation and benchmarks.
+    Population {
+        #[arg(long, default_value_t = 2000)]
+        children: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = Noise::Default)]
+        noise: Noise,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemaCommand {
+    /// Prints the SDL.
+    Print,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Checks a config file and reports the first problem, naming the key.
+    Check { file: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Noise {
+    Low,
+    Default,
+    High,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("CHILDGRAPH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("CHILDGRAPH_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[allow(clippy::print_stdout)]
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Serve { config } => childgraph::startup::serve(&config).await,
+        Command::Demo {
+            listen,
+            data_dir,
+            children,
+            seed,
+        } => {
+            childgraph::demo::run(childgraph::demo::DemoOptions {
+                listen,
+                data_dir,
+                children,
+                seed,
+                faults: Default::default(),
+            })
+            .await
+        }
+        Command::Token { user, data_dir } => {
+            if !childgraph::demo::IDENTITIES.iter().any(|i| i.user == user) {
+                let names: Vec<_> = childgraph::demo::IDENTITIES
+                    .iter()
+                    .map(|i| i.user)
+                    .collect();
+                anyhow::bail!(
+                    "{user} is not a demo identity; the demo identities are {}",
+                    names.join(", ")
+                );
+            }
+            let key = childgraph::demo_key::DemoKey::load(&data_dir)?;
+            println!("{}", key.token(&user)?);
+            Ok(())
+        }
+        Command::Schema {
+            command: SchemaCommand::Print,
+        } => {
+            print!("{}", childgraph::graphql::sdl());
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            childgraph::config::Config::load(&file)?;
+            println!("{} is valid", file.display());
+            Ok(())
+        }
+        Command::Population {
+            children,
+            seed,
+            noise,
+            out,
+        } => {
+            use childgraph_simulators::population::{NoiseConfig, PopulationConfig, export};
+            let noise = match noise {
+                Noise::Low => NoiseConfig::low(),
+                Noise::Default => NoiseConfig::default(),
+                Noise::High => NoiseConfig::high(),
+            };
+            let config = PopulationConfig {
+                children,
+                seed,
+                noise,
+                as_of: chrono::Utc::now().date_naive(),
+                ..PopulationConfig::default()
+            };
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let summary = export(&config, &out)
+                .with_context(|| format!("cannot write the population to {}", out.display()))?;
+            println!("{summary:?}");
+            Ok(())
+        }
+    }
+}

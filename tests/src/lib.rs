@@ -1,1 +1,186 @@
-//! placeholder
+//! The integration-test harness: a real gateway on `127.0.0.1:0`, in front of the three simulators, with a fresh store.
+//!
+//! ```ignore
+//! let gateway = TestGateway::builder().children(200).spawn().await;
+//! let answer = gateway.query("teacher", "{ me { name } }").await;
+//! ```
+
+use std::net::SocketAddr;
+
+use childgraph::demo::{Demo, DemoOptions};
+use childgraph_simulators::Faults;
+use serde_json::{Value, json};
+
+/// Builds a [`TestGateway`].
+#[derive(Debug)]
+pub struct TestGatewayBuilder {
+    children: usize,
+    seed: u64,
+}
+
+impl TestGatewayBuilder {
+    /// Generated children besides the demo cast; small by default so tests start fast.
+    pub fn children(mut self, children: usize) -> Self {
+        self.children = children;
+        self
+    }
+
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    pub async fn spawn(self) -> TestGateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let demo = Demo::start(DemoOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: dir.path().to_owned(),
+            children: self.children,
+            seed: self.seed,
+            faults: Faults::default(),
+        })
+        .await
+        .expect("the demo starts");
+        TestGateway {
+            demo: Some(demo),
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+/// A running gateway with its simulators.
+#[derive(Debug)]
+pub struct TestGateway {
+    demo: Option<Demo>,
+    /// Holds the data directory (store, key, demo.json) until the test ends.
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+/// A GraphQL answer, with the HTTP status it came with.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The `extensions.code` of every error, in order.
+    pub fn codes(&self) -> Vec<String> {
+        self.errors()
+            .iter()
+            .filter_map(|e| e["extensions"]["code"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    pub fn errors(&self) -> Vec<Value> {
+        self.body["errors"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The errors with this code.
+    pub fn errors_with(&self, code: &str) -> Vec<Value> {
+        self.errors()
+            .into_iter()
+            .filter(|e| e["extensions"]["code"] == code)
+            .collect()
+    }
+}
+
+impl TestGateway {
+    pub fn builder() -> TestGatewayBuilder {
+        TestGatewayBuilder {
+            children: 200,
+            seed: 7,
+        }
+    }
+
+    pub fn demo(&self) -> &Demo {
+        self.demo.as_ref().expect("running")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/graphql", self.demo().gateway)
+    }
+
+    /// A token for a demo identity.
+    pub fn token(&self, user: &str) -> String {
+        self.demo().key.token(user).expect("token")
+    }
+
+    /// Runs a query as a demo identity.
+    pub async fn query(&self, user: &str, query: &str) -> Answer {
+        self.query_with(Some(&self.token(user)), query, json!({}))
+            .await
+    }
+
+    /// Runs a query with variables as a demo identity.
+    pub async fn query_vars(&self, user: &str, query: &str, variables: Value) -> Answer {
+        self.query_with(Some(&self.token(user)), query, variables)
+            .await
+    }
+
+    /// Runs a query with the given bearer token, or none.
+    pub async fn query_with(&self, token: Option<&str>, query: &str, variables: Value) -> Answer {
+        let mut request = self
+            .http
+            .post(self.url())
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("the gateway answers");
+        let status = response.status().as_u16();
+        let body = response.json().await.expect("a JSON answer");
+        Answer { status, body }
+    }
+
+    /// Sets a simulator's faults through its `/_sim/faults` endpoint, as a script would.
+    pub async fn set_faults(&self, source: &str, faults: Value) {
+        let root = self.source_root(source);
+        let response = self
+            .http
+            .post(format!("{root}/_sim/faults"))
+            .json(&faults)
+            .send()
+            .await
+            .expect("simulator answers");
+        assert!(
+            response.status().is_success(),
+            "setting faults: {}",
+            response.status()
+        );
+    }
+
+    /// The requests a simulator has received, from its `/_sim/stats` endpoint.
+    pub async fn requests(&self, source: &str) -> u64 {
+        let root = self.source_root(source);
+        let stats: Value = self
+            .http
+            .get(format!("{root}/_sim/stats"))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json");
+        stats["requests"].as_u64().expect("a request count")
+    }
+
+    /// A simulator's root URL, as `demo.json` gives it.
+    pub fn source_root(&self, source: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join(childgraph::demo::DEMO_JSON))
+            .expect("demo.json");
+        let demo: Value = serde_json::from_str(&text).expect("demo.json is JSON");
+        demo["sources"][source]
+            .as_str()
+            .expect("a source URL")
+            .to_owned()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(demo) = self.demo.take() {
+            demo.stop().await.expect("clean stop");
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The gateway's config file: typed structs that refuse unknown keys, with `${VAR}` expansion for secrets.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a config file was refused. Messages name the file and the key, never a secret's value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: environment variable {var} is not set")]
+    MissingVariable { path: PathBuf, var: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The address the GraphQL endpoint listens on.
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    /// The policy file; the built-in default policy when absent.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    #[serde(default)]
+    pub request: RequestConfig,
+    pub auth: AuthConfig,
+    pub sources: SourcesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite database file, created if missing.
+    pub sqlite: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    /// One deadline for the whole GraphQL request, which every source call respects.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// The most matches a search returns; beyond it the answer is `tooManyResults` and no list.
+    #[serde(default = "default_max_results")]
+    pub max_results: usize,
+    /// The largest request body accepted, in bytes.
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+}
+
+impl Default for RequestConfig {
+    fn default() -> Self {
+        Self {
+            deadline_ms: default_deadline_ms(),
+            max_results: default_max_results(),
+            body_limit_bytes: default_body_limit(),
+        }
+    }
+}
+
+impl RequestConfig {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+}
+
+fn default_deadline_ms() -> u64 {
+    2000
+}
+fn default_max_results() -> usize {
+    10
+}
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub issuers: Vec<IssuerConfig>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The `iss` claim this issuer's tokens carry.
+    pub issuer: String,
+    /// The `aud` the tokens must name.
+    pub audience: String,
+    /// The token's `amr` must include one of these methods.
+    #[serde(default = "default_amr")]
+    pub required_amr: Vec<String>,
+    /// Static verification keys (PEM public keys).
+    pub keys: Vec<KeyConfig>,
+}
+
+fn default_amr() -> Vec<String> {
+    vec!["mfa".into(), "otp".into(), "hwk".into()]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum KeyAlgorithm {
+    RS256,
+    ES256,
+    EdDSA,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub kid: String,
+    pub algorithm: KeyAlgorithm,
+    pub public_key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    pub health: SourceConfig,
+    pub school: SchoolSourceConfig,
+    pub early_years: SourceConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub base_url: url::Url,
+    /// Sent as `Authorization: Bearer`; write `${VAR}` to take it from the environment.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    #[serde(default = "default_source_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchoolSourceConfig {
+    #[serde(flatten)]
+    pub source: SourceConfig,
+    /// The most predicates the OneRoster server accepts in one `filter`.
+    #[serde(default = "default_filter_predicates")]
+    pub filter_max_predicates: usize,
+}
+
+fn default_source_timeout_ms() -> u64 {
+    1500
+}
+fn default_connect_timeout_ms() -> u64 {
+    500
+}
+fn default_filter_predicates() -> usize {
+    2
+}
+
+impl SourceConfig {
+    /// The connector's view of this source.
+    pub fn connector_config(&self) -> childgraph_connectors::SourceConfig {
+        let mut c = childgraph_connectors::SourceConfig::new(self.base_url.clone());
+        c.bearer_token = self.bearer_token.clone();
+        c.request_timeout = Duration::from_millis(self.timeout_ms);
+        c.connect_timeout = Duration::from_millis(self.connect_timeout_ms);
+        c
+    }
+}
+
+/// The issuer name of demo tokens. `serve` refuses a config that trusts it.
+pub const DEMO_ISSUER: &str = "urn:childgraph:demo";
+
+impl Config {
+    /// Reads, expands and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text, path, |var| std::env::var(var).ok())
+    }
+
+    /// Parses config text; `env` looks variables up, so tests need not touch the process environment.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        };
+        let mut tree: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        expand_strings(&mut tree, &env).map_err(|var| ConfigError::MissingVariable {
+            path: path.into(),
+            var,
+        })?;
+        let config: Config = serde_yaml_ng::from_value(tree).map_err(|e| invalid(e.to_string()))?;
+        if config.auth.issuers.is_empty() {
+            return Err(invalid(
+                "auth.issuers: at least one issuer is needed".into(),
+            ));
+        }
+        if config.auth.issuers.iter().any(|i| i.issuer == DEMO_ISSUER) {
+            return Err(invalid(format!(
+                "auth.issuers: {DEMO_ISSUER} is the demo's issuer and is never trusted by serve"
+            )));
+        }
+        if config.request.max_results == 0 {
+            return Err(invalid("request.max_results: must be at least 1".into()));
+        }
+        if config.sources.school.filter_max_predicates == 0 {
+            return Err(invalid(
+                "sources.school.filter_max_predicates: must be at least 1".into(),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// Expands `${VAR}` in every string value of the tree (never in keys or comments).
+fn expand_strings(
+    value: &mut serde_yaml_ng::Value,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::String(s) => *s = expand(s, env)?,
+        Value::Sequence(items) => items.iter_mut().try_for_each(|v| expand_strings(v, env))?,
+        Value::Mapping(map) => map
+            .iter_mut()
+            .try_for_each(|(_, v)| expand_strings(v, env))?,
+        Value::Tagged(tagged) => expand_strings(&mut tagged.value, env)?,
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+    Ok(())
+}
+
+/// Replaces `${VAR}` with the variable's value; `$${` stands for a literal `${`.
+fn expand(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        if rest[..start].ends_with('$') {
+            out.push_str(&rest[..start - 1]);
+            out.push_str("${");
+            rest = &rest[start + 2..];
+            continue;
+        }
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let var = &after[..end];
+        out.push_str(&env(var).ok_or_else(|| var.to_owned())?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../examples/childgraph.yaml");
+
+    fn env(var: &str) -> Option<String> {
+        match var {
+            "HEALTH_TOKEN" | "SCHOOL_TOKEN" | "EARLY_YEARS_TOKEN" => Some("secret".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let config = Config::parse(EXAMPLE, Path::new("examples/childgraph.yaml"), env)
+            .expect("valid example");
+        assert_eq!(
+            config.sources.health.bearer_token.as_deref(),
+            Some("secret")
+        );
+        assert_eq!(config.request.deadline(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_variables_are_named() {
+        let text = EXAMPLE.replace("listen:", "lisen: 1\nlisten:");
+        let err = Config::parse(&text, Path::new("c.yaml"), env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("c.yaml") && err.contains("lisen"), "{err}");
+        let err = Config::parse(EXAMPLE, Path::new("c.yaml"), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HEALTH_TOKEN") && !err.contains("secret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn demo_issuer_is_refused() {
+        let text = EXAMPLE.replace("https://login.example.org", DEMO_ISSUER);
+        assert!(Config::parse(&text, Path::new("c.yaml"), env).is_err());
+    }
+
+    #[test]
+    fn dollar_escapes() {
+        assert_eq!(
+            expand("a $${B} c", &|_| None).expect("no variables"),
+            "a ${B} c"
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! The GraphQL schema: query root, types, and the mapping of pipeline errors to `extensions.code`.
+
+mod errors;
+mod query;
+mod types;
+
+use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+
+pub use errors::coded;
+
+/// The error for a source that failed during a request.
+pub fn source_error(report: crate::federation::SourceReport) -> async_graphql::ServerError {
+    errors::source_unavailable(
+        report.source,
+        report.health == crate::federation::SourceHealth::Timeout,
+    )
+}
+pub use query::Query;
+
+use crate::pipeline::Pipeline;
+
+pub type ChildgraphSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+/// The most deeply nested selection accepted.
+const MAX_DEPTH: usize = 12;
+/// The most expensive selection accepted, counting one per field.
+const MAX_COMPLEXITY: usize = 500;
+
+/// Builds the schema over a pipeline.
+pub fn build(pipeline: Pipeline) -> ChildgraphSchema {
+    Schema::build(Query, EmptyMutation, EmptySubscription)
+        .data(pipeline)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}
+
+/// The schema's SDL, as committed at `schema/childgraph.graphql`.
+pub fn sdl() -> String {
+    Schema::build(Query, EmptyMutation, EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed SDL is what front-end teams build on: it must be exactly what the code serves.
+    #[test]
+    fn committed_schema_matches_the_code() {
+        let committed = include_str!("../../../schema/childgraph.graphql");
+        assert!(
+            committed == super::sdl(),
+            "schema/childgraph.graphql differs from the code's schema: run `cargo run -- schema print > schema/childgraph.graphql` and review the diff"
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! The query root: `me`, `searchChildren` and `child`. No root field lists children without search criteria.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Object, Result};
+use childgraph_schema::SearchCriteria;
+
+use super::errors::pipeline_error;
+use super::types::{
+    AccessInput, Child, ChildMatch, ChildSearchInput, ChildSearchResult, Lens, Me, OrganisationRef,
+};
+use crate::pipeline::{ComposedChild, Pipeline, Purpose, RequestScope, SearchOutcome, Wanted};
+
+#[derive(Debug, Default)]
+pub struct Query;
+
+fn parts<'a>(ctx: &'a Context<'_>) -> Result<(&'a Pipeline, &'a Arc<RequestScope>)> {
+    Ok((ctx.data::<Pipeline>()?, ctx.data::<Arc<RequestScope>>()?))
+}
+
+fn purpose(access: AccessInput) -> Purpose {
+    Purpose {
+        purpose: access.purpose.as_str(),
+        justification: access
+            .justification
+            .map(|j| j.trim().to_owned())
+            .filter(|j| !j.is_empty()),
+    }
+}
+
+/// What the client selected under a child, so the pipeline fetches no more.
+fn wanted(child: async_graphql::Lookahead<'_>) -> Wanted {
+    Wanted {
+        carers: child.field("carers").exists(),
+        services: child.field("services").exists(),
+        participation: child.field("participation").exists(),
+        flags: child.field("flags").exists(),
+    }
+}
+
+fn view(pipeline: &Pipeline, scope: &RequestScope, child: ComposedChild) -> Child {
+    let lens = Lens::new(pipeline.policy.clone(), scope.grant, child.situation());
+    Child {
+        lens,
+        data: Arc::new(child),
+    }
+}
+
+#[Object]
+impl Query {
+    /// The authenticated user, as their authoriser set them up.
+    async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
+        let (_, scope) = parts(ctx)?;
+        let p = &scope.principal;
+        Ok(Me {
+            user_id: ID(p.user_id.clone()),
+            name: p.display_name.clone(),
+            organisation: OrganisationRef {
+                id: ID(p.organisation.id.clone()),
+                name: p.organisation.name.clone(),
+            },
+            roles: p.roles.clone(),
+        })
+    }
+
+    /// Finds children across every source. Needs a family name and date of birth, or an identifier; returns at most
+    /// a few matches, ranked by score.
+    async fn search_children(
+        &self,
+        ctx: &Context<'_>,
+        criteria: ChildSearchInput,
+        access: AccessInput,
+    ) -> Result<ChildSearchResult> {
+        let (pipeline, scope) = parts(ctx)?;
+        let today = chrono::Utc::now().date_naive();
+        let criteria =
+            SearchCriteria::parse(criteria.into(), today).map_err(|e| pipeline_error(e.into()))?;
+        let wanted = wanted(ctx.look_ahead().field("matches").field("child"));
+        match pipeline
+            .search(scope, criteria, &purpose(access), wanted)
+            .await
+            .map_err(pipeline_error)?
+        {
+            SearchOutcome::TooMany => Ok(ChildSearchResult {
+                matches: None,
+                too_many_results: true,
+            }),
+            SearchOutcome::Matches(found) => Ok(ChildSearchResult {
+                matches: Some(
+                    found
+                        .into_iter()
+                        .map(|(score, c)| ChildMatch {
+                            score,
+                            child: view(pipeline, scope, c),
+                        })
+                        .collect(),
+                ),
+                too_many_results: false,
+            }),
+        }
+    }
+
+    /// One child by the id a search returned.
+    async fn child(&self, ctx: &Context<'_>, id: ID, access: AccessInput) -> Result<Option<Child>> {
+        let (pipeline, scope) = parts(ctx)?;
+        let wanted = wanted(ctx.look_ahead());
+        let found = pipeline
+            .child(scope, id.as_str(), &purpose(access), wanted)
+            .await
+            .map_err(pipeline_error)?;
+        Ok(found.map(|c| view(pipeline, scope, c)))
+    }
+}

@@ -1,0 +1,735 @@
+//! The GraphQL types of the answer. Every field that carries child data asks the policy before it resolves, and a
+//! withheld field is null with a REDACTED error: this is the second of the policy's two places, after the fetch.
+
+use std::sync::Arc;
+
+use async_graphql::{
+    Enum, ID, InputObject, InputValueError, InputValueResult, Object, Result, Scalar, ScalarType,
+    SimpleObject, Value,
+};
+use childgraph_policies::{Grant, Policy, Situation};
+use childgraph_schema as schema;
+use childgraph_schema::{Field, SourceName};
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::errors::redacted;
+use crate::pipeline::{ComposedChild, SourceStatus as PipelineSourceStatus};
+use crate::store::FlagRecord;
+
+/// A calendar date, written `YYYY-MM-DD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Date(pub NaiveDate);
+
+#[Scalar(name = "Date")]
+impl ScalarType for Date {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match &value {
+            Value::String(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map(Date)
+                .map_err(|_| InputValueError::custom("a date is written YYYY-MM-DD")),
+            _ => Err(InputValueError::expected_type(value)),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.format("%Y-%m-%d").to_string())
+    }
+}
+
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gender {
+    Female,
+    Male,
+    Other,
+    Unknown,
+}
+
+impl From<schema::Sex> for Gender {
+    fn from(s: schema::Sex) -> Self {
+        match s {
+            schema::Sex::Female => Gender::Female,
+            schema::Sex::Male => Gender::Male,
+            schema::Sex::Other => Gender::Other,
+            schema::Sex::Unknown => Gender::Unknown,
+        }
+    }
+}
+
+impl From<Gender> for schema::Sex {
+    fn from(g: Gender) -> Self {
+        match g {
+            Gender::Female => schema::Sex::Female,
+            Gender::Male => schema::Sex::Male,
+            Gender::Other => schema::Sex::Other,
+            Gender::Unknown => schema::Sex::Unknown,
+        }
+    }
+}
+
+/// Why the user is looking: every access to child data states one.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessPurpose {
+    Safeguarding,
+    ServiceCoordination,
+    Transition,
+    Enrolment,
+}
+
+impl AccessPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessPurpose::Safeguarding => "SAFEGUARDING",
+            AccessPurpose::ServiceCoordination => "SERVICE_COORDINATION",
+            AccessPurpose::Transition => "TRANSITION",
+            AccessPurpose::Enrolment => "ENROLMENT",
+        }
+    }
+}
+
+#[derive(InputObject, Debug)]
+pub struct AccessInput {
+    pub purpose: AccessPurpose,
+    /// Why this access is needed, in words. Required by some operations.
+    pub justification: Option<String>,
+}
+
+/// What to search for: a family name and date of birth, or an NHS number or unique pupil number, at least.
+#[derive(InputObject, Debug)]
+pub struct ChildSearchInput {
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub date_of_birth: Option<Date>,
+    pub gender: Option<Gender>,
+    pub postcode: Option<String>,
+    pub nhs_number: Option<String>,
+    pub upn: Option<String>,
+}
+
+impl From<ChildSearchInput> for schema::RawCriteria {
+    fn from(i: ChildSearchInput) -> Self {
+        schema::RawCriteria {
+            given_name: i.given_name,
+            family_name: i.family_name,
+            date_of_birth: i.date_of_birth.map(|d| d.0),
+            sex: i.gender.map(Into::into),
+            postcode: i.postcode,
+            nhs_number: i.nhs_number,
+            upn: i.upn,
+        }
+    }
+}
+
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Health,
+    School,
+    EarlyYears,
+}
+
+impl From<SourceName> for Source {
+    fn from(s: SourceName) -> Self {
+        match s {
+            SourceName::Health => Source::Health,
+            SourceName::School => Source::School,
+            SourceName::EarlyYears => Source::EarlyYears,
+        }
+    }
+}
+
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStatus {
+    Ok,
+    Unavailable,
+    Timeout,
+    /// The source marks the child's record restricted.
+    Restricted,
+}
+
+/// How one source stood for this answer.
+#[derive(SimpleObject, Debug)]
+pub struct SourceInfo {
+    pub source: Source,
+    pub status: SourceStatus,
+    /// Time spent waiting for the source in this request, in milliseconds.
+    pub response_time_ms: u64,
+    /// When the source's data in this answer was read.
+    pub as_of: DateTime<Utc>,
+}
+
+#[derive(SimpleObject, Debug)]
+pub struct PersonName {
+    pub given: Option<String>,
+    pub family: Option<String>,
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Address {
+    pub lines: Vec<String>,
+    pub postcode: Option<String>,
+}
+
+impl From<&schema::Address> for Address {
+    fn from(a: &schema::Address) -> Self {
+        Self {
+            lines: a.lines.clone(),
+            postcode: a.postcode.clone(),
+        }
+    }
+}
+
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentifierKind {
+    NhsNumber,
+    Upn,
+}
+
+#[derive(SimpleObject, Debug)]
+pub struct ChildIdentifier {
+    pub kind: IdentifierKind,
+    pub value: String,
+    pub source: Source,
+}
+
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    GeneralPractice,
+    MaternalChildHealth,
+    School,
+    EarlyYears,
+    SocialCare,
+    MentalHealth,
+    SexualHealth,
+    SubstanceMisuse,
+}
+
+impl From<schema::ServiceKind> for ServiceKind {
+    fn from(k: schema::ServiceKind) -> Self {
+        use schema::ServiceKind as K;
+        match k {
+            K::GeneralPractice => ServiceKind::GeneralPractice,
+            K::MaternalChildHealth => ServiceKind::MaternalChildHealth,
+            K::School => ServiceKind::School,
+            K::EarlyYears => ServiceKind::EarlyYears,
+            K::SocialCare => ServiceKind::SocialCare,
+            K::MentalHealth => ServiceKind::MentalHealth,
+            K::SexualHealth => ServiceKind::SexualHealth,
+            K::SubstanceMisuse => ServiceKind::SubstanceMisuse,
+        }
+    }
+}
+
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceStatus {
+    Planned,
+    Active,
+    Finished,
+}
+
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParticipationStatus {
+    Attended,
+    Missed,
+    Planned,
+    Enrolled,
+    Left,
+}
+
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrganisationKind {
+    School,
+    GpPractice,
+    MaternalChildHealth,
+    Kindergarten,
+    SocialCare,
+    Other,
+}
+
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagKind {
+    /// "I have information to share."
+    HasInformation,
+    /// "I am taking action."
+    TakingAction,
+    /// "An assessment was done."
+    AssessmentDone,
+}
+
+/// The policy's view of one child for one principal: every child-data field asks it before resolving.
+#[derive(Clone)]
+pub struct Lens {
+    policy: Arc<Policy>,
+    grant: Grant,
+    situation: Situation,
+}
+
+impl std::fmt::Debug for Lens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lens")
+            .field("grant", &self.grant)
+            .field("situation", &self.situation)
+            .finish()
+    }
+}
+
+impl Lens {
+    pub fn new(policy: Arc<Policy>, grant: Grant, situation: Situation) -> Self {
+        Self {
+            policy,
+            grant,
+            situation,
+        }
+    }
+
+    fn check(&self, field: Field) -> Result<()> {
+        let decision = self.policy.decide(self.grant, self.situation, field);
+        if decision.is_visible() {
+            Ok(())
+        } else {
+            Err(redacted(field, &decision))
+        }
+    }
+}
+
+/// A child as one principal may see it.
+#[derive(Debug, Clone)]
+pub struct Child {
+    pub lens: Lens,
+    pub data: Arc<ComposedChild>,
+}
+
+#[Object]
+impl Child {
+    /// The gateway's id for the child: stable across requests.
+    async fn id(&self) -> ID {
+        ID(self.data.id.clone())
+    }
+
+    /// Whether the child is shielded: its record then shows only name, date of birth, gender and id.
+    async fn shielded(&self) -> bool {
+        self.data.shielded
+    }
+
+    async fn name(&self) -> Result<Option<PersonName>> {
+        self.lens.check(Field::ChildName)?;
+        let given = self
+            .data
+            .records
+            .iter()
+            .find_map(|r| r.given_name().map(str::to_owned));
+        let family = self.data.records.iter().find_map(|r| r.family_name.clone());
+        Ok(Some(PersonName { given, family }))
+    }
+
+    async fn date_of_birth(&self) -> Result<Option<Date>> {
+        self.lens.check(Field::ChildDateOfBirth)?;
+        Ok(self
+            .data
+            .records
+            .iter()
+            .find_map(|r| r.date_of_birth)
+            .map(Date))
+    }
+
+    async fn gender(&self) -> Result<Option<Gender>> {
+        self.lens.check(Field::ChildGender)?;
+        Ok(self.data.records.iter().find_map(|r| r.sex).map(Into::into))
+    }
+
+    async fn identifiers(&self) -> Result<Option<Vec<ChildIdentifier>>> {
+        self.lens.check(Field::ChildIdentifiers)?;
+        let mut ids: Vec<ChildIdentifier> = Vec::new();
+        for r in &self.data.records {
+            let found = [
+                r.nhs_number
+                    .as_ref()
+                    .map(|n| (IdentifierKind::NhsNumber, n.to_string())),
+                r.upn.as_ref().map(|u| (IdentifierKind::Upn, u.to_string())),
+            ];
+            for (kind, value) in found.into_iter().flatten() {
+                if !ids.iter().any(|i| i.kind == kind && i.value == value) {
+                    ids.push(ChildIdentifier {
+                        kind,
+                        value,
+                        source: r.source.into(),
+                    });
+                }
+            }
+        }
+        Ok(Some(ids))
+    }
+
+    async fn address(&self) -> Result<Option<Address>> {
+        self.lens.check(Field::ChildAddress)?;
+        Ok(self
+            .data
+            .records
+            .iter()
+            .find_map(|r| r.address.as_ref())
+            .map(Address::from))
+    }
+
+    /// Carers as each source records them.
+    async fn carers(&self) -> Result<Option<Vec<Carer>>> {
+        self.lens.check(Field::ChildCarers)?;
+        let mut carers: Vec<Carer> = Vec::new();
+        for c in &self.data.details.carers {
+            if !carers
+                .iter()
+                .any(|k| k.data.name.eq_ignore_ascii_case(&c.name))
+            {
+                carers.push(Carer {
+                    lens: self.lens.clone(),
+                    data: c.clone(),
+                });
+            }
+        }
+        Ok(Some(carers))
+    }
+
+    /// Services working with the child, with their practitioners.
+    async fn services(&self) -> Result<Option<Vec<Service>>> {
+        self.lens.check(Field::ChildServices)?;
+        // No role is yet allowed sensitive services (sexual health, mental health, substance misuse), so none is shown.
+        let services = self
+            .data
+            .details
+            .involvements
+            .iter()
+            .filter(|i| !i.kind.is_sensitive())
+            .map(|i| Service {
+                lens: self.lens.clone(),
+                data: i.clone(),
+            })
+            .collect();
+        Ok(Some(services))
+    }
+
+    /// Enrolments and key-age visits.
+    async fn participation(&self) -> Result<Option<Vec<Participation>>> {
+        self.lens.check(Field::ChildParticipation)?;
+        let items = self
+            .data
+            .details
+            .participation
+            .iter()
+            .filter(|p| !p.kind.is_sensitive())
+            .map(|p| Participation {
+                lens: self.lens.clone(),
+                data: p.clone(),
+            })
+            .collect();
+        Ok(Some(items))
+    }
+
+    /// Flags other practitioners raised, live ones only.
+    async fn flags(&self) -> Result<Option<Vec<Flag>>> {
+        self.lens.check(Field::ChildFlags)?;
+        Ok(Some(
+            self.data
+                .flags
+                .iter()
+                .map(|f| Flag { data: f.clone() })
+                .collect(),
+        ))
+    }
+
+    /// Every source, and how it stood for this answer.
+    async fn sources(&self) -> Vec<SourceInfo> {
+        self.data
+            .sources
+            .iter()
+            .map(|s| SourceInfo {
+                source: s.source.into(),
+                status: match s.status {
+                    PipelineSourceStatus::Ok => SourceStatus::Ok,
+                    PipelineSourceStatus::Unavailable => SourceStatus::Unavailable,
+                    PipelineSourceStatus::Timeout => SourceStatus::Timeout,
+                    PipelineSourceStatus::Restricted => SourceStatus::Restricted,
+                },
+                response_time_ms: u64::try_from(s.response_time.as_millis()).unwrap_or(u64::MAX),
+                as_of: s.as_of,
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+pub struct Carer {
+    lens: Lens,
+    data: schema::Carer,
+}
+
+#[Object]
+impl Carer {
+    async fn name(&self) -> Result<Option<String>> {
+        self.lens.check(Field::CarerName)?;
+        Ok(Some(self.data.name.clone()))
+    }
+
+    async fn relationship(&self) -> Result<Option<String>> {
+        self.lens.check(Field::CarerRelationship)?;
+        Ok(self.data.relationship.clone())
+    }
+
+    async fn phone(&self) -> Result<Option<String>> {
+        self.lens.check(Field::CarerPhone)?;
+        Ok(self.data.phone.clone())
+    }
+
+    async fn email(&self) -> Result<Option<String>> {
+        self.lens.check(Field::CarerEmail)?;
+        Ok(self.data.email.clone())
+    }
+
+    async fn address(&self) -> Result<Option<Address>> {
+        self.lens.check(Field::CarerAddress)?;
+        Ok(self.data.address.as_ref().map(Address::from))
+    }
+}
+
+#[derive(Debug)]
+pub struct Service {
+    lens: Lens,
+    data: schema::Involvement,
+}
+
+#[Object]
+impl Service {
+    async fn kind(&self) -> ServiceKind {
+        self.data.kind.into()
+    }
+
+    async fn source(&self) -> Source {
+        self.data.source.into()
+    }
+
+    async fn status(&self) -> ServiceStatus {
+        match self.data.status {
+            schema::InvolvementStatus::Planned => ServiceStatus::Planned,
+            schema::InvolvementStatus::Active => ServiceStatus::Active,
+            schema::InvolvementStatus::Finished => ServiceStatus::Finished,
+        }
+    }
+
+    async fn start(&self) -> Option<Date> {
+        self.data.start.map(Date)
+    }
+
+    async fn end(&self) -> Option<Date> {
+        self.data.end.map(Date)
+    }
+
+    async fn organisation(&self) -> Result<Option<Organisation>> {
+        self.lens.check(Field::ServiceOrganisation)?;
+        Ok(self.data.organisation.clone().map(|data| Organisation {
+            lens: self.lens.clone(),
+            data,
+        }))
+    }
+
+    async fn practitioner(&self) -> Result<Option<Practitioner>> {
+        self.lens.check(Field::ServicePractitioner)?;
+        Ok(self
+            .data
+            .practitioner
+            .clone()
+            .map(|data| Practitioner { data }))
+    }
+}
+
+#[derive(Debug)]
+pub struct Participation {
+    lens: Lens,
+    data: schema::Participation,
+}
+
+#[Object]
+impl Participation {
+    async fn kind(&self) -> ServiceKind {
+        self.data.kind.into()
+    }
+
+    async fn source(&self) -> Source {
+        self.data.source.into()
+    }
+
+    async fn description(&self) -> &str {
+        &self.data.description
+    }
+
+    async fn status(&self) -> ParticipationStatus {
+        match self.data.status {
+            schema::ParticipationStatus::Attended => ParticipationStatus::Attended,
+            schema::ParticipationStatus::Missed => ParticipationStatus::Missed,
+            schema::ParticipationStatus::Planned => ParticipationStatus::Planned,
+            schema::ParticipationStatus::Enrolled => ParticipationStatus::Enrolled,
+            schema::ParticipationStatus::Left => ParticipationStatus::Left,
+        }
+    }
+
+    async fn date(&self) -> Option<Date> {
+        self.data.date.map(Date)
+    }
+
+    async fn end(&self) -> Option<Date> {
+        self.data.end.map(Date)
+    }
+
+    async fn organisation(&self) -> Result<Option<Organisation>> {
+        self.lens.check(Field::ParticipationOrganisation)?;
+        Ok(self.data.organisation.clone().map(|data| Organisation {
+            lens: self.lens.clone(),
+            data,
+        }))
+    }
+}
+
+#[derive(Debug)]
+pub struct Organisation {
+    lens: Lens,
+    data: schema::Organisation,
+}
+
+#[Object]
+impl Organisation {
+    async fn kind(&self) -> OrganisationKind {
+        use schema::OrganisationKind as K;
+        match self.data.kind {
+            K::School => OrganisationKind::School,
+            K::GpPractice => OrganisationKind::GpPractice,
+            K::MaternalChildHealth => OrganisationKind::MaternalChildHealth,
+            K::Kindergarten => OrganisationKind::Kindergarten,
+            K::SocialCare => OrganisationKind::SocialCare,
+            K::Other => OrganisationKind::Other,
+        }
+    }
+
+    async fn name(&self) -> Result<Option<String>> {
+        self.lens.check(Field::OrganisationName)?;
+        Ok(Some(self.data.name.clone()))
+    }
+
+    async fn phone(&self) -> Result<Option<String>> {
+        self.lens.check(Field::OrganisationPhone)?;
+        Ok(self.data.phone.clone())
+    }
+
+    async fn email(&self) -> Result<Option<String>> {
+        self.lens.check(Field::OrganisationEmail)?;
+        Ok(self.data.email.clone())
+    }
+
+    async fn address(&self) -> Result<Option<Address>> {
+        self.lens.check(Field::OrganisationAddress)?;
+        Ok(self.data.address.as_ref().map(Address::from))
+    }
+}
+
+/// A practitioner working with the child, and how to reach them.
+#[derive(Debug)]
+pub struct Practitioner {
+    data: schema::Practitioner,
+}
+
+#[Object]
+impl Practitioner {
+    async fn name(&self) -> &str {
+        &self.data.name
+    }
+
+    async fn role(&self) -> Option<&str> {
+        self.data.role.as_deref()
+    }
+
+    async fn phone(&self) -> Option<&str> {
+        self.data.phone.as_deref()
+    }
+
+    async fn email(&self) -> Option<&str> {
+        self.data.email.as_deref()
+    }
+}
+
+/// A flag another practitioner raised: contact guidance, never case notes.
+#[derive(Debug)]
+pub struct Flag {
+    data: FlagRecord,
+}
+
+#[Object]
+impl Flag {
+    async fn id(&self) -> ID {
+        ID(self.data.id.clone())
+    }
+
+    async fn kind(&self) -> FlagKind {
+        match self.data.kind.as_str() {
+            "TAKING_ACTION" => FlagKind::TakingAction,
+            "ASSESSMENT_DONE" => FlagKind::AssessmentDone,
+            _ => FlagKind::HasInformation,
+        }
+    }
+
+    /// Short contact guidance.
+    async fn note(&self) -> &str {
+        &self.data.note
+    }
+
+    async fn raised_at(&self) -> DateTime<Utc> {
+        self.data.raised_at
+    }
+
+    async fn expires_at(&self) -> DateTime<Utc> {
+        self.data.expires_at
+    }
+
+    /// Who raised it, and how to reach them.
+    async fn raised_by(&self) -> FlagAuthor {
+        let account = &self.data.raised_by;
+        FlagAuthor {
+            name: account.display_name.clone(),
+            organisation: account.organisation.name.clone(),
+            phone: account.phone.clone(),
+            email: account.email.clone(),
+        }
+    }
+}
+
+/// The practitioner who raised a flag.
+#[derive(SimpleObject, Debug)]
+pub struct FlagAuthor {
+    pub name: String,
+    pub organisation: String,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+}
+
+#[derive(SimpleObject, Debug)]
+pub struct ChildMatch {
+    /// How well the child matches the criteria, from 0 to 1.
+    pub score: f64,
+    pub child: Child,
+}
+
+#[derive(SimpleObject, Debug)]
+pub struct ChildSearchResult {
+    /// The matches, best first; null when there are too many to return.
+    pub matches: Option<Vec<ChildMatch>>,
+    /// More children matched than a search may return: refine the criteria.
+    pub too_many_results: bool,
+}
+
+#[derive(SimpleObject, Debug)]
+pub struct OrganisationRef {
+    pub id: ID,
+    pub name: String,
+}
+
+/// The authenticated user.
+#[derive(SimpleObject, Debug)]
+pub struct Me {
+    pub user_id: ID,
+    pub name: String,
+    pub organisation: OrganisationRef,
+    pub roles: Vec<String>,
+}

@@ -1,0 +1,425 @@
+//! The request pipeline for child data, in the order it runs: identify, shield status, decide, fetch, compose, record.
+//!
+//! The GraphQL resolvers call these functions and nothing else for child data, so this file is the one place that
+//! says what happens, in what order, before an answer is composed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use childgraph_connectors::Parts;
+use childgraph_policies::{Grant, Policy, Situation};
+use childgraph_schema::{
+    CriteriaError, Field, PersonRecord, RecordDetails, RecordRef, SearchCriteria, SourceName,
+};
+use chrono::Utc;
+use tokio::time::Instant;
+
+use crate::access::{AccessRecord, Operation};
+use crate::federation::{Federation, Reports, SourceHealth};
+use crate::store::{Account, FlagRecord, Store, StoreError};
+
+/// Why a request for child data failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error(transparent)]
+    Criteria(#[from] CriteriaError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Limits that apply to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_results: usize,
+    pub deadline: Duration,
+}
+
+/// Everything the pipeline needs, shared by all requests.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub policy: Arc<Policy>,
+    pub store: Store,
+    pub federation: Federation,
+    pub limits: Limits,
+}
+
+/// Why the user is asking, as they declared it.
+#[derive(Debug, Clone)]
+pub struct Purpose {
+    pub purpose: &'static str,
+    pub justification: Option<String>,
+}
+
+/// One GraphQL request's view of the pipeline: who asks, until when, and how the sources fared.
+#[derive(Debug)]
+pub struct RequestScope {
+    pub request_id: String,
+    pub principal: Account,
+    pub grant: Grant,
+    pub deadline: Instant,
+    pub reports: Reports,
+}
+
+/// How a source stands for one child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStatus {
+    Ok,
+    Unavailable,
+    Timeout,
+    /// The source marks the child's record restricted.
+    Restricted,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceView {
+    pub source: SourceName,
+    pub status: SourceStatus,
+    pub response_time: Duration,
+    pub as_of: chrono::DateTime<Utc>,
+}
+
+/// A child, composed from its source records, before the policy is applied field by field.
+#[derive(Debug, Clone)]
+pub struct ComposedChild {
+    pub id: String,
+    pub shielded: bool,
+    /// Its records, health first, then early years, then school: the order in which person fields are trusted.
+    pub records: Vec<PersonRecord>,
+    pub details: RecordDetails,
+    pub flags: Vec<FlagRecord>,
+    pub sources: Vec<SourceView>,
+}
+
+impl ComposedChild {
+    pub fn situation(&self) -> Situation {
+        Situation {
+            shielded: self.shielded,
+            overridden: false,
+        }
+    }
+}
+
+/// The answer to a search.
+#[derive(Debug)]
+pub enum SearchOutcome {
+    /// More children matched than a search may return: no list, so that nobody can page through the index.
+    TooMany,
+    Matches(Vec<(f64, ComposedChild)>),
+}
+
+/// The parts of the answer the client asked for; the pipeline fetches no more than these.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wanted {
+    pub carers: bool,
+    pub services: bool,
+    pub participation: bool,
+    pub flags: bool,
+}
+
+impl Pipeline {
+    /// Opens a request scope for an authenticated principal.
+    pub fn scope(&self, request_id: String, principal: Account) -> RequestScope {
+        let grant = self
+            .policy
+            .grant(principal.roles.iter().map(String::as_str));
+        RequestScope {
+            request_id,
+            principal,
+            grant,
+            deadline: Instant::now() + self.limits.deadline,
+            reports: Reports::default(),
+        }
+    }
+
+    /// `searchChildren`: find the children matching the criteria, ranked by score.
+    pub async fn search(
+        &self,
+        scope: &RequestScope,
+        criteria: SearchCriteria,
+        purpose: &Purpose,
+        wanted: Wanted,
+    ) -> Result<SearchOutcome, PipelineError> {
+        self.require_child_data(scope, purpose, Operation::Search)?;
+
+        // Identify: blocking queries to every source, then link the candidates into children.
+        let candidates = self
+            .federation
+            .search(&criteria, scope.deadline, &scope.reports)
+            .await;
+        let clusters: Vec<_> = childgraph_linkage::cluster(candidates)
+            .into_iter()
+            .filter(|c| childgraph_linkage::score(&criteria, c).is_some())
+            .collect();
+        let groups: Vec<Vec<(RecordRef, f64)>> = clusters
+            .iter()
+            .map(|c| {
+                let s = childgraph_linkage::score(&criteria, c).unwrap_or(0.0);
+                c.records.iter().map(|r| (r.record_ref(), s)).collect()
+            })
+            .collect();
+        let linked = self.store.link(&groups, "deterministic-v1").await?;
+        let mut found: HashMap<RecordRef, PersonRecord> = clusters
+            .into_iter()
+            .flat_map(|c| c.records)
+            .map(|r| (r.record_ref(), r))
+            .collect();
+        let mut children: Vec<(String, Vec<PersonRecord>)> = Vec::new();
+        for (child_id, refs) in linked.into_iter().flatten() {
+            let records = refs.iter().filter_map(|r| found.remove(r)).collect();
+            children.push((child_id, records));
+        }
+        self.complete_records(scope, &mut children).await?;
+
+        // Score each child as linked, and decide shield status.
+        let mut scored = Vec::new();
+        for (id, records) in children {
+            let cluster = childgraph_linkage::Cluster { records };
+            if let Some(score) = childgraph_linkage::score(&criteria, &cluster) {
+                scored.push((score, id, cluster.records));
+            }
+        }
+        let ids: Vec<String> = scored.iter().map(|(_, id, _)| id.clone()).collect();
+        let register = self.store.shielded(&ids).await?;
+        let mut matches = Vec::new();
+        for (score, id, records) in scored {
+            let shielded = register.contains(&id) || records.iter().any(|r| r.restricted);
+            // A search that uses a field a shielded record hides must not find it, nor reveal that it exists.
+            let situation = Situation {
+                shielded,
+                overridden: false,
+            };
+            if shielded && uses_hidden_field(&self.policy, scope.grant, situation, &criteria) {
+                continue;
+            }
+            matches.push((score, skeleton(id, shielded, records)));
+        }
+        matches.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
+
+        if matches.len() > self.limits.max_results {
+            AccessRecord::new(scope, purpose, Operation::Search)
+                .too_many()
+                .log();
+            return Ok(SearchOutcome::TooMany);
+        }
+
+        // Decide, then fetch only what the policy allows and the client asked for.
+        let mut children: Vec<ComposedChild> = matches.iter().map(|(_, c)| c.clone()).collect();
+        self.fetch_and_compose(scope, &mut children, wanted).await?;
+        AccessRecord::new(scope, purpose, Operation::Search)
+            .children(&children)
+            .log();
+        let scores = matches.into_iter().map(|(s, _)| s);
+        Ok(SearchOutcome::Matches(scores.zip(children).collect()))
+    }
+
+    /// `child`: one child by its gateway id.
+    pub async fn child(
+        &self,
+        scope: &RequestScope,
+        id: &str,
+        purpose: &Purpose,
+        wanted: Wanted,
+    ) -> Result<Option<ComposedChild>, PipelineError> {
+        self.require_child_data(scope, purpose, Operation::View)?;
+        let refs = self.store.records_of(id).await?;
+        if refs.is_empty() {
+            AccessRecord::new(scope, purpose, Operation::View)
+                .not_found()
+                .log();
+            return Ok(None);
+        }
+        let records = self
+            .federation
+            .records(&refs, scope.deadline, &scope.reports)
+            .await;
+        let records: Vec<PersonRecord> = records
+            .into_iter()
+            .filter(|r| refs.contains(&r.record_ref()))
+            .collect();
+        let shielded = !self.store.shielded(&[id.to_owned()]).await?.is_empty()
+            || records.iter().any(|r| r.restricted);
+        let mut children = vec![skeleton(id.to_owned(), shielded, records)];
+        self.fetch_and_compose(scope, &mut children, wanted).await?;
+        AccessRecord::new(scope, purpose, Operation::View)
+            .children(&children)
+            .log();
+        Ok(children.pop())
+    }
+
+    fn require_child_data(
+        &self,
+        scope: &RequestScope,
+        purpose: &Purpose,
+        operation: Operation,
+    ) -> Result<(), PipelineError> {
+        if self.policy.sees_child_data(scope.grant) {
+            return Ok(());
+        }
+        AccessRecord::new(scope, purpose, operation).denied().log();
+        Err(PipelineError::Forbidden(
+            "none of your roles sees child data",
+        ))
+    }
+
+    /// Adds the records already linked to each child that this search did not return, so that a child is shown whole.
+    async fn complete_records(
+        &self,
+        scope: &RequestScope,
+        children: &mut [(String, Vec<PersonRecord>)],
+    ) -> Result<(), PipelineError> {
+        let mut missing: Vec<(usize, RecordRef)> = Vec::new();
+        for (i, (id, records)) in children.iter().enumerate() {
+            let have: HashSet<RecordRef> = records.iter().map(PersonRecord::record_ref).collect();
+            for r in self.store.records_of(id).await? {
+                if !have.contains(&r) {
+                    missing.push((i, r));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<RecordRef> = missing.iter().map(|(_, r)| r.clone()).collect();
+        let mut fetched: HashMap<RecordRef, PersonRecord> = self
+            .federation
+            .records(&refs, scope.deadline, &scope.reports)
+            .await
+            .into_iter()
+            .map(|r| (r.record_ref(), r))
+            .collect();
+        for (i, r) in missing {
+            if let Some(record) = fetched.remove(&r) {
+                children[i].1.push(record);
+            }
+        }
+        for (_, records) in children.iter_mut() {
+            records.sort_by_key(|r| source_rank(r.source));
+        }
+        Ok(())
+    }
+
+    /// Fetches the parts each child's answer may show and the client asked for, and composes them.
+    async fn fetch_and_compose(
+        &self,
+        scope: &RequestScope,
+        children: &mut [ComposedChild],
+        wanted: Wanted,
+    ) -> Result<(), PipelineError> {
+        // Shielded children show only identity fields, so nothing more is fetched for them.
+        let open = Situation::default();
+        let allowed = |field| self.policy.decide(scope.grant, open, field).is_visible();
+        let parts = Parts {
+            carers: wanted.carers && allowed(Field::ChildCarers),
+            involvements: wanted.services && allowed(Field::ChildServices),
+            participation: wanted.participation && allowed(Field::ChildParticipation),
+        };
+        let refs: Vec<RecordRef> = children
+            .iter()
+            .filter(|c| !c.shielded)
+            .flat_map(|c| c.records.iter().map(PersonRecord::record_ref))
+            .collect();
+        let mut details = self
+            .federation
+            .details(&refs, parts, scope.deadline, &scope.reports)
+            .await;
+        let flag_ids: Vec<String> = children
+            .iter()
+            .filter(|c| !c.shielded)
+            .map(|c| c.id.clone())
+            .collect();
+        let mut flags = if wanted.flags && allowed(Field::ChildFlags) && !flag_ids.is_empty() {
+            self.store.flags(&flag_ids, Utc::now()).await?
+        } else {
+            HashMap::new()
+        };
+        for child in children.iter_mut() {
+            for record in &child.records {
+                if let Some(d) = details.remove(&record.record_ref()) {
+                    merge(&mut child.details, d);
+                }
+            }
+            child.flags = flags.remove(&child.id).unwrap_or_default();
+            child.sources = self.source_views(scope, child);
+        }
+        Ok(())
+    }
+
+    fn source_views(&self, scope: &RequestScope, child: &ComposedChild) -> Vec<SourceView> {
+        self.federation
+            .sources()
+            .map(|source| {
+                let report = scope.reports.get(source);
+                let restricted = child
+                    .records
+                    .iter()
+                    .any(|r| r.source == source && r.restricted);
+                let status = match report.map(|r| r.health) {
+                    Some(SourceHealth::Unavailable) => SourceStatus::Unavailable,
+                    Some(SourceHealth::Timeout) => SourceStatus::Timeout,
+                    _ if restricted => SourceStatus::Restricted,
+                    _ => SourceStatus::Ok,
+                };
+                SourceView {
+                    source,
+                    status,
+                    response_time: report.map(|r| r.elapsed).unwrap_or_default(),
+                    as_of: report.map(|r| r.as_of).unwrap_or_else(Utc::now),
+                }
+            })
+            .collect()
+    }
+}
+
+fn skeleton(id: String, shielded: bool, mut records: Vec<PersonRecord>) -> ComposedChild {
+    records.sort_by_key(|r| source_rank(r.source));
+    ComposedChild {
+        id,
+        shielded,
+        records,
+        details: RecordDetails::default(),
+        flags: Vec::new(),
+        sources: Vec::new(),
+    }
+}
+
+/// The order in which sources' person fields are trusted: health registration first.
+fn source_rank(source: SourceName) -> u8 {
+    match source {
+        SourceName::Health => 0,
+        SourceName::EarlyYears => 1,
+        SourceName::School => 2,
+    }
+}
+
+fn merge(into: &mut RecordDetails, from: RecordDetails) {
+    into.carers.extend(from.carers);
+    into.involvements.extend(from.involvements);
+    into.participation.extend(from.participation);
+}
+
+/// Whether the criteria use a field that this principal may not see on a record in this situation.
+fn uses_hidden_field(
+    policy: &Policy,
+    grant: Grant,
+    situation: Situation,
+    criteria: &SearchCriteria,
+) -> bool {
+    let used = [
+        (criteria.postcode.is_some(), Field::ChildAddress),
+        (
+            criteria.nhs_number.is_some() || criteria.upn.is_some(),
+            Field::ChildIdentifiers,
+        ),
+        (
+            criteria.given_name.is_some() || criteria.family_name.is_some(),
+            Field::ChildName,
+        ),
+        (criteria.date_of_birth.is_some(), Field::ChildDateOfBirth),
+        (criteria.sex.is_some(), Field::ChildGender),
+    ];
+    used.iter()
+        .any(|&(is_used, field)| is_used && !policy.decide(grant, situation, field).is_visible())
+}

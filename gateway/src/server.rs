@@ -1,0 +1,175 @@
+//! The HTTP server: GraphQL over HTTP at `/graphql` (GraphiQL for a browser), `/healthz` and `/readyz`.
+//!
+//! `run` takes a bound listener and a shutdown future, so tests run the real server on `127.0.0.1:0`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql::{ErrorExtensionValues, ServerError};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{AuthError, Authenticator};
+use crate::graphql::ChildgraphSchema;
+use crate::pipeline::Pipeline;
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// What every handler may need.
+#[derive(Clone)]
+pub struct AppState {
+    pub schema: ChildgraphSchema,
+    pub auth: Arc<Authenticator>,
+    pub pipeline: Pipeline,
+    pub body_limit: usize,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("pipeline", &self.pipeline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The gateway's routes, with the layers every request passes: request id, tracing span, body limit.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.body_limit;
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(PropagateRequestIdLayer::new(header::HeaderName::from_static(REQUEST_ID)))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            // The path only: query strings can carry search terms.
+            let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(header::HeaderName::from_static(REQUEST_ID), MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then lets in-flight requests finish.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn graphql_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Result<GraphQLRequest, async_graphql_axum::rejection::GraphQLRejection>,
+) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html {
+        return Html(
+            GraphiQLSource::build()
+                .endpoint("/graphql")
+                .title("childgraph")
+                .finish(),
+        )
+        .into_response();
+    }
+    match request {
+        Ok(request) => execute(state, headers, request).await,
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn graphql_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> Response {
+    execute(state, headers, request).await
+}
+
+async fn execute(state: AppState, headers: HeaderMap, request: GraphQLRequest) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match state.auth.authenticate(authorization).await {
+        Ok(principal) => principal,
+        Err(error) => return auth_error(&error),
+    };
+    let request_id = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let scope = Arc::new(state.pipeline.scope(request_id, principal));
+    let mut response = state
+        .schema
+        .execute(request.into_inner().data(scope.clone()))
+        .await;
+    // One error per failed source, however many resolvers called it.
+    for report in scope.reports.failed() {
+        response.errors.push(crate::graphql::source_error(report));
+    }
+    // Errors the schema itself raised (syntax, validation, input coercion) are the client's: say so in the code.
+    for error in &mut response.errors {
+        let extensions = error
+            .extensions
+            .get_or_insert_with(ErrorExtensionValues::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "BAD_REQUEST");
+        }
+    }
+    GraphQLResponse::from(response).into_response()
+}
+
+fn auth_error(error: &AuthError) -> Response {
+    let code = error.code();
+    let status = match code {
+        "UNAUTHENTICATED" => StatusCode::UNAUTHORIZED,
+        "FORBIDDEN" => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut server_error = ServerError::new(error.to_string(), None);
+    let mut extensions = ErrorExtensionValues::default();
+    extensions.set("code", code);
+    server_error.extensions = Some(extensions);
+    let body = serde_json::json!({ "errors": [server_error] });
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.pipeline.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "store": "ok", "policy": "loaded" })),
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(error = %error, "readiness: store unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({ "store": "unreachable" })),
+            )
+                .into_response()
+        }
+    }
+}

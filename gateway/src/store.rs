@@ -1,0 +1,506 @@
+//! The gateway's store: links from child ids to source records, shields, flags and accounts (SQLite by default).
+//!
+//! Child data never lands here: only ids, and what the gateway itself owns.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+
+use childgraph_schema::{RecordRef, SourceName};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+/// A store failure. The detail goes to the log; clients see `INTERNAL`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// An organisation that holds accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrganisationRecord {
+    pub id: String,
+    pub name: String,
+    /// The organisation in a source system, if it is one (a school in OneRoster, a practice in FHIR).
+    pub source: Option<RecordRef>,
+}
+
+/// A user's account: who they are and which roles their authoriser granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user_id: String,
+    pub display_name: String,
+    pub organisation: OrganisationRecord,
+    pub roles: Vec<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub active: bool,
+}
+
+/// A flag raised on a child by a practitioner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagRecord {
+    pub id: String,
+    pub child_id: String,
+    pub kind: String,
+    pub note: String,
+    pub raised_by: Account,
+    pub raised_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A shield on a child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shield {
+    pub child_id: String,
+    pub reason: String,
+    pub requested_by: String,
+    pub approved_by: String,
+    pub review_due: DateTime<Utc>,
+}
+
+/// The store, over a pool of SQLite connections.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite file and brings its schema up to date.
+    pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // The audit log will rely on this; links and shields are as precious.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Whether the store answers: used by readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn upsert_organisation(&self, org: &OrganisationRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO organisations (id, name, source, source_org_id) VALUES (?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, source = excluded.source,
+             source_org_id = excluded.source_org_id",
+        )
+        .bind(&org.id)
+        .bind(&org.name)
+        .bind(org.source.as_ref().map(|s| s.source.as_str()))
+        .bind(org.source.as_ref().map(|s| s.id.as_str()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn upsert_account(&self, account: &Account) -> Result<(), StoreError> {
+        self.upsert_organisation(&account.organisation).await?;
+        let roles = serde_json::to_string(&account.roles)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO accounts (user_id, display_name, organisation_id, roles, phone, email, active)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name,
+             organisation_id = excluded.organisation_id, roles = excluded.roles, phone = excluded.phone,
+             email = excluded.email, active = excluded.active",
+        )
+        .bind(&account.user_id)
+        .bind(&account.display_name)
+        .bind(&account.organisation.id)
+        .bind(roles)
+        .bind(&account.phone)
+        .bind(&account.email)
+        .bind(account.active)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn account(&self, user_id: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(
+            "SELECT a.user_id, a.display_name, a.roles, a.phone, a.email, a.active,
+                    o.id AS org_id, o.name AS org_name, o.source, o.source_org_id
+             FROM accounts a JOIN organisations o ON o.id = a.organisation_id WHERE a.user_id = ?",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| account_from_row(&r)).transpose()
+    }
+
+    /// The child ids already linked to these records.
+    pub async fn children_of(
+        &self,
+        records: &[RecordRef],
+    ) -> Result<HashMap<RecordRef, String>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in records.chunks(200) {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT source, record_id, child_id FROM links WHERE (source, record_id) IN ",
+            );
+            q.push_tuples(chunk, |mut b, r| {
+                b.push_bind(r.source.as_str()).push_bind(&r.id);
+            });
+            for row in q.build().fetch_all(&self.pool).await? {
+                found.insert(record_ref(&row)?, row.try_get("child_id")?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Gives each group of records one child id: the id one of them already has, or a new one.
+    ///
+    /// A record already linked to a child stays with it: links are never reassigned silently.
+    /// A group whose records already belong to different children keeps them apart, and the records with no child join the first.
+    /// The answer gives, for each group, the child id and the records that belong to it.
+    pub async fn link(
+        &self,
+        groups: &[Vec<(RecordRef, f64)>],
+        rule: &str,
+    ) -> Result<Vec<Vec<(String, Vec<RecordRef>)>>, StoreError> {
+        let all: Vec<RecordRef> = groups.iter().flatten().map(|(r, _)| r.clone()).collect();
+        let existing = self.children_of(&all).await?;
+        let now = Utc::now().to_rfc3339();
+        let mut tx = self.pool.begin().await?;
+        let mut answer = Vec::with_capacity(groups.len());
+        for group in groups {
+            let mut children: Vec<(String, Vec<RecordRef>)> = Vec::new();
+            let mut unlinked = Vec::new();
+            for (record, score) in group {
+                match existing.get(record) {
+                    Some(child) => match children.iter_mut().find(|(c, _)| c == child) {
+                        Some((_, records)) => records.push(record.clone()),
+                        None => children.push((child.clone(), vec![record.clone()])),
+                    },
+                    None => unlinked.push((record.clone(), *score)),
+                }
+            }
+            if !unlinked.is_empty() {
+                if children.is_empty() {
+                    let id = new_child_id();
+                    sqlx::query("INSERT INTO children (id, created_at) VALUES (?, ?)")
+                        .bind(&id)
+                        .bind(&now)
+                        .execute(&mut *tx)
+                        .await?;
+                    children.push((id, Vec::new()));
+                }
+                let (child, records) = &mut children[0];
+                for (record, score) in unlinked {
+                    // Another request may have linked the record meanwhile: the first link stands.
+                    sqlx::query(
+                        "INSERT INTO links (source, record_id, child_id, score, rule, linked_at) VALUES (?, ?, ?, ?, ?, ?)
+                         ON CONFLICT (source, record_id) DO NOTHING",
+                    )
+                    .bind(record.source.as_str())
+                    .bind(&record.id)
+                    .bind(&*child)
+                    .bind(score)
+                    .bind(rule)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await?;
+                    records.push(record);
+                }
+            }
+            answer.push(children);
+        }
+        tx.commit().await?;
+        Ok(answer)
+    }
+
+    /// The source records linked to a child.
+    pub async fn records_of(&self, child_id: &str) -> Result<Vec<RecordRef>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT source, record_id FROM links WHERE child_id = ? ORDER BY source, record_id",
+        )
+        .bind(child_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_ref).collect()
+    }
+
+    /// Which of these children the gateway's register shields.
+    pub async fn shielded(&self, child_ids: &[String]) -> Result<HashSet<String>, StoreError> {
+        let mut shielded = HashSet::new();
+        for chunk in child_ids.chunks(200) {
+            let mut q = sqlx::QueryBuilder::new("SELECT child_id FROM shields WHERE child_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&self.pool).await? {
+                shielded.insert(row.try_get("child_id")?);
+            }
+        }
+        Ok(shielded)
+    }
+
+    pub async fn put_shield(&self, shield: &Shield) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO shields (child_id, reason, requested_by, approved_by, created_at, review_due)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (child_id) DO NOTHING",
+        )
+        .bind(&shield.child_id)
+        .bind(&shield.reason)
+        .bind(&shield.requested_by)
+        .bind(&shield.approved_by)
+        .bind(Utc::now().to_rfc3339())
+        .bind(shield.review_due.to_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn put_flag(&self, flag: &FlagRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO flags (id, child_id, kind, note, raised_by, raised_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&flag.id)
+        .bind(&flag.child_id)
+        .bind(&flag.kind)
+        .bind(&flag.note)
+        .bind(&flag.raised_by.user_id)
+        .bind(flag.raised_at.to_rfc3339())
+        .bind(flag.expires_at.to_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Live flags on these children: not withdrawn and not expired.
+    pub async fn flags(
+        &self,
+        child_ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, Vec<FlagRecord>>, StoreError> {
+        let mut flags: HashMap<String, Vec<FlagRecord>> = HashMap::new();
+        for chunk in child_ids.chunks(200) {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT f.id, f.child_id, f.kind, f.note, f.raised_at, f.expires_at,
+                        a.user_id, a.display_name, a.roles, a.phone, a.email, a.active,
+                        o.id AS org_id, o.name AS org_name, o.source, o.source_org_id
+                 FROM flags f JOIN accounts a ON a.user_id = f.raised_by JOIN organisations o ON o.id = a.organisation_id
+                 WHERE f.withdrawn_at IS NULL AND f.expires_at > ",
+            );
+            q.push_bind(now.to_rfc3339());
+            q.push(" AND f.child_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            q.push(") ORDER BY f.raised_at DESC");
+            for row in q.build().fetch_all(&self.pool).await? {
+                let flag = FlagRecord {
+                    id: row.try_get("id")?,
+                    child_id: row.try_get("child_id")?,
+                    kind: row.try_get("kind")?,
+                    note: row.try_get("note")?,
+                    raised_by: account_from_row(&row)?,
+                    raised_at: timestamp(&row, "raised_at")?,
+                    expires_at: timestamp(&row, "expires_at")?,
+                };
+                flags.entry(flag.child_id.clone()).or_default().push(flag);
+            }
+        }
+        Ok(flags)
+    }
+}
+
+fn new_child_id() -> String {
+    format!("ch_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn record_ref(row: &sqlx::sqlite::SqliteRow) -> Result<RecordRef, StoreError> {
+    let source: String = row.try_get("source")?;
+    let source = SourceName::parse(&source)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown source {source}")))?;
+    Ok(RecordRef::new(
+        source,
+        row.try_get::<String, _>("record_id")?,
+    ))
+}
+
+fn timestamp(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
+    let text: String = row.try_get(column)?;
+    DateTime::<chrono::FixedOffset>::from_str(&text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Account, StoreError> {
+    let roles: String = row.try_get("roles")?;
+    let roles: Vec<String> =
+        serde_json::from_str(&roles).map_err(|e| StoreError::Corrupt(format!("roles: {e}")))?;
+    let source: Option<String> = row.try_get("source")?;
+    let source_org_id: Option<String> = row.try_get("source_org_id")?;
+    let source = match (source, source_org_id) {
+        (Some(s), Some(id)) => Some(RecordRef::new(
+            SourceName::parse(&s)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown source {s}")))?,
+            id,
+        )),
+        _ => None,
+    };
+    Ok(Account {
+        user_id: row.try_get("user_id")?,
+        display_name: row.try_get("display_name")?,
+        organisation: OrganisationRecord {
+            id: row.try_get("org_id")?,
+            name: row.try_get("org_name")?,
+            source,
+        },
+        roles,
+        phone: row.try_get("phone")?,
+        email: row.try_get("email")?,
+        active: row.try_get("active")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_sqlite(&dir.path().join("test.db"))
+            .await
+            .expect("open store");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn links_keep_child_ids() {
+        let (_dir, store) = store().await;
+        let h = RecordRef::new(SourceName::Health, "p1");
+        let s = RecordRef::new(SourceName::School, "u1");
+        let first = store
+            .link(&[vec![(h.clone(), 1.0)]], "test")
+            .await
+            .expect("link");
+        let child = first[0][0].0.clone();
+        let second = store
+            .link(&[vec![(h.clone(), 1.0), (s.clone(), 0.9)]], "test")
+            .await
+            .expect("link");
+        assert_eq!(second[0], vec![(child.clone(), vec![h.clone(), s.clone()])]);
+        assert_eq!(store.records_of(&child).await.expect("records"), vec![h, s]);
+    }
+
+    #[tokio::test]
+    async fn a_linked_record_is_never_moved() {
+        let (_dir, store) = store().await;
+        let a = RecordRef::new(SourceName::Health, "p1");
+        let b = RecordRef::new(SourceName::School, "u1");
+        let ids = store
+            .link(&[vec![(a.clone(), 1.0)], vec![(b.clone(), 1.0)]], "test")
+            .await
+            .expect("link");
+        let (ca, cb) = (ids[0][0].0.clone(), ids[1][0].0.clone());
+        assert_ne!(ca, cb);
+        let joined = store
+            .link(&[vec![(a.clone(), 1.0), (b.clone(), 1.0)]], "test")
+            .await
+            .expect("link");
+        assert_eq!(joined[0], vec![(ca, vec![a]), (cb, vec![b])]);
+    }
+
+    #[tokio::test]
+    async fn shields_and_flags_round_trip() {
+        let (_dir, store) = store().await;
+        let ids = store
+            .link(
+                &[vec![(RecordRef::new(SourceName::Health, "p1"), 1.0)]],
+                "test",
+            )
+            .await
+            .expect("link");
+        let child = ids[0][0].0.clone();
+        let account = Account {
+            user_id: "teacher".into(),
+            display_name: "Priya Shah".into(),
+            organisation: OrganisationRecord {
+                id: "org-1".into(),
+                name: "Riverside".into(),
+                source: None,
+            },
+            roles: vec!["teacher".into()],
+            phone: None,
+            email: Some("p@example.org".into()),
+            active: true,
+        };
+        store.upsert_account(&account).await.expect("account");
+        assert_eq!(
+            store.account("teacher").await.expect("account"),
+            Some(account.clone())
+        );
+        let now = Utc::now();
+        let flag = FlagRecord {
+            id: "f1".into(),
+            child_id: child.clone(),
+            kind: "HAS_INFORMATION".into(),
+            note: "call the office".into(),
+            raised_by: account,
+            raised_at: now,
+            expires_at: now + chrono::Duration::days(90),
+        };
+        store.put_flag(&flag).await.expect("flag");
+        let flags = store
+            .flags(std::slice::from_ref(&child), now)
+            .await
+            .expect("flags");
+        assert_eq!(flags[&child].len(), 1);
+        assert!(
+            store
+                .flags(
+                    std::slice::from_ref(&child),
+                    now + chrono::Duration::days(91)
+                )
+                .await
+                .expect("flags")
+                .is_empty()
+        );
+        assert!(
+            store
+                .shielded(std::slice::from_ref(&child))
+                .await
+                .expect("shielded")
+                .is_empty()
+        );
+        let shield = Shield {
+            child_id: child.clone(),
+            reason: "risk".into(),
+            requested_by: "a".into(),
+            approved_by: "b".into(),
+            review_due: now,
+        };
+        store.put_shield(&shield).await.expect("shield");
+        assert!(
+            store
+                .shielded(std::slice::from_ref(&child))
+                .await
+                .expect("shielded")
+                .contains(&child)
+        );
+    }
+}

@@ -1,0 +1,965 @@
+//! The school simulator: a OneRoster 1.2 rostering server (users, students, teachers, orgs, schools, enrollments, classes, demographics), as `connectors/PROFILES.md` profiles it.
+//!
+//! Filters take any number of `field op 'value'` predicates joined by AND or OR; when both appear, AND binds tighter than OR
+//! (`a AND b OR c` is `(a AND b) OR c`), as in SQL. Equality on indexed fields (`sourcedId`, `identifier`, `familyName`, `birthDate`,
+//! `user.sourcedId`, `class.sourcedId`) in every OR branch is answered from indexes; other filters scan the collection.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use childgraph_schema::Sex;
+use chrono::NaiveDate;
+use serde_json::{Map, Value, json};
+
+use crate::population::Population;
+
+/// The path the rostering service is served under.
+pub const BASE_PATH: &str = "/ims/oneroster/rostering/v1p2";
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// The OneRoster routes, under [`BASE_PATH`].
+pub fn router(population: Arc<Population>) -> Router {
+    let mut router = Router::new();
+    for c in Collection::ALL {
+        let name = c.path();
+        router = router
+            .route(
+                &format!("{BASE_PATH}/{name}"),
+                get(move |s, h, q| list(c, s, h, q)),
+            )
+            .route(
+                &format!("{BASE_PATH}/{name}/{{id}}"),
+                get(move |s, p, q| one(c, s, p, q)),
+            );
+    }
+    router.with_state(population)
+}
+
+/// An `imsx_StatusInfo` error body with one code-minor field.
+pub(crate) fn status_info(status: StatusCode, code_minor: &str, description: &str) -> Response {
+    let body = json!({
+        "imsx_codeMajor": "failure",
+        "imsx_severity": "error",
+        "imsx_description": description,
+        "imsx_CodeMinor": {"imsx_codeMinorField": [{
+            "imsx_codeMinorFieldName": "TargetEndSystem",
+            "imsx_codeMinorFieldValue": code_minor,
+        }]},
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// A refused query: the 400 `imsx_StatusInfo` it answers with.
+#[derive(Debug)]
+struct Refusal {
+    code_minor: &'static str,
+    description: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        status_info(StatusCode::BAD_REQUEST, self.code_minor, &self.description)
+    }
+}
+
+fn bad_request(code_minor: &'static str, description: impl Into<String>) -> Refusal {
+    Refusal {
+        code_minor,
+        description: description.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Collection {
+    Users,
+    Students,
+    Teachers,
+    Orgs,
+    Schools,
+    Enrollments,
+    Classes,
+    Demographics,
+}
+
+const USER_FIELDS: &[&str] = &[
+    "sourcedId",
+    "status",
+    "dateLastModified",
+    "metadata",
+    "enabledUser",
+    "username",
+    "userIds",
+    "givenName",
+    "familyName",
+    "middleName",
+    "preferredFirstName",
+    "roles",
+    "primaryOrg",
+    "identifier",
+    "email",
+    "phone",
+    "sms",
+    "agents",
+    "grades",
+];
+const ORG_FIELDS: &[&str] = &[
+    "sourcedId",
+    "status",
+    "dateLastModified",
+    "metadata",
+    "name",
+    "type",
+    "identifier",
+    "parent",
+    "children",
+];
+const ENROLLMENT_FIELDS: &[&str] = &[
+    "sourcedId",
+    "status",
+    "dateLastModified",
+    "metadata",
+    "user",
+    "class",
+    "school",
+    "role",
+    "primary",
+    "beginDate",
+    "endDate",
+];
+const CLASS_FIELDS: &[&str] = &[
+    "sourcedId",
+    "status",
+    "dateLastModified",
+    "metadata",
+    "title",
+    "classCode",
+    "classType",
+    "grades",
+    "school",
+];
+const DEMOGRAPHICS_FIELDS: &[&str] = &[
+    "sourcedId",
+    "status",
+    "dateLastModified",
+    "metadata",
+    "birthDate",
+    "sex",
+];
+
+impl Collection {
+    const ALL: [Collection; 8] = [
+        Collection::Users,
+        Collection::Students,
+        Collection::Teachers,
+        Collection::Orgs,
+        Collection::Schools,
+        Collection::Enrollments,
+        Collection::Classes,
+        Collection::Demographics,
+    ];
+
+    fn path(self) -> &'static str {
+        match self {
+            Collection::Users => "users",
+            Collection::Students => "students",
+            Collection::Teachers => "teachers",
+            Collection::Orgs => "orgs",
+            Collection::Schools => "schools",
+            Collection::Enrollments => "enrollments",
+            Collection::Classes => "classes",
+            Collection::Demographics => "demographics",
+        }
+    }
+
+    /// The envelope keys for a list and for one object.
+    fn keys(self) -> (&'static str, &'static str) {
+        match self {
+            Collection::Users | Collection::Students | Collection::Teachers => ("users", "user"),
+            Collection::Orgs | Collection::Schools => ("orgs", "org"),
+            Collection::Enrollments => ("enrollments", "enrollment"),
+            Collection::Classes => ("classes", "class"),
+            Collection::Demographics => ("demographics", "demographics"),
+        }
+    }
+
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Collection::Users | Collection::Students | Collection::Teachers => USER_FIELDS,
+            Collection::Orgs | Collection::Schools => ORG_FIELDS,
+            Collection::Enrollments => ENROLLMENT_FIELDS,
+            Collection::Classes => CLASS_FIELDS,
+            Collection::Demographics => DEMOGRAPHICS_FIELDS,
+        }
+    }
+}
+
+/// Sizes of the parts of the users collection, which lists teachers, then students, then parents.
+struct Users {
+    teachers: u32,
+    students: u32,
+    parents: u32,
+}
+
+fn users(p: &Population) -> Users {
+    Users {
+        teachers: p.orgs.teachers.len() as u32,
+        students: p.school.len() as u32,
+        parents: p.parents.len() as u32,
+    }
+}
+
+fn len(p: &Population, c: Collection) -> u32 {
+    let u = users(p);
+    match c {
+        Collection::Users => u.teachers + u.students + u.parents,
+        Collection::Students | Collection::Demographics => u.students,
+        Collection::Teachers => u.teachers,
+        Collection::Orgs | Collection::Schools => p.orgs.schools.len() as u32,
+        Collection::Enrollments => u.students + u.teachers,
+        Collection::Classes => p.orgs.classes.len() as u32,
+    }
+}
+
+/// A user position in the users collection → the position in `c`, if the user belongs to it.
+fn from_user(p: &Population, c: Collection, user: u32) -> Option<u32> {
+    let u = users(p);
+    match c {
+        Collection::Users => Some(user),
+        Collection::Students | Collection::Demographics => (u.teachers..u.teachers + u.students)
+            .contains(&user)
+            .then(|| user - u.teachers),
+        Collection::Teachers => (user < u.teachers).then_some(user),
+        // Students' enrollments come first, then class teachers'.
+        Collection::Enrollments => {
+            if user < u.teachers {
+                Some(u.students + user)
+            } else if user < u.teachers + u.students {
+                Some(user - u.teachers)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+fn position_of(p: &Population, c: Collection, id: &str) -> Option<u32> {
+    match c {
+        Collection::Orgs | Collection::Schools => p
+            .orgs
+            .schools
+            .iter()
+            .position(|o| &*o.id == id)
+            .map(|i| i as u32),
+        Collection::Classes => p
+            .orgs
+            .classes
+            .iter()
+            .position(|k| &*k.id == id)
+            .map(|i| i as u32),
+        Collection::Enrollments => {
+            let user = p.index.users_by_id.get(id.strip_prefix("enr-")?)?;
+            from_user(p, c, *user)
+        }
+        _ => from_user(p, c, *p.index.users_by_id.get(id)?),
+    }
+}
+
+/// Candidates for an equality predicate on an indexed field, or `None` when the field has no index.
+fn index_lookup(p: &Population, c: Collection, field: &str, value: &str) -> Option<Vec<u32>> {
+    let ix = &p.index;
+    let u = users(p);
+    let users_to = |positions: &mut dyn Iterator<Item = u32>| -> Vec<u32> {
+        positions.filter_map(|user| from_user(p, c, user)).collect()
+    };
+    match (c, field) {
+        (Collection::Orgs | Collection::Schools | Collection::Classes, _) => None,
+        (_, "sourcedId") => Some(position_of(p, c, value).into_iter().collect()),
+        (Collection::Users | Collection::Students, "identifier") => Some(users_to(
+            &mut ix
+                .school_upn
+                .get(value)
+                .into_iter()
+                .flatten()
+                .map(|&i| u.teachers + i),
+        )),
+        (Collection::Users | Collection::Students | Collection::Teachers, "familyName") => Some(
+            users_to(&mut ix.users_by_family.get(value).into_iter().flatten().copied()),
+        ),
+        (Collection::Demographics, "birthDate") => {
+            let date = NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()?;
+            Some(ix.school_birth.get(&date).cloned().unwrap_or_default())
+        }
+        (Collection::Enrollments, "class.sourcedId") => {
+            // The class's pupils' enrollments, then its teacher's.
+            let Some(class) = position_of(p, Collection::Classes, value) else {
+                return Some(Vec::new());
+            };
+            let mut found = ix.class_pupils[class as usize].clone();
+            found.push(u.students + class);
+            Some(found)
+        }
+        (Collection::Enrollments, "user.sourcedId") => Some(users_to(
+            &mut ix.users_by_id.get(value).into_iter().copied(),
+        )),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering.
+
+fn guid(kind: &str, collection: &str, id: &str) -> Value {
+    json!({"href": format!("{BASE_PATH}/{collection}/{id}"), "sourcedId": id, "type": kind})
+}
+
+fn grade(year_group: u8) -> String {
+    if year_group == 0 {
+        "KG".to_owned()
+    } else {
+        format!("{year_group:02}")
+    }
+}
+
+fn modified(p: &Population) -> String {
+    format!(
+        "{}T00:00:00Z",
+        crate::population::academic_year_start(p.as_of).format("%Y-%m-%d")
+    )
+}
+
+fn base(p: &Population, id: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("sourcedId".into(), json!(id));
+    m.insert("status".into(), json!("active"));
+    m.insert("dateLastModified".into(), json!(modified(p)));
+    m.insert("metadata".into(), json!({}));
+    m
+}
+
+fn render(p: &Population, c: Collection, pos: u32) -> Value {
+    match c {
+        Collection::Users => render_user(p, pos),
+        Collection::Students => render_user(p, users(p).teachers + pos),
+        Collection::Teachers => render_user(p, pos),
+        Collection::Orgs | Collection::Schools => {
+            let o = &p.orgs.schools[pos as usize];
+            let mut m = base(p, &o.id);
+            m.insert(
+                "metadata".into(),
+                json!({
+                    "phone": o.phone,
+                    "email": o.email,
+                    "address": {"lines": [o.address.line1, o.address.town], "postcode": o.address.postcode},
+                }),
+            );
+            m.insert("name".into(), json!(o.name));
+            m.insert("type".into(), json!("school"));
+            m.insert("identifier".into(), json!(o.code));
+            Value::Object(m)
+        }
+        Collection::Classes => {
+            let k = &p.orgs.classes[pos as usize];
+            let school = &p.orgs.schools[k.school as usize];
+            let mut m = base(p, &k.id);
+            m.insert("title".into(), json!(k.title));
+            m.insert(
+                "classCode".into(),
+                json!(k.title.split_whitespace().collect::<Vec<_>>().join("-")),
+            );
+            m.insert("classType".into(), json!("homeroom"));
+            m.insert("grades".into(), json!([grade(k.year_group)]));
+            m.insert("school".into(), guid("org", "orgs", &school.id));
+            Value::Object(m)
+        }
+        Collection::Enrollments => {
+            let u = users(p);
+            if pos < u.students {
+                let r = &p.school[pos as usize];
+                let class = &p.orgs.classes[r.class as usize];
+                let mut m = base(p, &format!("enr-{}", r.id));
+                m.insert("user".into(), guid("user", "users", &r.id));
+                m.insert("class".into(), guid("class", "classes", &class.id));
+                m.insert(
+                    "school".into(),
+                    guid("org", "orgs", &p.orgs.schools[r.school as usize].id),
+                );
+                m.insert("role".into(), json!("student"));
+                m.insert(
+                    "beginDate".into(),
+                    json!(r.begin.format("%Y-%m-%d").to_string()),
+                );
+                m.insert(
+                    "endDate".into(),
+                    json!(r.end.format("%Y-%m-%d").to_string()),
+                );
+                Value::Object(m)
+            } else {
+                let t = (pos - u.students) as usize;
+                let teacher = &p.orgs.teachers[t];
+                let class = &p.orgs.classes[t];
+                let start = crate::population::academic_year_start(p.as_of);
+                let mut m = base(p, &format!("enr-{}", teacher.id));
+                m.insert("user".into(), guid("user", "users", &teacher.id));
+                m.insert("class".into(), guid("class", "classes", &class.id));
+                m.insert(
+                    "school".into(),
+                    guid("org", "orgs", &p.orgs.schools[class.school as usize].id),
+                );
+                m.insert("role".into(), json!("teacher"));
+                m.insert("primary".into(), json!("true"));
+                m.insert(
+                    "beginDate".into(),
+                    json!(start.format("%Y-%m-%d").to_string()),
+                );
+                m.insert(
+                    "endDate".into(),
+                    json!(
+                        (start + chrono::Months::new(12))
+                            .format("%Y-%m-%d")
+                            .to_string()
+                    ),
+                );
+                Value::Object(m)
+            }
+        }
+        Collection::Demographics => {
+            let r = &p.school[pos as usize];
+            let mut m = base(p, &r.id);
+            m.insert(
+                "birthDate".into(),
+                json!(r.birth_date.format("%Y-%m-%d").to_string()),
+            );
+            let sex = match r.sex {
+                Sex::Female => "female",
+                Sex::Male => "male",
+                Sex::Other => "other",
+                Sex::Unknown => "unspecified",
+            };
+            m.insert("sex".into(), json!(sex));
+            Value::Object(m)
+        }
+    }
+}
+
+fn role(role: &str, org: &str) -> Value {
+    json!({"roleType": "primary", "role": role, "org": guid("org", "orgs", org)})
+}
+
+fn render_user(p: &Population, user: u32) -> Value {
+    let u = users(p);
+    if user < u.teachers {
+        let t = &p.orgs.teachers[user as usize];
+        let school = &p.orgs.schools[p.orgs.classes[user as usize].school as usize];
+        let mut m = base(p, &t.id);
+        m.insert("enabledUser".into(), json!("true"));
+        m.insert("givenName".into(), json!(t.given));
+        m.insert("familyName".into(), json!(t.family));
+        m.insert("roles".into(), json!([role("teacher", &school.id)]));
+        m.insert("primaryOrg".into(), guid("org", "orgs", &school.id));
+        m.insert("email".into(), json!(t.email));
+        m.insert("phone".into(), json!(t.phone));
+        return Value::Object(m);
+    }
+    if user < u.teachers + u.students {
+        let r = &p.school[(user - u.teachers) as usize];
+        let school = &p.orgs.schools[r.school as usize];
+        let family = &p.families[r.family_index as usize];
+        let mut m = base(p, &r.id);
+        m.insert("enabledUser".into(), json!("true"));
+        m.insert(
+            "userIds".into(),
+            json!([{"type": "UPN", "identifier": r.upn}]),
+        );
+        m.insert("givenName".into(), json!(r.given));
+        m.insert("familyName".into(), json!(r.family));
+        if let Some(pref) = &r.preferred {
+            m.insert("preferredFirstName".into(), json!(pref));
+        }
+        m.insert("roles".into(), json!([role("student", &school.id)]));
+        m.insert("primaryOrg".into(), guid("org", "orgs", &school.id));
+        m.insert("identifier".into(), json!(r.upn));
+        let agents: Vec<Value> = (0..family.carers.len())
+            .map(|c| {
+                guid(
+                    "user",
+                    "users",
+                    &crate::population::parent_user_id(family.number, c),
+                )
+            })
+            .collect();
+        m.insert("agents".into(), json!(agents));
+        m.insert(
+            "grades".into(),
+            json!([grade(p.orgs.classes[r.class as usize].year_group)]),
+        );
+        return Value::Object(m);
+    }
+    let (f, c) = p.parents[(user - u.teachers - u.students) as usize];
+    let family = &p.families[f as usize];
+    let carer = &family.carers[c as usize];
+    let first_pupil = &p.school[family.school_records[0] as usize];
+    let school = &p.orgs.schools[first_pupil.school as usize];
+    let mut m = base(
+        p,
+        &crate::population::parent_user_id(family.number, c.into()),
+    );
+    m.insert(
+        "metadata".into(),
+        json!({"relationship": carer.relationship.as_str()}),
+    );
+    m.insert("enabledUser".into(), json!("true"));
+    m.insert("givenName".into(), json!(carer.given));
+    m.insert("familyName".into(), json!(carer.family));
+    m.insert(
+        "roles".into(),
+        json!([role(carer.relationship.oneroster_role(), &school.id)]),
+    );
+    m.insert("email".into(), json!(carer.email));
+    m.insert("phone".into(), json!(carer.phone));
+    let agents: Vec<Value> = family
+        .school_records
+        .iter()
+        .map(|&s| guid("user", "users", &p.school[s as usize].id))
+        .collect();
+    m.insert("agents".into(), json!(agents));
+    Value::Object(m)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Filters.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Contains,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Predicate {
+    field: String,
+    op: Op,
+    value: String,
+}
+
+/// A parsed filter: OR of AND-clauses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Filter {
+    any_of: Vec<Vec<Predicate>>,
+}
+
+fn parse_filter(s: &str) -> Result<Filter, String> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while *i < chars.len() && chars[*i].is_whitespace() {
+            *i += 1;
+        }
+    };
+    let mut any_of = vec![Vec::new()];
+    loop {
+        skip_ws(&mut i);
+        let start = i;
+        while i < chars.len() && !chars[i].is_whitespace() && !"=!<>~".contains(chars[i]) {
+            i += 1;
+        }
+        let field: String = chars[start..i].iter().collect();
+        if field.is_empty() {
+            return Err("a filter predicate must start with a field name".to_owned());
+        }
+        skip_ws(&mut i);
+        let two: String = chars[i..chars.len().min(i + 2)].iter().collect();
+        let (op, width) = match two.as_str() {
+            "!=" => (Op::Ne, 2),
+            ">=" => (Op::Ge, 2),
+            "<=" => (Op::Le, 2),
+            _ => match chars.get(i) {
+                Some('=') => (Op::Eq, 1),
+                Some('>') => (Op::Gt, 1),
+                Some('<') => (Op::Lt, 1),
+                Some('~') => (Op::Contains, 1),
+                _ => {
+                    return Err(format!(
+                        "filter field {field} must be followed by an operator"
+                    ));
+                }
+            },
+        };
+        i += width;
+        skip_ws(&mut i);
+        if chars.get(i) != Some(&'\'') {
+            return Err("filter values must be single-quoted".to_owned());
+        }
+        i += 1;
+        let mut value = String::new();
+        loop {
+            match chars.get(i) {
+                None => return Err("a filter value is missing its closing quote".to_owned()),
+                Some('\'') if chars.get(i + 1) == Some(&'\'') => {
+                    value.push('\'');
+                    i += 2;
+                }
+                Some('\'') => {
+                    i += 1;
+                    break;
+                }
+                Some(&c) => {
+                    value.push(c);
+                    i += 1;
+                }
+            }
+        }
+        any_of
+            .last_mut()
+            .expect("one clause")
+            .push(Predicate { field, op, value });
+        skip_ws(&mut i);
+        if i >= chars.len() {
+            break;
+        }
+        let word_start = i;
+        while i < chars.len() && chars[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let word: String = chars[word_start..i].iter().collect();
+        match word.to_ascii_uppercase().as_str() {
+            "AND" => {}
+            "OR" => any_of.push(Vec::new()),
+            _ => return Err("filter predicates must be joined by AND or OR".to_owned()),
+        }
+    }
+    Ok(Filter { any_of })
+}
+
+/// Every scalar reached by a dotted path; arrays at any level contribute each element.
+fn leaves<'v>(v: &'v Value, path: &[&str], out: &mut Vec<&'v Value>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|item| leaves(item, path, out)),
+        _ if path.is_empty() => out.push(v),
+        Value::Object(m) => {
+            if let Some(child) = m.get(path[0]) {
+                leaves(child, &path[1..], out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn compare(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+        _ => a.cmp(b),
+    }
+}
+
+impl Predicate {
+    fn matches(&self, object: &Value) -> bool {
+        let path: Vec<&str> = self.field.split('.').collect();
+        let mut found = Vec::new();
+        leaves(object, &path, &mut found);
+        let values: Vec<String> = found.into_iter().filter_map(scalar).collect();
+        use std::cmp::Ordering::*;
+        match self.op {
+            Op::Eq => values.contains(&self.value),
+            Op::Ne => values.iter().all(|v| *v != self.value),
+            Op::Gt => values.iter().any(|v| compare(v, &self.value) == Greater),
+            Op::Ge => values.iter().any(|v| compare(v, &self.value) != Less),
+            Op::Lt => values.iter().any(|v| compare(v, &self.value) == Less),
+            Op::Le => values.iter().any(|v| compare(v, &self.value) != Greater),
+            Op::Contains => {
+                let needle = self.value.to_lowercase();
+                values.iter().any(|v| v.to_lowercase().contains(&needle))
+            }
+        }
+    }
+}
+
+impl Filter {
+    fn matches(&self, object: &Value) -> bool {
+        self.any_of
+            .iter()
+            .any(|clause| clause.iter().all(|p| p.matches(object)))
+    }
+
+    /// Candidates from indexes when every OR branch has an indexed equality, else `None`.
+    fn candidates(&self, p: &Population, c: Collection) -> Option<Vec<u32>> {
+        let mut out = Vec::new();
+        for clause in &self.any_of {
+            let found = clause
+                .iter()
+                .filter(|pr| pr.op == Op::Eq)
+                .find_map(|pr| index_lookup(p, c, &pr.field, &pr.value))?;
+            out.extend(found);
+        }
+        Some(out)
+    }
+}
+
+fn top_field(field: &str) -> &str {
+    field.split('.').next().unwrap_or(field)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers.
+
+struct ListQuery {
+    filter: Option<Filter>,
+    limit: usize,
+    offset: usize,
+    sort: Option<String>,
+    descending: bool,
+    fields: Option<Vec<String>>,
+}
+
+fn parse_list_query(c: Collection, raw: Option<&str>) -> Result<ListQuery, Refusal> {
+    let mut q = ListQuery {
+        filter: None,
+        limit: DEFAULT_LIMIT,
+        offset: 0,
+        sort: None,
+        descending: false,
+        fields: None,
+    };
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match &*k {
+            "filter" => {
+                let filter =
+                    parse_filter(&v).map_err(|e| bad_request("invalid_filter_field", e))?;
+                for clause in &filter.any_of {
+                    for pr in clause {
+                        if !c.fields().contains(&top_field(&pr.field)) {
+                            return Err(bad_request(
+                                "invalid_filter_field",
+                                format!("unknown filter field {}", pr.field),
+                            ));
+                        }
+                    }
+                }
+                q.filter = Some(filter);
+            }
+            "limit" => {
+                let limit: usize = v
+                    .parse()
+                    .map_err(|_| bad_request("invaliddata", "limit must be a positive integer"))?;
+                if limit == 0 {
+                    return Err(bad_request(
+                        "invaliddata",
+                        "limit must be a positive integer",
+                    ));
+                }
+                q.limit = limit.min(MAX_LIMIT);
+            }
+            "offset" => {
+                q.offset = v.parse().map_err(|_| {
+                    bad_request("invaliddata", "offset must be a non-negative integer")
+                })?;
+            }
+            "sort" => {
+                if !c.fields().contains(&top_field(&v)) {
+                    return Err(bad_request(
+                        "invalid_sort_field",
+                        format!("unknown sort field {v}"),
+                    ));
+                }
+                q.sort = Some(v.into_owned());
+            }
+            "orderBy" => match &*v {
+                "asc" => q.descending = false,
+                "desc" => q.descending = true,
+                _ => return Err(bad_request("invaliddata", "orderBy must be asc or desc")),
+            },
+            "fields" => q.fields = Some(parse_fields(c, &v)?),
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+fn parse_fields(c: Collection, raw: &str) -> Result<Vec<String>, Refusal> {
+    let fields: Vec<String> = raw
+        .split(',')
+        .map(|f| f.trim().to_owned())
+        .filter(|f| !f.is_empty())
+        .collect();
+    if let Some(unknown) = fields.iter().find(|f| !c.fields().contains(&f.as_str())) {
+        return Err(bad_request(
+            "invalid_selection_field",
+            format!("unknown selection field {unknown}"),
+        ));
+    }
+    Ok(fields)
+}
+
+fn select(object: Value, fields: Option<&[String]>) -> Value {
+    match (fields, object) {
+        (Some(fields), Value::Object(m)) => Value::Object(
+            m.into_iter()
+                .filter(|(k, _)| fields.iter().any(|f| f == k))
+                .collect(),
+        ),
+        (_, object) => object,
+    }
+}
+
+fn sort_key(object: &Value, field: &str) -> String {
+    let path: Vec<&str> = field.split('.').collect();
+    let mut found = Vec::new();
+    leaves(object, &path, &mut found);
+    found.into_iter().find_map(scalar).unwrap_or_default()
+}
+
+async fn list(
+    c: Collection,
+    State(p): State<Arc<Population>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let q = match parse_list_query(c, raw.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let positions: Vec<u32> = match q.filter.as_ref().and_then(|f| f.candidates(&p, c)) {
+        Some(mut found) => {
+            found.sort_unstable();
+            found.dedup();
+            found
+        }
+        None => (0..len(&p, c)).collect(),
+    };
+    // Without a filter or sort, only the page needs rendering.
+    let (total, page): (usize, Vec<Value>) = if q.filter.is_none() && q.sort.is_none() {
+        let page = positions
+            .iter()
+            .skip(q.offset)
+            .take(q.limit)
+            .map(|&pos| render(&p, c, pos))
+            .collect();
+        (positions.len(), page)
+    } else {
+        let mut matched: Vec<Value> = positions
+            .iter()
+            .map(|&pos| render(&p, c, pos))
+            .filter(|o| q.filter.as_ref().is_none_or(|f| f.matches(o)))
+            .collect();
+        if let Some(field) = &q.sort {
+            matched.sort_by_cached_key(|o| sort_key(o, field));
+            if q.descending {
+                matched.reverse();
+            }
+        }
+        let total = matched.len();
+        (
+            total,
+            matched.into_iter().skip(q.offset).take(q.limit).collect(),
+        )
+    };
+    let items: Vec<Value> = page
+        .into_iter()
+        .map(|o| select(o, q.fields.as_deref()))
+        .collect();
+    let mut response = axum::Json(json!({ c.keys().0: items })).into_response();
+    let h = response.headers_mut();
+    h.insert("x-total-count", HeaderValue::from(total as u64));
+    let next = q.offset + q.limit;
+    if next < total {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost");
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+            if k != "offset" && k != "limit" {
+                query.append_pair(&k, &v);
+            }
+        }
+        query.append_pair("limit", &q.limit.to_string());
+        query.append_pair("offset", &next.to_string());
+        let link = format!(
+            "<http://{host}{BASE_PATH}/{}?{}>; rel=\"next\"",
+            c.path(),
+            query.finish()
+        );
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.insert(header::LINK, v);
+        }
+    }
+    response
+}
+
+async fn one(
+    c: Collection,
+    State(p): State<Arc<Population>>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let mut fields = None;
+    for (k, v) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+        if k == "fields" {
+            match parse_fields(c, &v) {
+                Ok(f) => fields = Some(f),
+                Err(e) => return e.into_response(),
+            }
+        }
+    }
+    match position_of(&p, c, &id) {
+        Some(pos) => {
+            let object = select(render(&p, c, pos), fields.as_deref());
+            axum::Json(json!({ c.keys().1: object })).into_response()
+        }
+        None => status_info(
+            StatusCode::NOT_FOUND,
+            "unknownobject",
+            &format!("no {} with sourcedId {id}", c.keys().1),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_or_with_doubled_quotes() {
+        let f = parse_filter("familyName='O''Brien' AND roles.role='student' OR sourcedId = 'x'")
+            .unwrap();
+        assert_eq!(f.any_of.len(), 2);
+        assert_eq!(f.any_of[0][0].value, "O'Brien");
+        assert_eq!(f.any_of[0][1].field, "roles.role");
+        assert_eq!(f.any_of[1][0].value, "x");
+        assert!(parse_filter("familyName='unterminated").is_err());
+        assert!(parse_filter("familyName='a' XOR b='c'").is_err());
+        let f = parse_filter("birthDate>='2019-01-01'").unwrap();
+        assert_eq!(f.any_of[0][0].op, Op::Ge);
+    }
+
+    #[test]
+    fn predicates_reach_into_arrays() {
+        let user =
+            json!({"roles": [{"role": "parent"}, {"role": "student", "org": {"sourcedId": "s1"}}]});
+        let pr = |s: &str| parse_filter(s).unwrap();
+        assert!(pr("roles.role='student'").matches(&user));
+        assert!(pr("roles.org.sourcedId='s1'").matches(&user));
+        assert!(!pr("roles.role='teacher'").matches(&user));
+        assert!(pr("roles.role~'STUD'").matches(&user));
+        assert!(pr("roles.role!='teacher'").matches(&user));
+    }
+}

@@ -1,0 +1,375 @@
+//! End-to-end tests: the real gateway on `127.0.0.1:0` against the three simulators, over HTTP, as a client sees it.
+
+use childgraph_tests::{Answer, TestGateway};
+use serde_json::{Value, json};
+
+const SEARCH: &str = r#"
+query Search($c: ChildSearchInput!) {
+  searchChildren(criteria: $c, access: { purpose: SAFEGUARDING }) {
+    tooManyResults
+    matches {
+      score
+      child {
+        id shielded
+        name { given family }
+        dateOfBirth gender
+        identifiers { kind value source }
+        address { lines postcode }
+        carers { name relationship phone }
+        services { kind source organisation { name } practitioner { name } }
+        participation { kind source description status }
+        flags { kind note raisedBy { name } }
+        sources { source status }
+      }
+    }
+  }
+}"#;
+
+async fn search(gateway: &TestGateway, user: &str, criteria: Value) -> Answer {
+    gateway
+        .query_vars(user, SEARCH, json!({ "c": criteria }))
+        .await
+}
+
+fn amelia() -> Value {
+    json!({ "familyName": "Hartley", "dateOfBirth": "2019-06-14" })
+}
+
+fn matches(answer: &Answer) -> Vec<Value> {
+    answer.body["data"]["searchChildren"]["matches"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn sources_of(child: &Value, list: &str) -> Vec<String> {
+    let mut sources: Vec<String> = child[list]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["source"].as_str().map(str::to_owned))
+        .collect();
+    sources.sort();
+    sources.dedup();
+    sources
+}
+
+fn status_of(child: &Value, source: &str) -> String {
+    child["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .find(|s| s["source"] == source)
+        .expect("listed")["status"]
+        .as_str()
+        .expect("status")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_child_in_all_three_sources_comes_back_as_one_child_with_each_sources_data() {
+    let gateway = TestGateway::builder().spawn().await;
+    let answer = search(&gateway, "gp", amelia()).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.errors().is_empty(), "{:#}", answer.body);
+    let found = matches(&answer);
+    assert_eq!(found.len(), 1, "{:#}", answer.body);
+    let child = &found[0]["child"];
+    assert_eq!(
+        child["name"],
+        json!({ "given": "Amelia", "family": "Hartley" })
+    );
+    assert_eq!(child["dateOfBirth"], "2019-06-14");
+    assert!(!child["shielded"].as_bool().expect("bool"));
+    // The identifiers come from health (NHS number) and school (UPN, under the school's misspelling).
+    let identifiers = sources_of(child, "identifiers");
+    assert!(
+        identifiers.contains(&"HEALTH".to_owned()) && identifiers.contains(&"SCHOOL".to_owned()),
+        "{child:#}"
+    );
+    // Services come from health (GP) and school; participation from all three.
+    assert!(
+        sources_of(child, "services").contains(&"SCHOOL".to_owned()),
+        "{child:#}"
+    );
+    assert!(
+        sources_of(child, "services").contains(&"HEALTH".to_owned()),
+        "{child:#}"
+    );
+    assert!(
+        sources_of(child, "participation").contains(&"EARLY_YEARS".to_owned()),
+        "{child:#}"
+    );
+    for source in ["HEALTH", "SCHOOL", "EARLY_YEARS"] {
+        assert_eq!(status_of(child, source), "OK");
+    }
+    assert!(!child["carers"].as_array().expect("carers").is_empty());
+    assert_eq!(child["flags"][0]["kind"], "HAS_INFORMATION");
+    let score = found[0]["score"].as_f64().expect("score");
+    assert!((0.0..=1.0).contains(&score));
+
+    // The id is stable: the same search gives the same child, and `child` finds it again.
+    let again = search(&gateway, "gp", amelia()).await;
+    assert_eq!(matches(&again)[0]["child"]["id"], child["id"]);
+    let by_id = gateway
+        .query_vars(
+            "gp",
+            "query($id: ID!) { child(id: $id, access: { purpose: SAFEGUARDING }) { id name { family } sources { source status } } }",
+            json!({ "id": child["id"] }),
+        )
+        .await;
+    assert!(by_id.errors().is_empty(), "{:#}", by_id.body);
+    assert_eq!(by_id.body["data"]["child"]["name"]["family"], "Hartley");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_source_answering_500_leaves_the_others_data_and_names_itself() {
+    let gateway = TestGateway::builder().spawn().await;
+    gateway
+        .set_faults("school", json!({ "error_rate": 1.0 }))
+        .await;
+    let answer = search(&gateway, "gp", amelia()).await;
+    let errors = answer.errors_with("SOURCE_UNAVAILABLE");
+    assert_eq!(errors.len(), 1, "{:#}", answer.body);
+    assert_eq!(errors[0]["extensions"]["source"], "school");
+    let found = matches(&answer);
+    assert_eq!(found.len(), 1, "{:#}", answer.body);
+    let child = &found[0]["child"];
+    assert_eq!(status_of(child, "SCHOOL"), "UNAVAILABLE");
+    assert_eq!(status_of(child, "HEALTH"), "OK");
+    assert!(sources_of(child, "services").contains(&"HEALTH".to_owned()));
+    assert!(sources_of(child, "participation").contains(&"EARLY_YEARS".to_owned()));
+    assert!(!sources_of(child, "services").contains(&"SCHOOL".to_owned()));
+
+    // Clearing the faults brings the source back.
+    gateway.set_faults("school", json!({})).await;
+    let answer = search(&gateway, "gp", amelia()).await;
+    assert!(answer.errors().is_empty(), "{:#}", answer.body);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_source_times_out_without_holding_the_answer() {
+    let gateway = TestGateway::builder().spawn().await;
+    gateway
+        .set_faults("early_years", json!({ "hang": true }))
+        .await;
+    let answer = search(&gateway, "gp", amelia()).await;
+    let errors = answer.errors_with("SOURCE_UNAVAILABLE");
+    assert_eq!(errors.len(), 1, "{:#}", answer.body);
+    assert_eq!(errors[0]["extensions"]["source"], "early_years");
+    let found = matches(&answer);
+    assert_eq!(found.len(), 1);
+    let child = &found[0]["child"];
+    assert_eq!(status_of(child, "EARLY_YEARS"), "TIMEOUT");
+    assert!(sources_of(child, "services").contains(&"SCHOOL".to_owned()));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_unauthenticated() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let query = "{ me { name } }";
+    let none = gateway.query_with(None, query, json!({})).await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.codes(), ["UNAUTHENTICATED"]);
+    assert!(none.body["data"].is_null());
+
+    // A token signed by another key, with the same key id, is refused.
+    let other = TestGateway::builder().children(0).spawn().await;
+    let forged = other.token("teacher");
+    let answer = gateway.query_with(Some(&forged), query, json!({})).await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(answer.codes(), ["UNAUTHENTICATED"]);
+
+    let garbage = gateway
+        .query_with(Some("not.a.token"), query, json!({}))
+        .await;
+    assert_eq!(garbage.codes(), ["UNAUTHENTICATED"]);
+
+    let me = gateway.query("teacher", query).await;
+    assert_eq!(me.body["data"]["me"]["name"], "Priya Shah");
+    other.stop().await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_shielded_child_shows_identity_only_and_hides_from_searches_on_hidden_fields() {
+    let gateway = TestGateway::builder().spawn().await;
+    let noah = json!({ "familyName": "Okafor", "dateOfBirth": "2021-11-03" });
+    let answer = search(&gateway, "mch-nurse", noah.clone()).await;
+    let found = matches(&answer);
+    assert_eq!(found.len(), 1, "{:#}", answer.body);
+    let child = &found[0]["child"];
+    assert_eq!(child["shielded"], true);
+    assert_eq!(child["name"]["given"], "Noah");
+    assert_eq!(child["dateOfBirth"], "2021-11-03");
+    for field in [
+        "address",
+        "carers",
+        "services",
+        "participation",
+        "identifiers",
+        "flags",
+    ] {
+        assert!(
+            child[field].is_null(),
+            "{field} should be withheld: {child:#}"
+        );
+    }
+    let redacted = answer.errors_with("REDACTED");
+    assert!(!redacted.is_empty());
+    for error in &redacted {
+        assert_eq!(error["extensions"]["reason"], "SHIELDED");
+    }
+    // Nothing about where he lives reached the answer by any path.
+    let text = answer.body.to_string();
+    for field in ["lines", "postcode", "organisation"] {
+        assert!(
+            !text.contains(&format!("\"{field}\"")),
+            "{field} leaked: {text}"
+        );
+    }
+
+    // A search on his postcode must not find him, nor say that he exists.
+    let mut by_postcode = noah.clone();
+    by_postcode["postcode"] = json!("HF2 7QT");
+    let answer = search(&gateway, "mch-nurse", by_postcode).await;
+    assert_eq!(matches(&answer).len(), 0, "{:#}", answer.body);
+    assert_eq!(
+        answer.body["data"]["searchChildren"]["tooManyResults"],
+        false
+    );
+    assert!(answer.errors().is_empty(), "{:#}", answer.body);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_record_restricted_at_source_shields_the_child() {
+    let gateway = TestGateway::builder().spawn().await;
+    let answer = search(
+        &gateway,
+        "gp",
+        json!({ "familyName": "Fernandes", "dateOfBirth": "2012-09-05" }),
+    )
+    .await;
+    let found = matches(&answer);
+    assert_eq!(found.len(), 1, "{:#}", answer.body);
+    let child = &found[0]["child"];
+    assert_eq!(child["shielded"], true);
+    assert_eq!(status_of(child, "HEALTH"), "RESTRICTED");
+    assert!(child["services"].is_null());
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn twins_are_two_children() {
+    let gateway = TestGateway::builder().spawn().await;
+    let answer = search(
+        &gateway,
+        "teacher",
+        json!({ "familyName": "Brennan", "dateOfBirth": "2017-01-22" }),
+    )
+    .await;
+    let found = matches(&answer);
+    assert_eq!(found.len(), 2, "{:#}", answer.body);
+    let mut names: Vec<&str> = found
+        .iter()
+        .filter_map(|m| m["child"]["name"]["given"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Ava", "Isla"]);
+    assert_ne!(found[0]["child"]["id"], found[1]["child"]["id"]);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn the_teachers_role_withholds_the_address_and_says_why() {
+    let gateway = TestGateway::builder().spawn().await;
+    let answer = search(&gateway, "teacher", amelia()).await;
+    let child = &matches(&answer)[0]["child"];
+    assert!(child["address"].is_null());
+    let redacted = answer.errors_with("REDACTED");
+    assert!(
+        redacted
+            .iter()
+            .any(|e| e["extensions"]["reason"] == "ROLE"
+                && e["extensions"]["category"] == "location")
+    );
+    assert!(child["carers"].as_array().is_some_and(|c| !c.is_empty()));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn criteria_below_the_minimum_are_refused() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let answer = search(&gateway, "teacher", json!({ "familyName": "Hartley" })).await;
+    assert_eq!(answer.codes(), ["INSUFFICIENT_CRITERIA"]);
+    let answer = search(&gateway, "teacher", json!({ "nhsNumber": "1234567890" })).await;
+    assert_eq!(answer.codes(), ["BAD_REQUEST"]);
+    let answer = search(
+        &gateway,
+        "teacher",
+        json!({ "familyName": "Hartley", "dateOfBirth": "14/06/2019" }),
+    )
+    .await;
+    assert_eq!(answer.codes(), ["BAD_REQUEST"]);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_names_are_searched_literally() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    for name in [
+        "O'Brien",
+        "' OR '1'='1",
+        "a&b=c",
+        "Smith,Jones",
+        "a|b",
+        "😀",
+        "Zoe\u{0301}",
+        "$x\\y",
+        "Zed\\,Q",
+    ] {
+        let answer = search(
+            &gateway,
+            "teacher",
+            json!({ "familyName": name, "dateOfBirth": "2019-06-14" }),
+        )
+        .await;
+        assert!(answer.errors().is_empty(), "{name}: {:#}", answer.body);
+        assert_eq!(matches(&answer).len(), 0, "{name}: {:#}", answer.body);
+    }
+    // An invisible right-to-left mark does not hide a child.
+    let answer = search(
+        &gateway,
+        "teacher",
+        json!({ "familyName": "\u{200F}Hartley", "dateOfBirth": "2019-06-14" }),
+    )
+    .await;
+    assert!(
+        answer.codes().iter().all(|c| c == "REDACTED"),
+        "{:#}",
+        answer.body
+    );
+    assert_eq!(matches(&answer).len(), 1, "{:#}", answer.body);
+    let long = "x".repeat(10_000);
+    let answer = search(
+        &gateway,
+        "teacher",
+        json!({ "familyName": long, "dateOfBirth": "2019-06-14" }),
+    )
+    .await;
+    assert_eq!(answer.codes(), ["BAD_REQUEST"]);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_who_sees_no_child_data_is_forbidden() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let answer = search(&gateway, "authoriser", amelia()).await;
+    assert_eq!(answer.codes(), ["FORBIDDEN"]);
+    assert!(answer.body["data"].is_null() || answer.body["data"]["searchChildren"].is_null());
+    gateway.stop().await;
+}
