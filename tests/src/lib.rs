@@ -1,6 +1,6 @@
 //! The integration-test harness: a real gateway on `127.0.0.1:0`, in front of the three simulators, with a fresh store.
 //!
-//! ```ignore
+//! ```text
 //! let gateway = TestGateway::builder().children(200).spawn().await;
 //! let answer = gateway.query("teacher", "{ me { name } }").await;
 //! ```

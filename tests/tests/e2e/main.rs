@@ -1,0 +1,4 @@
+//! The integration tests, in one test binary: the real gateway on `127.0.0.1:0` against the three simulators.
+
+mod conformance;
+mod gateway;
