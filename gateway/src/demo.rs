@@ -130,6 +130,8 @@ const COUNCIL: (&str, &str, Option<(SourceName, &str)>) =
 /// The file scripts read to find the demo's parts.
 pub const DEMO_JSON: &str = "demo.json";
 pub const STORE_FILE: &str = "childgraph.db";
+/// Where `demo` and `token` keep the demo's data unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "demo-data";
 
 #[derive(Debug, Serialize)]
 struct DemoJson {
@@ -165,6 +167,7 @@ impl Demo {
                 options.data_dir.display()
             )
         })?;
+        check_population_seed(&options.data_dir, options.seed)?;
         let key = DemoKey::load_or_create(&options.data_dir)?;
         let store = Store::open_sqlite(&options.data_dir.join(STORE_FILE))
             .await
@@ -254,6 +257,34 @@ impl Demo {
         let _ = self.stop.send(true);
         self.server.await.context("gateway task")??;
         Ok(())
+    }
+}
+
+/// The file that records which population a data directory's links belong to.
+const POPULATION_FILE: &str = "population.json";
+
+/// The store links child ids to source record ids, and a record id names a different person under another seed:
+/// a data directory serves one seed only.
+fn check_population_seed(dir: &Path, seed: u64) -> anyhow::Result<()> {
+    let path = dir.join(POPULATION_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let recorded: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?;
+            if recorded["seed"].as_u64() != Some(seed) {
+                anyhow::bail!(
+                    "{} holds links for the population with seed {}; use that seed, or another --data-dir for seed {seed}",
+                    dir.display(),
+                    recorded["seed"]
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, serde_json::json!({ "seed": seed }).to_string())
+                .with_context(|| format!("cannot write {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
@@ -367,10 +398,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!("  data:       {}", data_dir.display());
     println!("  sources:    {}", data_dir.join(DEMO_JSON).display());
     println!();
-    println!(
-        "Demo identities (get a token with `childgraph token --user NAME --data-dir {}`):",
-        data_dir.display()
-    );
+    let data_dir_flag = if data_dir == Path::new(DEFAULT_DATA_DIR) {
+        String::new()
+    } else {
+        format!(" --data-dir {}", data_dir.display())
+    };
+    println!("Demo identities (get a token with `childgraph token --user NAME{data_dir_flag}`,");
+    println!("or from a checkout, `cargo run --release -- token --user NAME{data_dir_flag}`):");
     for identity in IDENTITIES {
         println!(
             "  {:<17} {:<22} {}",

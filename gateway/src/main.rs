@@ -28,19 +28,23 @@ enum Command {
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        #[arg(long, default_value = "demo-data")]
+        #[arg(long, default_value = childgraph::demo::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// Generated children besides the fixed demo cast.
         #[arg(long, default_value_t = 2000)]
         children: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Faults every simulator starts with, as JSON: `{"latency_ms": 10, "jitter_ms": 2}`.
+        /// Change them at run time with `POST /_sim/faults` on each simulator.
+        #[arg(long, value_parser = parse_faults)]
+        faults: Option<childgraph_simulators::Faults>,
     },
     /// Prints a token for a demo identity, signed with the demo's key (accepted by `demo` only).
     Token {
         #[arg(long)]
         user: String,
-        #[arg(long, default_value = "demo-data")]
+        #[arg(long, default_value = childgraph::demo::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
     /// The GraphQL schema.
@@ -85,6 +89,13 @@ enum Noise {
     High,
 }
 
+fn parse_faults(text: &str) -> Result<childgraph_simulators::Faults, String> {
+    let faults: childgraph_simulators::Faults =
+        serde_json::from_str(text).map_err(|e| format!("not valid faults: {e}"))?;
+    faults.validate()?;
+    Ok(faults)
+}
+
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter =
@@ -112,13 +123,15 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             children,
             seed,
+            faults,
         } => {
+            let faults = faults.unwrap_or_default();
             childgraph::demo::run(childgraph::demo::DemoOptions {
                 listen,
                 data_dir,
                 children,
                 seed,
-                faults: Default::default(),
+                faults,
             })
             .await
         }

@@ -373,3 +373,25 @@ async fn a_user_who_sees_no_child_data_is_forbidden() {
     assert!(answer.body["data"].is_null() || answer.body["data"]["searchChildren"].is_null());
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_data_directory_serves_one_population_seed() {
+    use childgraph::demo::{Demo, DemoOptions};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = |seed| DemoOptions {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.path().to_owned(),
+        children: 0,
+        seed,
+        faults: Default::default(),
+    };
+    let demo = Demo::start(options(1)).await.expect("first start");
+    demo.stop().await.expect("stop");
+    let again = Demo::start(options(1)).await.expect("same seed restarts");
+    again.stop().await.expect("stop");
+    let error = Demo::start(options(2))
+        .await
+        .expect_err("another seed is refused")
+        .to_string();
+    assert!(error.contains("seed 1"), "{error}");
+}
