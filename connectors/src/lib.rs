@@ -8,6 +8,8 @@ pub mod connector;
 pub mod early_years;
 pub mod error;
 pub mod fhir;
+#[cfg(test)]
+mod hostile_input;
 mod http;
 pub mod oneroster;
 
