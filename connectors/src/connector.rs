@@ -6,7 +6,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use childgraph_schema::{PersonRecord, RecordDetails, SearchCriteria, SourceName};
 
+use crate::breaker::{BreakerConfig, BreakerState};
+use crate::cache::CacheConfig;
+use crate::credentials::Credentials;
 use crate::error::ConnectorError;
+use crate::retry::RetryConfig;
 
 /// Which parts of [`RecordDetails`] to fetch. The policy decides before the fetch, so a withheld part is never requested from the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,18 +37,52 @@ impl Parts {
     }
 }
 
-/// How to reach a source.
-#[derive(Debug, Clone)]
+/// How to reach a source, and how hard to try.
+#[derive(Clone)]
 pub struct SourceConfig {
     /// The base URL: FHIR base (`…/fhir`), OneRoster base (`…/ims/oneroster/rostering/v1p2`) or early-years base (`…/api/v1`).
     pub base_url: url::Url,
-    /// Bearer token sent with every request, if the source needs one.
+    /// Bearer token sent with every request, if the source needs one. Kept for existing callers: the same as `credentials: Credentials::Bearer`, and not to be set with other credentials.
     pub bearer_token: Option<String>,
-    /// The longest one request may take, connect included.
+    /// How the gateway proves itself to the source.
+    pub credentials: Credentials,
+    /// The longest one call may take, connect, retries and backoff included.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
     /// The most records one search follows across pages.
     pub max_search_results: usize,
+    pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
+    pub cache: CacheConfig,
+    /// A CA certificate (PEM, one or more) trusted for this source on top of the public roots, for a source with a private CA.
+    pub ca_certificate_pem: Option<Vec<u8>>,
+    /// The client certificate and private key (PEM, together) presented for mutual TLS.
+    pub client_identity_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written by hand so that the bearer token and the private key never show.
+        f.debug_struct("SourceConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("credentials", &self.credentials)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_search_results", &self.max_search_results)
+            .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
+            .field("cache", &self.cache)
+            .field("ca_certificate_pem", &self.ca_certificate_pem.is_some())
+            .field(
+                "client_identity_pem",
+                &self.client_identity_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl SourceConfig {
@@ -52,11 +90,35 @@ impl SourceConfig {
         Self {
             base_url,
             bearer_token: None,
+            credentials: Credentials::None,
             request_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_millis(500),
             max_search_results: 500,
+            retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
+            cache: CacheConfig::default(),
+            ca_certificate_pem: None,
+            client_identity_pem: None,
         }
     }
+}
+
+/// What a source's client has done since it was built, for metrics. Counts only: no URL, no value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SourceStats {
+    /// Requests sent to the source, retries included, token requests not.
+    pub requests: u64,
+    /// Reads answered from the cache.
+    pub cache_hits: u64,
+    /// Reads not found in the cache (every read, when the cache is off), deduplicated ones included.
+    pub cache_misses: u64,
+    /// Retries sent.
+    pub retries: u64,
+    /// Retries not sent because the retry budget was spent.
+    pub retries_refused: u64,
+    /// Reads that shared an identical read already in flight instead of sending their own.
+    pub deduplicated: u64,
+    pub breaker: BreakerState,
 }
 
 /// A source system, seen through its protocol.
@@ -65,6 +127,9 @@ impl SourceConfig {
 #[async_trait]
 pub trait Connector: Send + Sync + std::fmt::Debug + 'static {
     fn source(&self) -> SourceName;
+
+    /// Counts of requests, cache use, retries and the breaker's state, for metrics.
+    fn stats(&self) -> SourceStats;
 
     /// Blocking queries for the criteria: every record of this source that could be the child searched for.
     /// Scoring and linking are the caller's: this may return more than the criteria strictly match.

@@ -12,7 +12,7 @@ use childgraph_schema::{PersonRecord, RecordDetails, SearchCriteria, SourceName}
 use futures::future::try_join_all;
 use url::Url;
 
-use crate::connector::{Connector, Parts, SourceConfig};
+use crate::connector::{Connector, Parts, SourceConfig, SourceStats};
 use crate::error::ConnectorError;
 use crate::http::{SourceClient, unique_chunks};
 use payloads::{Child, ChildList, ChildPage, EnrolmentList, Problem, SettingList};
@@ -135,6 +135,10 @@ fn records_from(children: Vec<Child>) -> Vec<PersonRecord> {
 impl Connector for EarlyYearsConnector {
     fn source(&self) -> SourceName {
         SourceName::EarlyYears
+    }
+
+    fn stats(&self) -> SourceStats {
+        self.http.stats()
     }
 
     /// With a date of birth: `children?family_name=F&date_of_birth=D` when there is a family name, and `children?date_of_birth=D`, concurrently, following `next`.

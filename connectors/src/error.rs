@@ -2,7 +2,7 @@
 
 use childgraph_schema::SourceName;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectorError {
     /// The source did not answer in time.
     #[error("{source_name} did not answer in time")]
@@ -25,6 +25,9 @@ pub enum ConnectorError {
         source_name: SourceName,
         detail: String,
     },
+    /// The source failed repeatedly, so it is not called until its circuit breaker lets a probe through.
+    #[error("{source_name} is failing: its circuit breaker is open")]
+    CircuitOpen { source_name: SourceName },
 }
 
 impl ConnectorError {
@@ -33,7 +36,8 @@ impl ConnectorError {
             ConnectorError::Timeout { source_name }
             | ConnectorError::Unavailable { source_name, .. }
             | ConnectorError::Malformed { source_name, .. }
-            | ConnectorError::Rejected { source_name, .. } => *source_name,
+            | ConnectorError::Rejected { source_name, .. }
+            | ConnectorError::CircuitOpen { source_name } => *source_name,
         }
     }
 

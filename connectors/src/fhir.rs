@@ -13,7 +13,7 @@ use childgraph_schema::{PersonRecord, RecordDetails, SearchCriteria, SourceName}
 use futures::future::try_join_all;
 use url::Url;
 
-use crate::connector::{Connector, Parts, SourceConfig};
+use crate::connector::{Connector, Parts, SourceConfig, SourceStats};
 use crate::error::ConnectorError;
 use crate::http::{SourceClient, unique_chunks};
 use resources::{Bundle, OperationOutcome, Resource};
@@ -203,6 +203,10 @@ fn union_by_id(records: impl IntoIterator<Item = PersonRecord>) -> Vec<PersonRec
 impl Connector for FhirConnector {
     fn source(&self) -> SourceName {
         SourceName::Health
+    }
+
+    fn stats(&self) -> SourceStats {
+        self.http.stats()
     }
 
     /// Sends `Patient?identifier=…nhs-number|N` when the criteria carry an NHS number and `Patient?birthdate=D` when they carry a date of birth, concurrently.

@@ -1,17 +1,24 @@
-//! HTTP plumbing shared by the connectors: one pooled client per source, typed JSON GETs, and the mapping of transport failures to [`ConnectorError`].
+//! HTTP plumbing shared by the connectors: one pooled client per source, typed JSON GETs through the cache, retries and circuit breaker, and the mapping of transport failures to [`ConnectorError`].
 //!
 //! Nothing here logs or reports a query value, a URL with values, or a body: spans carry the path template only, and errors carry a status and at most a short protocol code.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use childgraph_schema::SourceName;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 use url::Url;
 
-use crate::connector::SourceConfig;
+use crate::breaker::{Breaker, Permit};
+use crate::cache::{Answer, AnswerCache};
+use crate::connector::{SourceConfig, SourceStats};
+use crate::credentials::{Credentials, TokenSource};
 use crate::error::ConnectorError;
+use crate::retry::{RetryBudget, RetryConfig, is_retryable};
 
 /// The largest answer body read from a source. A larger one is refused rather than buffered, so a misbehaving source cannot exhaust memory.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -27,60 +34,139 @@ pub(crate) struct Fetched<T> {
     pub total_count: Option<usize>,
 }
 
-/// One source's HTTP client. Cloning is cheap and shares the connection pool.
+/// One source's HTTP client. Cloning is cheap and shares the connection pool, the cache, the retry budget and the breaker.
 #[derive(Debug, Clone)]
 pub(crate) struct SourceClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     client: reqwest::Client,
     source: SourceName,
     base_url: Url,
     read_error_code: ErrorCodeReader,
+    /// The whole time one read may take, retries and backoff included.
+    request_timeout: Duration,
+    retry: RetryConfig,
+    budget: RetryBudget,
+    breaker: Breaker,
+    cache: AnswerCache,
+    /// Set when the source takes OAuth2 client credentials; a static bearer token sits in the client's default headers instead.
+    tokens: Option<TokenSource>,
+    requests: AtomicU64,
+    retries: AtomicU64,
+    retries_refused: AtomicU64,
 }
 
 impl SourceClient {
-    /// Builds the keep-alive client for one source, with its timeouts, media type and bearer token.
+    /// Builds the keep-alive client for one source, with its timeouts, media type, TLS trust and credentials.
     pub fn new(
         source: SourceName,
         config: &SourceConfig,
         accept: &'static str,
         read_error_code: ErrorCodeReader,
     ) -> Result<Self, ConnectorError> {
+        let refuse = |detail: &str| ConnectorError::Unavailable {
+            source_name: source,
+            detail: detail.to_owned(),
+        };
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(accept));
-        if let Some(token) = &config.bearer_token {
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                ConnectorError::Unavailable {
-                    source_name: source,
-                    detail: "the bearer token is not a valid header value".into(),
-                }
-            })?;
+        let bearer = match (&config.bearer_token, &config.credentials) {
+            (Some(token), Credentials::None) | (None, Credentials::Bearer(token)) => Some(token),
+            (None, _) => None,
+            (Some(_), _) => {
+                return Err(refuse(
+                    "the source has both a bearer token and other credentials",
+                ));
+            }
+        };
+        if let Some(token) = bearer {
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| refuse("the bearer token is not a valid header value"))?;
             // Marked sensitive so that it never shows in debug output.
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .tcp_keepalive(std::time::Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_keepalive(Duration::from_secs(60))
             // A redirect would carry the query, and its child data, to wherever the source points: sources are called at their configured URL only.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|_| ConnectorError::Unavailable {
-                source_name: source,
-                detail: "the http client could not be built".into(),
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = &config.ca_certificate_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|_| refuse("the ca certificate is not valid pem"))?;
+            if certificates.is_empty() {
+                return Err(refuse("the ca certificate pem holds no certificate"));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        if let Some(pem) = &config.client_identity_pem {
+            // The error is not passed on: it could quote the key.
+            let identity = reqwest::Identity::from_pem(pem).map_err(|_| {
+                refuse("the client identity is not a valid pem certificate and private key")
             })?;
+            builder = builder.identity(identity);
+        }
+        let client = builder
+            .build()
+            .map_err(|_| refuse("the http client could not be built"))?;
+        let tokens = match &config.credentials {
+            Credentials::ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+            } => Some(TokenSource::new(
+                source,
+                token_url.clone(),
+                client_id.clone(),
+                client_secret.clone(),
+                scope.clone(),
+            )),
+            Credentials::None | Credentials::Bearer(_) => None,
+        };
         Ok(Self {
-            client,
-            source,
-            base_url: config.base_url.clone(),
-            read_error_code,
+            inner: Arc::new(Inner {
+                client,
+                source,
+                base_url: config.base_url.clone(),
+                read_error_code,
+                request_timeout: config.request_timeout,
+                retry: config.retry.clone(),
+                budget: RetryBudget::new(&config.retry),
+                breaker: Breaker::new(config.breaker.clone()),
+                cache: AnswerCache::new(&config.cache),
+                tokens,
+                requests: AtomicU64::new(0),
+                retries: AtomicU64::new(0),
+                retries_refused: AtomicU64::new(0),
+            }),
         })
+    }
+
+    pub fn stats(&self) -> SourceStats {
+        let inner = &self.inner;
+        SourceStats {
+            requests: inner.requests.load(Ordering::Relaxed),
+            cache_hits: inner.cache.hits(),
+            cache_misses: inner.cache.misses(),
+            retries: inner.retries.load(Ordering::Relaxed),
+            retries_refused: inner.retries_refused.load(Ordering::Relaxed),
+            deduplicated: inner.cache.deduplicated(),
+            breaker: inner.breaker.state(),
+        }
     }
 
     /// The URL of a path under the base URL, given as segments so that the base's own path is kept whether or not it ends in `/`.
     pub fn endpoint(&self, segments: &[&str]) -> Url {
-        let mut url = self.base_url.clone();
+        let mut url = self.inner.base_url.clone();
         url.set_query(None);
         url.set_fragment(None);
         if let Ok(mut path) = url.path_segments_mut() {
@@ -95,20 +181,19 @@ impl SourceClient {
         let url = current
             .join(link)
             .map_err(|_| self.malformed("a paging link is not a url"))?;
-        if url.origin() != self.base_url.origin() {
+        if url.origin() != self.inner.base_url.origin() {
             return Err(self.malformed("a paging link points away from the source"));
         }
         Ok(url)
     }
 
     pub fn malformed(&self, detail: &str) -> ConnectorError {
-        ConnectorError::Malformed {
-            source_name: self.source,
-            detail: detail.to_owned(),
-        }
+        self.inner.malformed(detail)
     }
 
     /// GETs `url` and parses the JSON body. `path` is the path template logged for the call (`Patient`, `users`), never the URL itself.
+    ///
+    /// The order of a read: the cache and identical reads in flight first, then attempts under the retry budget, each let through by the circuit breaker and sent with the credentials.
     pub async fn get_json<T: DeserializeOwned>(
         &self,
         url: Url,
@@ -116,36 +201,141 @@ impl SourceClient {
     ) -> Result<Fetched<T>, ConnectorError> {
         let span = tracing::debug_span!(
             "source_call",
-            source = %self.source,
+            source = %self.inner.source,
             path,
             status = tracing::field::Empty,
             latency_ms = tracing::field::Empty,
         );
         let started = Instant::now();
-        let outcome = self.send(url).instrument(span.clone()).await;
+        let key = url.to_string();
+        let inner = self.inner.clone();
+        let outcome = self
+            .inner
+            .cache
+            .get(key.clone(), async move { inner.read(url).await })
+            .instrument(span.clone())
+            .await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         span.record("latency_ms", latency_ms);
-        let (status, total_count, body) = match outcome {
+        let answer = match outcome {
             Ok(answer) => answer,
             Err(error) => {
                 span.in_scope(|| tracing::debug!(kind = error_kind(&error), "source call failed"));
                 return Err(error);
             }
         };
-        span.record("status", status);
+        span.record("status", answer.status);
         span.in_scope(|| tracing::debug!("source answered"));
-        let body = serde_json::from_slice(&body).map_err(|e| self.unparseable(&e))?;
-        Ok(Fetched { body, total_count })
+        match serde_json::from_slice(&answer.body) {
+            Ok(body) => Ok(Fetched {
+                body,
+                total_count: answer.total_count,
+            }),
+            Err(error) => {
+                // A source that sends what does not parse is broken, however it said it: the answer is not kept and counts against the breaker.
+                if !answer.found_unusable.swap(true, Ordering::Relaxed) {
+                    self.inner.breaker.record_failure();
+                    self.inner.cache.forget(&key).await;
+                }
+                Err(self.inner.unparseable(&error))
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// One read, retried under the budget until it succeeds, fails for good, or would outlast `request_timeout`.
+    async fn read(&self, url: Url) -> Result<Answer, ConnectorError> {
+        let deadline = Instant::now() + self.request_timeout;
+        self.budget.deposit();
+        let mut retry = 0;
+        loop {
+            let error = match self.attempt(&url, deadline).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            // An open breaker means the source is known to be down: another try would only be refused.
+            if retry >= self.retry.max_retries || !is_retryable(&error) || !self.breaker.allows() {
+                return Err(error);
+            }
+            let backoff = self.retry.backoff(retry);
+            if Instant::now() + backoff >= deadline {
+                return Err(error);
+            }
+            if !self.budget.try_spend() {
+                self.retries_refused.fetch_add(1, Ordering::Relaxed);
+                return Err(error);
+            }
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(backoff).await;
+            retry += 1;
+        }
     }
 
-    async fn send(&self, url: Url) -> Result<(u16, Option<usize>, Vec<u8>), ConnectorError> {
-        let mut response = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.transport(&e))?;
-        let status = response.status();
+    /// One attempt, if the breaker lets it through, with one fresh token if the source refused the one sent.
+    async fn attempt(&self, url: &Url, deadline: Instant) -> Result<Answer, ConnectorError> {
+        let Some(permit) = self.breaker.acquire() else {
+            return Err(ConnectorError::CircuitOpen {
+                source_name: self.source,
+            });
+        };
+        let mut refreshed = false;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                // Nothing was sent, so the breaker learns nothing: the permit is dropped unsettled.
+                return Err(ConnectorError::Timeout {
+                    source_name: self.source,
+                });
+            }
+            let token = match &self.tokens {
+                // Bounded here as well as inside: a caller waiting on another's refresh must not outlast its own deadline.
+                Some(tokens) => {
+                    match tokio::time::timeout(remaining, tokens.token(&self.client, remaining))
+                        .await
+                    {
+                        Ok(Ok(token)) => Some(token),
+                        Ok(Err(error)) => return settle(permit, Err(error)),
+                        Err(_) => {
+                            return settle(
+                                permit,
+                                Err(ConnectorError::Timeout {
+                                    source_name: self.source,
+                                }),
+                            );
+                        }
+                    }
+                }
+                None => None,
+            };
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let outcome = self.send(url.clone(), remaining, token.as_deref()).await;
+            if let (Ok(answer), Some(tokens), Some(token)) = (&outcome, &self.tokens, &token)
+                && answer.status == 401
+                && !refreshed
+            {
+                // The token may have been revoked or expired early: one fresh token, then the source's word stands.
+                tokens.invalidate(token).await;
+                refreshed = true;
+                continue;
+            }
+            return settle(permit, outcome.and_then(|answer| self.judge(answer)));
+        }
+    }
+
+    /// Sends one GET and reads the whole body, whatever the status.
+    async fn send(
+        &self,
+        url: Url,
+        timeout: Duration,
+        token: Option<&str>,
+    ) -> Result<Answer, ConnectorError> {
+        let mut request = self.client.get(url).timeout(timeout);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let mut response = request.send().await.map_err(|e| self.transport(&e))?;
+        let status = response.status().as_u16();
         let total_count = response
             .headers()
             .get("x-total-count")
@@ -158,10 +348,22 @@ impl SourceClient {
             }
             body.extend_from_slice(&chunk);
         }
+        Ok(Answer {
+            status,
+            total_count,
+            body: Bytes::from(body),
+            found_unusable: Arc::default(),
+        })
+    }
+
+    /// Passes a success on and turns any other status into the error it means.
+    fn judge(&self, answer: Answer) -> Result<Answer, ConnectorError> {
+        let status = reqwest::StatusCode::from_u16(answer.status)
+            .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_success() {
-            return Ok((status.as_u16(), total_count, body));
+            return Ok(answer);
         }
-        let code = (self.read_error_code)(&body)
+        let code = (self.read_error_code)(&answer.body)
             .and_then(|c| short_code(&c))
             .map(|c| format!(" ({c})"))
             .unwrap_or_default();
@@ -182,6 +384,13 @@ impl SourceClient {
                 source_name: self.source,
                 detail,
             })
+        }
+    }
+
+    fn malformed(&self, detail: &str) -> ConnectorError {
+        ConnectorError::Malformed {
+            source_name: self.source,
+            detail: detail.to_owned(),
         }
     }
 
@@ -225,12 +434,25 @@ impl SourceClient {
     }
 }
 
+/// Tells the breaker how an attempt went. A refusal (4xx) is a success to the breaker: the source is up and answering.
+fn settle(
+    permit: Permit<'_>,
+    outcome: Result<Answer, ConnectorError>,
+) -> Result<Answer, ConnectorError> {
+    match &outcome {
+        Ok(_) | Err(ConnectorError::Rejected { .. }) => permit.succeeded(),
+        Err(_) => permit.failed(),
+    }
+    outcome
+}
+
 fn error_kind(error: &ConnectorError) -> &'static str {
     match error {
         ConnectorError::Timeout { .. } => "timeout",
         ConnectorError::Unavailable { .. } => "unavailable",
         ConnectorError::Malformed { .. } => "malformed",
         ConnectorError::Rejected { .. } => "rejected",
+        ConnectorError::CircuitOpen { .. } => "circuit_open",
     }
 }
 

@@ -3,8 +3,12 @@
 //! Each source sits behind the [`Connector`] trait, so the gateway resolves against one interface and knows no protocol.
 //! `fhir` speaks HL7 FHIR R4, `oneroster` speaks 1EdTech OneRoster 1.2 rostering, and `early_years` speaks the early-years API described by `connectors/openapi/early-years.yaml`.
 //! `http` is the plumbing they share: one pooled client per source, typed GETs, and the mapping of failures to [`ConnectorError`].
+//! Every read passes, in order, through the answer cache and the coalescing of identical reads (`cache`), the retries under a budget (`retry`), the circuit breaker (`breaker`) and the credentials (`credentials`); `SourceClient::get_json` in `http` is the one place that says this order.
 
+pub mod breaker;
+pub mod cache;
 pub mod connector;
+pub mod credentials;
 pub mod early_years;
 pub mod error;
 pub mod fhir;
@@ -12,8 +16,13 @@ pub mod fhir;
 mod hostile_input;
 mod http;
 pub mod oneroster;
+pub mod retry;
 
-pub use connector::{Connector, Parts, SourceConfig};
+pub use breaker::{BreakerConfig, BreakerState};
+pub use cache::CacheConfig;
+pub use connector::{Connector, Parts, SourceConfig, SourceStats};
+pub use credentials::Credentials;
+pub use retry::RetryConfig;
 
 pub use early_years::EarlyYearsConnector;
 pub use error::ConnectorError;

@@ -13,7 +13,7 @@ use childgraph_schema::{PersonRecord, RecordDetails, SearchCriteria, SourceName}
 use futures::{StreamExt, TryStreamExt};
 use url::Url;
 
-use crate::connector::{Connector, Parts, SourceConfig};
+use crate::connector::{Connector, Parts, SourceConfig, SourceStats};
 use crate::error::ConnectorError;
 use crate::http::{SourceClient, unique_chunks};
 use objects::{
@@ -168,6 +168,10 @@ fn status_info_code(body: &[u8]) -> Option<String> {
 impl Connector for OneRosterConnector {
     fn source(&self) -> SourceName {
         SourceName::School
+    }
+
+    fn stats(&self) -> SourceStats {
+        self.http.stats()
     }
 
     /// Sends `users?filter=identifier='UPN'` when the criteria carry a UPN and `demographics?filter=birthDate='D'` when they carry a date of birth, concurrently;

@@ -136,17 +136,108 @@ pub struct SourcesConfig {
     pub early_years: SourceConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     pub base_url: url::Url,
     /// Sent as `Authorization: Bearer`; write `${VAR}` to take it from the environment.
     #[serde(default)]
     pub bearer_token: Option<String>,
+    /// OAuth2 client credentials, instead of a static bearer token.
+    #[serde(default)]
+    pub client_credentials: Option<ClientCredentialsConfig>,
+    /// A PEM bundle of CA certificates trusted for this source, besides the public roots.
+    #[serde(default)]
+    pub ca_certificate_file: Option<PathBuf>,
+    /// A PEM file holding the client certificate and its key, for mutual TLS.
+    #[serde(default)]
+    pub client_identity_file: Option<PathBuf>,
+    /// The longest one request may take, retries included.
     #[serde(default = "default_source_timeout_ms")]
     pub timeout_ms: u64,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    #[serde(default)]
+    pub retry: RetrySettings,
+    #[serde(default)]
+    pub breaker: BreakerSettings,
+    #[serde(default)]
+    pub cache: CacheSettings,
+}
+
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets stay out of debug output.
+        f.debug_struct("SourceConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "client_credentials",
+                &self
+                    .client_credentials
+                    .as_ref()
+                    .map(|c| c.token_url.as_str()),
+            )
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCredentialsConfig {
+    pub token_url: url::Url,
+    pub client_id: String,
+    /// Write `${VAR}` to take it from the environment.
+    pub client_secret: String,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for ClientCredentialsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentialsConfig")
+            .field("token_url", &self.token_url.as_str())
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Retries of idempotent reads; absent keys take the connector's defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    pub max_retries: Option<u32>,
+    pub base_backoff_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
+    /// Retries allowed per first attempt, over time.
+    pub budget_ratio: Option<f64>,
+    /// Retries allowed in a burst.
+    pub budget_max: Option<f64>,
+}
+
+/// The circuit breaker; absent keys take the connector's defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: Option<u32>,
+    /// How long it stays open before one probe is let through.
+    pub open_for_ms: Option<u64>,
+}
+
+/// The cache of raw source answers; absent keys take the connector's defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    pub enabled: Option<bool>,
+    pub ttl_ms: Option<u64>,
+    pub max_entries: Option<u64>,
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,13 +261,65 @@ fn default_filter_predicates() -> usize {
 }
 
 impl SourceConfig {
-    /// The connector's view of this source.
-    pub fn connector_config(&self) -> childgraph_connectors::SourceConfig {
+    /// A source at this URL with every other setting at its default.
+    pub fn at(base_url: url::Url) -> Self {
+        Self {
+            base_url,
+            bearer_token: None,
+            client_credentials: None,
+            ca_certificate_file: None,
+            client_identity_file: None,
+            timeout_ms: default_source_timeout_ms(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            retry: RetrySettings::default(),
+            breaker: BreakerSettings::default(),
+            cache: CacheSettings::default(),
+        }
+    }
+
+    /// The connector's view of this source. Reads the CA and identity files it names.
+    pub fn connector_config(&self) -> Result<childgraph_connectors::SourceConfig, ConfigError> {
         let mut c = childgraph_connectors::SourceConfig::new(self.base_url.clone());
         c.bearer_token = self.bearer_token.clone();
+        if let Some(cc) = &self.client_credentials {
+            c.credentials = childgraph_connectors::Credentials::ClientCredentials {
+                token_url: cc.token_url.clone(),
+                client_id: cc.client_id.clone(),
+                client_secret: cc.client_secret.clone(),
+                scope: cc.scope.clone(),
+            };
+        }
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })
+        };
+        c.ca_certificate_pem = self.ca_certificate_file.as_ref().map(read).transpose()?;
+        c.client_identity_pem = self.client_identity_file.as_ref().map(read).transpose()?;
         c.request_timeout = Duration::from_millis(self.timeout_ms);
         c.connect_timeout = Duration::from_millis(self.connect_timeout_ms);
-        c
+        let r = &self.retry;
+        c.retry.max_retries = r.max_retries.unwrap_or(c.retry.max_retries);
+        c.retry.base_backoff = r
+            .base_backoff_ms
+            .map_or(c.retry.base_backoff, Duration::from_millis);
+        c.retry.max_backoff = r
+            .max_backoff_ms
+            .map_or(c.retry.max_backoff, Duration::from_millis);
+        c.retry.budget_ratio = r.budget_ratio.unwrap_or(c.retry.budget_ratio);
+        c.retry.budget_max = r.budget_max.unwrap_or(c.retry.budget_max);
+        let b = &self.breaker;
+        c.breaker.failure_threshold = b.failure_threshold.unwrap_or(c.breaker.failure_threshold);
+        c.breaker.open_for = b
+            .open_for_ms
+            .map_or(c.breaker.open_for, Duration::from_millis);
+        let k = &self.cache;
+        c.cache.enabled = k.enabled.unwrap_or(c.cache.enabled);
+        c.cache.ttl = k.ttl_ms.map_or(c.cache.ttl, Duration::from_millis);
+        c.cache.max_entries = k.max_entries.unwrap_or(c.cache.max_entries);
+        c.cache.max_bytes = k.max_bytes.unwrap_or(c.cache.max_bytes);
+        Ok(c)
     }
 }
 

@@ -29,6 +29,25 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Faults each simulator starts with.
     pub faults: Faults,
+    /// The request deadline and result limits.
+    pub request: RequestConfig,
+    /// The longest one source request may take.
+    pub source_timeout_ms: u64,
+}
+
+impl DemoOptions {
+    /// The demo's defaults, listening and keeping its data where given.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            data_dir,
+            children: 2000,
+            seed: 42,
+            faults: Faults::default(),
+            request: RequestConfig::default(),
+            source_timeout_ms: 1500,
+        }
+    }
 }
 
 /// A demo identity: a user with roles at an organisation.
@@ -204,13 +223,13 @@ impl Demo {
             .context("starting the early-years simulator")?;
 
         let sources = SourcesConfig {
-            health: source(&health),
+            health: source(&health, options.source_timeout_ms),
             // The simulator accepts long filters, so id lists go in few requests.
             school: SchoolSourceConfig {
-                source: source(&school),
+                source: source(&school, options.source_timeout_ms),
                 filter_max_predicates: 50,
             },
-            early_years: source(&early_years),
+            early_years: source(&early_years, options.source_timeout_ms),
         };
         seed_cast(&store).await?;
         let state = assemble(Parts {
@@ -219,7 +238,7 @@ impl Demo {
             connectors: connectors(&sources)?,
             issuers: vec![key.issuer()],
             leeway_seconds: 30,
-            request: RequestConfig::default(),
+            request: options.request.clone(),
         })?;
         let listener = TcpListener::bind(options.listen).await.with_context(|| {
             format!(
@@ -292,12 +311,10 @@ fn trim_slash(url: url::Url) -> String {
     url.as_str().trim_end_matches('/').to_owned()
 }
 
-fn source(handle: &SimulatorHandle) -> SourceConfig {
+fn source(handle: &SimulatorHandle, timeout_ms: u64) -> SourceConfig {
     SourceConfig {
-        base_url: handle.base_url(),
-        bearer_token: None,
-        timeout_ms: 1500,
-        connect_timeout_ms: 500,
+        timeout_ms,
+        ..SourceConfig::at(handle.base_url())
     }
 }
 

@@ -81,6 +81,14 @@ impl Federation {
         Self { connectors }
     }
 
+    /// Each source's counters: requests, cache hits and misses, retries, breaker state.
+    pub fn stats(&self) -> Vec<(SourceName, childgraph_connectors::SourceStats)> {
+        self.connectors
+            .iter()
+            .map(|c| (c.source(), c.stats()))
+            .collect()
+    }
+
     pub fn sources(&self) -> impl Iterator<Item = SourceName> + '_ {
         self.connectors.iter().map(|c| c.source())
     }

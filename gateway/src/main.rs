@@ -125,15 +125,13 @@ async fn main() -> anyhow::Result<()> {
             seed,
             faults,
         } => {
-            let faults = faults.unwrap_or_default();
-            childgraph::demo::run(childgraph::demo::DemoOptions {
-                listen,
-                data_dir,
+            let options = childgraph::demo::DemoOptions {
                 children,
                 seed,
-                faults,
-            })
-            .await
+                faults: faults.unwrap_or_default(),
+                ..childgraph::demo::DemoOptions::new(listen, data_dir)
+            };
+            childgraph::demo::run(options).await
         }
         Command::Token { user, data_dir } => {
             if !childgraph::demo::IDENTITIES.iter().any(|i| i.user == user) {

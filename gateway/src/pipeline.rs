@@ -63,6 +63,15 @@ pub struct RequestScope {
     pub reports: Reports,
 }
 
+impl RequestScope {
+    /// The deadline of a phase that others follow: half the time left, so that a source hanging in an early phase
+    /// leaves the healthy sources time for the later ones. The last phase runs to the request's deadline.
+    pub fn phase_deadline(&self) -> Instant {
+        let now = Instant::now();
+        now + self.deadline.saturating_duration_since(now) / 2
+    }
+}
+
 /// How a source stands for one child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceStatus {
@@ -147,7 +156,7 @@ impl Pipeline {
         // Identify: blocking queries to every source, then link the candidates into children.
         let candidates = self
             .federation
-            .search(&criteria, scope.deadline, &scope.reports)
+            .search(&criteria, scope.phase_deadline(), &scope.reports)
             .await;
         let clusters: Vec<_> = childgraph_linkage::cluster(candidates)
             .into_iter()
@@ -233,7 +242,7 @@ impl Pipeline {
         }
         let records = self
             .federation
-            .records(&refs, scope.deadline, &scope.reports)
+            .records(&refs, scope.phase_deadline(), &scope.reports)
             .await;
         let records: Vec<PersonRecord> = records
             .into_iter()
@@ -285,7 +294,7 @@ impl Pipeline {
         let refs: Vec<RecordRef> = missing.iter().map(|(_, r)| r.clone()).collect();
         let mut fetched: HashMap<RecordRef, PersonRecord> = self
             .federation
-            .records(&refs, scope.deadline, &scope.reports)
+            .records(&refs, scope.phase_deadline(), &scope.reports)
             .await
             .into_iter()
             .map(|r| (r.record_ref(), r))

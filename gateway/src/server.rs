@@ -157,19 +157,23 @@ fn auth_error(error: &AuthError) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    // Each source's breaker and counters are reported; readiness depends on the store alone for now.
+    let sources: serde_json::Map<String, serde_json::Value> = state
+        .pipeline
+        .federation
+        .stats()
+        .into_iter()
+        .map(|(source, stats)| (source.as_str().to_owned(), serde_json::json!(stats)))
+        .collect();
     match state.pipeline.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({ "store": "ok", "policy": "loaded" })),
-        )
-            .into_response(),
+        Ok(()) => {
+            let body = serde_json::json!({ "store": "ok", "policy": "loaded", "sources": sources });
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
         Err(error) => {
             tracing::error!(error = %error, "readiness: store unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(serde_json::json!({ "store": "unreachable" })),
-            )
-                .into_response()
+            let body = serde_json::json!({ "store": "unreachable", "sources": sources });
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
         }
     }
 }

@@ -52,13 +52,13 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
 
 /// One connector per configured source.
 pub fn connectors(sources: &SourcesConfig) -> anyhow::Result<Vec<Arc<dyn Connector>>> {
-    let health = FhirConnector::new(sources.health.connector_config()).context("health source")?;
+    let health = FhirConnector::new(sources.health.connector_config()?).context("health source")?;
     let school = OneRosterConnector::new(
-        sources.school.source.connector_config(),
+        sources.school.source.connector_config()?,
         sources.school.filter_max_predicates,
     )
     .context("school source")?;
-    let early_years = EarlyYearsConnector::new(sources.early_years.connector_config())
+    let early_years = EarlyYearsConnector::new(sources.early_years.connector_config()?)
         .context("early_years source")?;
     Ok(vec![
         Arc::new(health),

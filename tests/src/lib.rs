@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 
 use childgraph::demo::{Demo, DemoOptions};
-use childgraph_simulators::Faults;
 use serde_json::{Value, json};
 
 /// Builds a [`TestGateway`].
@@ -16,6 +15,8 @@ use serde_json::{Value, json};
 pub struct TestGatewayBuilder {
     children: usize,
     seed: u64,
+    deadline_ms: Option<u64>,
+    source_timeout_ms: Option<u64>,
 }
 
 impl TestGatewayBuilder {
@@ -30,17 +31,31 @@ impl TestGatewayBuilder {
         self
     }
 
+    /// The deadline of each GraphQL request.
+    pub fn deadline_ms(mut self, ms: u64) -> Self {
+        self.deadline_ms = Some(ms);
+        self
+    }
+
+    /// The longest one source request may take.
+    pub fn source_timeout_ms(mut self, ms: u64) -> Self {
+        self.source_timeout_ms = Some(ms);
+        self
+    }
+
     pub async fn spawn(self) -> TestGateway {
         let dir = tempfile::tempdir().expect("temp dir");
-        let demo = Demo::start(DemoOptions {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: dir.path().to_owned(),
-            children: self.children,
-            seed: self.seed,
-            faults: Faults::default(),
-        })
-        .await
-        .expect("the demo starts");
+        let mut options =
+            DemoOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), dir.path().to_owned());
+        options.children = self.children;
+        options.seed = self.seed;
+        if let Some(ms) = self.deadline_ms {
+            options.request.deadline_ms = ms;
+        }
+        if let Some(ms) = self.source_timeout_ms {
+            options.source_timeout_ms = ms;
+        }
+        let demo = Demo::start(options).await.expect("the demo starts");
         TestGateway {
             demo: Some(demo),
             dir,
@@ -92,6 +107,8 @@ impl TestGateway {
         TestGatewayBuilder {
             children: 200,
             seed: 7,
+            deadline_ms: None,
+            source_timeout_ms: None,
         }
     }
 

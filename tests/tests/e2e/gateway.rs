@@ -19,7 +19,7 @@ query Search($c: ChildSearchInput!) {
         services { kind source organisation { name } practitioner { name } }
         participation { kind source description status }
         flags { kind note raisedBy { name } }
-        sources { source status }
+        sources { source status responseTimeMs }
       }
     }
   }
@@ -379,11 +379,12 @@ async fn a_data_directory_serves_one_population_seed() {
     use childgraph::demo::{Demo, DemoOptions};
     let dir = tempfile::tempdir().expect("temp dir");
     let options = |seed| DemoOptions {
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.path().to_owned(),
         children: 0,
         seed,
-        faults: Default::default(),
+        ..DemoOptions::new(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            dir.path().to_owned(),
+        )
     };
     let demo = Demo::start(options(1)).await.expect("first start");
     demo.stop().await.expect("stop");
@@ -394,4 +395,118 @@ async fn a_data_directory_serves_one_population_seed() {
         .expect_err("another seed is refused")
         .to_string();
     assert!(error.contains("seed 1"), "{error}");
+}
+
+#[tokio::test]
+async fn a_hanging_source_never_delays_the_answer_past_the_deadline() {
+    // The source timeout is far longer than the deadline, so only the deadline can end the wait.
+    let gateway = TestGateway::builder()
+        .deadline_ms(600)
+        .source_timeout_ms(30_000)
+        .spawn()
+        .await;
+    gateway.set_faults("health", json!({ "hang": true })).await;
+    let started = std::time::Instant::now();
+    let answer = search(&gateway, "gp", amelia()).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < std::time::Duration::from_millis(1_500),
+        "answered after {elapsed:?}"
+    );
+    let errors = answer.errors_with("SOURCE_UNAVAILABLE");
+    assert_eq!(errors.len(), 1, "{:#}", answer.body);
+    assert_eq!(errors[0]["extensions"]["source"], "health");
+    // The healthy sources still had time for their part.
+    let child = &matches(&answer)[0]["child"];
+    assert_eq!(status_of(child, "HEALTH"), "TIMEOUT");
+    assert_eq!(status_of(child, "SCHOOL"), "OK");
+    assert!(
+        sources_of(child, "services").contains(&"SCHOOL".to_owned()),
+        "{child:#}"
+    );
+    assert!(
+        sources_of(child, "participation").contains(&"EARLY_YEARS".to_owned()),
+        "{child:#}"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn users_with_different_policies_querying_one_child_at_once_each_get_their_own_view() {
+    let gateway = TestGateway::builder().spawn().await;
+    let rounds = (0..10).map(|_| async {
+        let (teacher, gp) = tokio::join!(
+            search(&gateway, "teacher", amelia()),
+            search(&gateway, "gp", amelia())
+        );
+        let teacher_child = &matches(&teacher)[0]["child"];
+        let gp_child = &matches(&gp)[0]["child"];
+        assert_eq!(teacher_child["id"], gp_child["id"]);
+        // The teacher's role does not see where a child lives; the GP's does.
+        assert!(teacher_child["address"].is_null(), "{teacher_child:#}");
+        assert!(
+            teacher
+                .errors_with("REDACTED")
+                .iter()
+                .all(|e| e["extensions"]["reason"] == "ROLE")
+        );
+        assert!(!teacher.errors_with("REDACTED").is_empty());
+        assert_eq!(gp_child["address"]["postcode"], "HF1 2AB");
+        assert!(gp.errors().is_empty(), "{:#}", gp.body);
+        assert!(!teacher.body.to_string().contains("HF1 2AB"));
+    });
+    futures::future::join_all(rounds).await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_source_opens_its_breaker_and_then_fails_at_once() {
+    let gateway = TestGateway::builder().spawn().await;
+    gateway
+        .set_faults("school", json!({ "error_rate": 1.0 }))
+        .await;
+    let readyz = format!("http://{}/readyz", gateway.demo().gateway);
+    let breaker = || async {
+        let ready: Value = gateway
+            .http
+            .get(&readyz)
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json");
+        ready["sources"]["school"]["breaker"]
+            .as_str()
+            .expect("a breaker state")
+            .to_owned()
+    };
+    let mut searches = 0;
+    while breaker().await != "open" {
+        searches += 1;
+        assert!(searches <= 10, "the breaker never opened");
+        let answer = search(&gateway, "gp", amelia()).await;
+        assert_eq!(answer.errors_with("SOURCE_UNAVAILABLE").len(), 1);
+    }
+    // Open: the school is not asked, and its part fails at once.
+    let before = gateway.requests("school").await;
+    let answer = search(&gateway, "gp", amelia()).await;
+    assert_eq!(gateway.requests("school").await, before);
+    let errors = answer.errors_with("SOURCE_UNAVAILABLE");
+    assert_eq!(errors.len(), 1, "{:#}", answer.body);
+    assert_eq!(errors[0]["extensions"]["source"], "school");
+    let child = &matches(&answer)[0]["child"];
+    let school = child["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .find(|s| s["source"] == "SCHOOL")
+        .expect("school");
+    assert_eq!(school["status"], "UNAVAILABLE");
+    assert!(
+        school["responseTimeMs"].as_u64().expect("ms") <= 5,
+        "{school}"
+    );
+    assert!(sources_of(child, "services").contains(&"HEALTH".to_owned()));
+    gateway.stop().await;
 }
