@@ -33,6 +33,8 @@ pub struct DemoOptions {
     pub request: RequestConfig,
     /// The longest one source request may take.
     pub source_timeout_ms: u64,
+    /// Whether the gateway caches source answers.
+    pub cache: bool,
 }
 
 impl DemoOptions {
@@ -46,6 +48,7 @@ impl DemoOptions {
             faults: Faults::default(),
             request: RequestConfig::default(),
             source_timeout_ms: 1500,
+            cache: true,
         }
     }
 }
@@ -223,13 +226,13 @@ impl Demo {
             .context("starting the early-years simulator")?;
 
         let sources = SourcesConfig {
-            health: source(&health, options.source_timeout_ms),
+            health: source(&health, &options),
             // The simulator accepts long filters, so id lists go in few requests.
             school: SchoolSourceConfig {
-                source: source(&school, options.source_timeout_ms),
+                source: source(&school, &options),
                 filter_max_predicates: 50,
             },
-            early_years: source(&early_years, options.source_timeout_ms),
+            early_years: source(&early_years, &options),
         };
         seed_cast(&store).await?;
         let state = assemble(Parts {
@@ -311,11 +314,11 @@ fn trim_slash(url: url::Url) -> String {
     url.as_str().trim_end_matches('/').to_owned()
 }
 
-fn source(handle: &SimulatorHandle, timeout_ms: u64) -> SourceConfig {
-    SourceConfig {
-        timeout_ms,
-        ..SourceConfig::at(handle.base_url())
-    }
+fn source(handle: &SimulatorHandle, options: &DemoOptions) -> SourceConfig {
+    let mut config = SourceConfig::at(handle.base_url());
+    config.timeout_ms = options.source_timeout_ms;
+    config.cache.enabled = Some(options.cache);
+    config
 }
 
 fn write_demo_json(dir: &Path, demo: &DemoJson) -> anyhow::Result<()> {

@@ -47,7 +47,7 @@ pub struct Pipeline {
 }
 
 /// Why the user is asking, as they declared it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Purpose {
     pub purpose: &'static str,
     pub justification: Option<String>,
@@ -120,7 +120,7 @@ pub enum SearchOutcome {
 }
 
 /// The parts of the answer the client asked for; the pipeline fetches no more than these.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Wanted {
     pub carers: bool,
     pub services: bool,
@@ -224,38 +224,51 @@ impl Pipeline {
         Ok(SearchOutcome::Matches(scores.zip(children).collect()))
     }
 
-    /// `child`: one child by its gateway id.
-    pub async fn child(
+    /// `child`: children by their gateway ids, in one batch however many `child` fields asked for them.
+    /// Ids with no linked record are left out.
+    pub async fn children(
         &self,
         scope: &RequestScope,
-        id: &str,
+        ids: &[String],
         purpose: &Purpose,
         wanted: Wanted,
-    ) -> Result<Option<ComposedChild>, PipelineError> {
+    ) -> Result<Vec<ComposedChild>, PipelineError> {
         self.require_child_data(scope, purpose, Operation::View)?;
-        let refs = self.store.records_of(id).await?;
-        if refs.is_empty() {
-            AccessRecord::new(scope, purpose, Operation::View)
-                .not_found()
-                .log();
-            return Ok(None);
-        }
-        let records = self
+        let links = self.store.records_of_many(ids).await?;
+        let refs: Vec<RecordRef> = links.values().flatten().cloned().collect();
+        let mut records: HashMap<RecordRef, PersonRecord> = self
             .federation
             .records(&refs, scope.phase_deadline(), &scope.reports)
-            .await;
-        let records: Vec<PersonRecord> = records
+            .await
             .into_iter()
-            .filter(|r| refs.contains(&r.record_ref()))
+            .map(|r| (r.record_ref(), r))
             .collect();
-        let shielded = !self.store.shielded(&[id.to_owned()]).await?.is_empty()
-            || records.iter().any(|r| r.restricted);
-        let mut children = vec![skeleton(id.to_owned(), shielded, records)];
+        let linked: Vec<String> = ids
+            .iter()
+            .filter(|id| links.contains_key(*id))
+            .cloned()
+            .collect();
+        let register = self.store.shielded(&linked).await?;
+        let mut children: Vec<ComposedChild> = linked
+            .into_iter()
+            .map(|id| {
+                let mine: Vec<PersonRecord> = links[&id]
+                    .iter()
+                    .filter_map(|r| records.remove(r))
+                    .collect();
+                let shielded = register.contains(&id) || mine.iter().any(|r| r.restricted);
+                skeleton(id, shielded, mine)
+            })
+            .collect();
         self.fetch_and_compose(scope, &mut children, wanted).await?;
-        AccessRecord::new(scope, purpose, Operation::View)
-            .children(&children)
-            .log();
-        Ok(children.pop())
+        let record = AccessRecord::new(scope, purpose, Operation::View);
+        if children.is_empty() {
+            record.not_found()
+        } else {
+            record.children(&children)
+        }
+        .log();
+        Ok(children)
     }
 
     fn require_child_data(

@@ -115,9 +115,10 @@ async fn execute(state: AppState, headers: HeaderMap, request: GraphQLRequest) -
         .unwrap_or("-")
         .to_owned();
     let scope = Arc::new(state.pipeline.scope(request_id, principal));
+    let loader = crate::graphql::child_loader(state.pipeline.clone(), scope.clone());
     let mut response = state
         .schema
-        .execute(request.into_inner().data(scope.clone()))
+        .execute(request.into_inner().data(scope.clone()).data(loader))
         .await;
     // One error per failed source, however many resolvers called it.
     for report in scope.reports.failed() {
@@ -129,7 +130,16 @@ async fn execute(state: AppState, headers: HeaderMap, request: GraphQLRequest) -
             .extensions
             .get_or_insert_with(ErrorExtensionValues::default);
         if extensions.get("code").is_none() {
-            extensions.set("code", "BAD_REQUEST");
+            let too_complex = error.message.starts_with("Query is too complex")
+                || error.message.starts_with("Query is nested too deep");
+            extensions.set(
+                "code",
+                if too_complex {
+                    "QUERY_TOO_COMPLEX"
+                } else {
+                    "BAD_REQUEST"
+                },
+            );
         }
     }
     GraphQLResponse::from(response).into_response()

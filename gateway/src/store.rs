@@ -238,6 +238,31 @@ impl Store {
         rows.iter().map(record_ref).collect()
     }
 
+    /// The source records linked to each of these children; children with none are left out.
+    pub async fn records_of_many(
+        &self,
+        child_ids: &[String],
+    ) -> Result<HashMap<String, Vec<RecordRef>>, StoreError> {
+        let mut links: HashMap<String, Vec<RecordRef>> = HashMap::new();
+        for chunk in child_ids.chunks(200) {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT child_id, source, record_id FROM links WHERE child_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            q.push(") ORDER BY child_id, source, record_id");
+            for row in q.build().fetch_all(&self.pool).await? {
+                links
+                    .entry(row.try_get("child_id")?)
+                    .or_default()
+                    .push(record_ref(&row)?);
+            }
+        }
+        Ok(links)
+    }
+
     /// Which of these children the gateway's register shields.
     pub async fn shielded(&self, child_ids: &[String]) -> Result<HashSet<String>, StoreError> {
         let mut shielded = HashSet::new();

@@ -17,6 +17,7 @@ pub struct TestGatewayBuilder {
     seed: u64,
     deadline_ms: Option<u64>,
     source_timeout_ms: Option<u64>,
+    cache: bool,
 }
 
 impl TestGatewayBuilder {
@@ -37,6 +38,12 @@ impl TestGatewayBuilder {
         self
     }
 
+    /// Whether the gateway caches source answers: off where a test counts source requests.
+    pub fn cache(mut self, on: bool) -> Self {
+        self.cache = on;
+        self
+    }
+
     /// The longest one source request may take.
     pub fn source_timeout_ms(mut self, ms: u64) -> Self {
         self.source_timeout_ms = Some(ms);
@@ -49,6 +56,7 @@ impl TestGatewayBuilder {
             DemoOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), dir.path().to_owned());
         options.children = self.children;
         options.seed = self.seed;
+        options.cache = self.cache;
         if let Some(ms) = self.deadline_ms {
             options.request.deadline_ms = ms;
         }
@@ -60,6 +68,8 @@ impl TestGatewayBuilder {
             demo: Some(demo),
             dir,
             http: reqwest::Client::new(),
+            children: self.children,
+            seed: self.seed,
         }
     }
 }
@@ -71,6 +81,8 @@ pub struct TestGateway {
     /// Holds the data directory (store, key, demo.json) until the test ends.
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    children: usize,
+    seed: u64,
 }
 
 /// A GraphQL answer, with the HTTP status it came with.
@@ -109,7 +121,18 @@ impl TestGateway {
             seed: 7,
             deadline_ms: None,
             source_timeout_ms: None,
+            cache: true,
         }
+    }
+
+    /// The number of generated children behind the simulators.
+    pub fn children(&self) -> usize {
+        self.children
+    }
+
+    /// The seed the population was generated from.
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     pub fn demo(&self) -> &Demo {

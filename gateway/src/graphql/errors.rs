@@ -47,9 +47,9 @@ pub fn source_unavailable(source: SourceName, timed_out: bool) -> ServerError {
 }
 
 /// The GraphQL error for a pipeline failure.
-pub fn pipeline_error(error: PipelineError) -> Error {
+pub fn pipeline_error(error: &PipelineError) -> Error {
     match error {
-        PipelineError::Forbidden(message) => coded("FORBIDDEN", message),
+        PipelineError::Forbidden(message) => coded("FORBIDDEN", *message),
         PipelineError::Criteria(CriteriaError::Insufficient) => coded(
             "INSUFFICIENT_CRITERIA",
             CriteriaError::Insufficient.to_string(),

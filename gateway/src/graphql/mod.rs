@@ -1,12 +1,14 @@
 //! The GraphQL schema: query root, types, and the mapping of pipeline errors to `extensions.code`.
 
 mod errors;
+mod loader;
 mod query;
 mod types;
 
 use async_graphql::{EmptyMutation, EmptySubscription, Schema};
 
 pub use errors::coded;
+pub use loader::child_loader;
 
 /// The error for a source that failed during a request.
 pub fn source_error(report: crate::federation::SourceReport) -> async_graphql::ServerError {
@@ -23,8 +25,9 @@ pub type ChildgraphSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
 /// The most deeply nested selection accepted.
 const MAX_DEPTH: usize = 12;
-/// The most expensive selection accepted, counting one per field.
-const MAX_COMPLEXITY: usize = 500;
+/// The most expensive selection accepted, counting one per field: enough for 50 children with every field, the most
+/// a search may be configured to return.
+const MAX_COMPLEXITY: usize = 2000;
 
 /// Builds the schema over a pipeline.
 pub fn build(pipeline: Pipeline) -> ChildgraphSchema {

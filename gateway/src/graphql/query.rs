@@ -5,7 +5,10 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, Object, Result};
 use childgraph_schema::SearchCriteria;
 
+use async_graphql::dataloader::DataLoader;
+
 use super::errors::pipeline_error;
+use super::loader::{ChildKey, ChildLoader};
 use super::types::{
     AccessInput, Child, ChildMatch, ChildSearchInput, ChildSearchResult, Lens, Me, OrganisationRef,
 };
@@ -38,12 +41,9 @@ fn wanted(child: async_graphql::Lookahead<'_>) -> Wanted {
     }
 }
 
-fn view(pipeline: &Pipeline, scope: &RequestScope, child: ComposedChild) -> Child {
+fn view(pipeline: &Pipeline, scope: &RequestScope, child: Arc<ComposedChild>) -> Child {
     let lens = Lens::new(pipeline.policy.clone(), scope.grant, child.situation());
-    Child {
-        lens,
-        data: Arc::new(child),
-    }
+    Child { lens, data: child }
 }
 
 #[Object]
@@ -74,12 +74,12 @@ impl Query {
         let (pipeline, scope) = parts(ctx)?;
         let today = chrono::Utc::now().date_naive();
         let criteria =
-            SearchCriteria::parse(criteria.into(), today).map_err(|e| pipeline_error(e.into()))?;
+            SearchCriteria::parse(criteria.into(), today).map_err(|e| pipeline_error(&e.into()))?;
         let wanted = wanted(ctx.look_ahead().field("matches").field("child"));
         match pipeline
             .search(scope, criteria, &purpose(access), wanted)
             .await
-            .map_err(pipeline_error)?
+            .map_err(|e| pipeline_error(&e))?
         {
             SearchOutcome::TooMany => Ok(ChildSearchResult {
                 matches: None,
@@ -91,7 +91,7 @@ impl Query {
                         .into_iter()
                         .map(|(score, c)| ChildMatch {
                             score,
-                            child: view(pipeline, scope, c),
+                            child: view(pipeline, scope, Arc::new(c)),
                         })
                         .collect(),
                 ),
@@ -103,11 +103,13 @@ impl Query {
     /// One child by the id a search returned.
     async fn child(&self, ctx: &Context<'_>, id: ID, access: AccessInput) -> Result<Option<Child>> {
         let (pipeline, scope) = parts(ctx)?;
-        let wanted = wanted(ctx.look_ahead());
-        let found = pipeline
-            .child(scope, id.as_str(), &purpose(access), wanted)
-            .await
-            .map_err(pipeline_error)?;
+        let key = ChildKey {
+            id: id.0,
+            purpose: purpose(access),
+            wanted: wanted(ctx.look_ahead()),
+        };
+        let loader = ctx.data::<DataLoader<ChildLoader>>()?;
+        let found = loader.load_one(key).await.map_err(|e| pipeline_error(&e))?;
         Ok(found.map(|c| view(pipeline, scope, c)))
     }
 }

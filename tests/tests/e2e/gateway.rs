@@ -510,3 +510,93 @@ async fn a_failing_source_opens_its_breaker_and_then_fails_at_once() {
     assert!(sources_of(child, "services").contains(&"HEALTH".to_owned()));
     gateway.stop().await;
 }
+
+/// Every field of a child, as a portal would ask for it.
+const CHILD_FIELDS: &str = "id shielded name { given family } dateOfBirth gender identifiers { kind value } \
+    address { postcode } carers { name phone } services { kind organisation { name phone } practitioner { name } } \
+    participation { kind description status organisation { name } } flags { kind } sources { source status }";
+
+/// Gateway ids of `n` generated children, found through the gateway by NHS number.
+async fn child_ids(gateway: &TestGateway, n: usize) -> Vec<String> {
+    use childgraph_simulators::population::{Population, PopulationConfig};
+    let population = Population::generate(&PopulationConfig {
+        children: gateway.children(),
+        seed: gateway.seed(),
+        as_of: chrono::Utc::now().date_naive(),
+        ..PopulationConfig::default()
+    });
+    let mut ids = Vec::new();
+    for record in population.health.iter().filter(|r| !r.restricted) {
+        let Some(nhs) = &record.nhs_number else {
+            continue;
+        };
+        let answer = search(gateway, "gp", json!({ "nhsNumber": nhs.to_string() })).await;
+        if let Some(id) = matches(&answer)
+            .first()
+            .and_then(|m| m["child"]["id"].as_str())
+        {
+            ids.push(id.to_owned());
+        }
+        if ids.len() == n {
+            break;
+        }
+    }
+    assert_eq!(ids.len(), n);
+    ids
+}
+
+#[tokio::test]
+async fn many_child_fields_cost_each_source_a_constant_number_of_requests() {
+    let gateway = TestGateway::builder().cache(false).spawn().await;
+    let ids = child_ids(&gateway, 50).await;
+    let mut costs = Vec::new();
+    for n in [1, 10, 50] {
+        let fields: Vec<String> = ids[..n]
+            .iter()
+            .enumerate()
+            .map(|(i, id)| format!("c{i}: child(id: \"{id}\", access: {{ purpose: SAFEGUARDING }}) {{ {CHILD_FIELDS} }}"))
+            .collect();
+        let query = format!("{{ {} }}", fields.join("\n"));
+        let before = [
+            gateway.requests("health").await,
+            gateway.requests("school").await,
+            gateway.requests("early_years").await,
+        ];
+        let answer = gateway.query("gp", &query).await;
+        assert!(
+            answer.codes().iter().all(|c| c == "REDACTED"),
+            "{:#}",
+            answer.body
+        );
+        assert_eq!(answer.body["data"].as_object().expect("data").len(), n);
+        let after = [
+            gateway.requests("health").await,
+            gateway.requests("school").await,
+            gateway.requests("early_years").await,
+        ];
+        costs.push((
+            n,
+            [
+                after[0] - before[0],
+                after[1] - before[1],
+                after[2] - before[2],
+            ],
+        ));
+    }
+    eprintln!("source requests (health, school, early years) per query of n children: {costs:?}");
+    // The bound ARCHITECTURE.md states: per source, a fixed number of requests whatever n, plus one per extra page
+    // of 100 entries.
+    for &(n, [health, school, early_years]) in &costs {
+        assert!(health <= 8, "{n} children cost health {health} requests");
+        assert!(school <= 10, "{n} children cost school {school} requests");
+        assert!(
+            early_years <= 4,
+            "{n} children cost early years {early_years} requests"
+        );
+    }
+    let (one, fifty) = (costs[0].1, costs[2].1);
+    for source in 0..3 {
+        assert!(fifty[source] <= one[source] + 2, "{costs:?}");
+    }
+    gateway.stop().await;
+}
