@@ -14,7 +14,9 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{RequestConfig, SchoolSourceConfig, SourceConfig, SourcesConfig};
+use crate::config::{
+    BreakerSettings, RequestConfig, RetrySettings, SchoolSourceConfig, SourceConfig, SourcesConfig,
+};
 use crate::demo_key::DemoKey;
 use crate::startup::{Parts, assemble, connectors};
 use crate::store::{Account, FlagRecord, OrganisationRecord, Shield, Store};
@@ -35,6 +37,10 @@ pub struct DemoOptions {
     pub source_timeout_ms: u64,
     /// Whether the gateway caches source answers.
     pub cache: bool,
+    /// Retries and their budget, for every source.
+    pub retry: RetrySettings,
+    /// The circuit breaker, for every source.
+    pub breaker: BreakerSettings,
 }
 
 impl DemoOptions {
@@ -49,6 +55,8 @@ impl DemoOptions {
             request: RequestConfig::default(),
             source_timeout_ms: 1500,
             cache: true,
+            retry: RetrySettings::default(),
+            breaker: BreakerSettings::default(),
         }
     }
 }
@@ -318,6 +326,8 @@ fn source(handle: &SimulatorHandle, options: &DemoOptions) -> SourceConfig {
     let mut config = SourceConfig::at(handle.base_url());
     config.timeout_ms = options.source_timeout_ms;
     config.cache.enabled = Some(options.cache);
+    config.retry = options.retry.clone();
+    config.breaker = options.breaker.clone();
     config
 }
 

@@ -13,63 +13,60 @@ use serde_json::{Value, json};
 /// Builds a [`TestGateway`].
 #[derive(Debug)]
 pub struct TestGatewayBuilder {
-    children: usize,
-    seed: u64,
-    deadline_ms: Option<u64>,
-    source_timeout_ms: Option<u64>,
-    cache: bool,
+    /// Everything but the data directory, which `spawn` makes fresh.
+    options: DemoOptions,
 }
 
 impl TestGatewayBuilder {
     /// Generated children besides the demo cast; small by default so tests start fast.
     pub fn children(mut self, children: usize) -> Self {
-        self.children = children;
+        self.options.children = children;
         self
     }
 
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
+        self.options.seed = seed;
         self
     }
 
     /// The deadline of each GraphQL request.
     pub fn deadline_ms(mut self, ms: u64) -> Self {
-        self.deadline_ms = Some(ms);
+        self.options.request.deadline_ms = ms;
         self
     }
 
     /// Whether the gateway caches source answers: off where a test counts source requests.
     pub fn cache(mut self, on: bool) -> Self {
-        self.cache = on;
+        self.options.cache = on;
         self
     }
 
     /// The longest one source request may take.
     pub fn source_timeout_ms(mut self, ms: u64) -> Self {
-        self.source_timeout_ms = Some(ms);
+        self.options.source_timeout_ms = ms;
+        self
+    }
+
+    /// Any other setting of the demo the gateway runs as.
+    pub fn configure(mut self, change: impl FnOnce(&mut DemoOptions)) -> Self {
+        change(&mut self.options);
         self
     }
 
     pub async fn spawn(self) -> TestGateway {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut options =
-            DemoOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), dir.path().to_owned());
-        options.children = self.children;
-        options.seed = self.seed;
-        options.cache = self.cache;
-        if let Some(ms) = self.deadline_ms {
-            options.request.deadline_ms = ms;
-        }
-        if let Some(ms) = self.source_timeout_ms {
-            options.source_timeout_ms = ms;
-        }
+        let options = DemoOptions {
+            data_dir: dir.path().to_owned(),
+            ..self.options
+        };
+        let (children, seed) = (options.children, options.seed);
         let demo = Demo::start(options).await.expect("the demo starts");
         TestGateway {
             demo: Some(demo),
             dir,
             http: reqwest::Client::new(),
-            children: self.children,
-            seed: self.seed,
+            children,
+            seed,
         }
     }
 }
@@ -116,13 +113,13 @@ impl Answer {
 
 impl TestGateway {
     pub fn builder() -> TestGatewayBuilder {
-        TestGatewayBuilder {
-            children: 200,
-            seed: 7,
-            deadline_ms: None,
-            source_timeout_ms: None,
-            cache: true,
-        }
+        let mut options = DemoOptions::new(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            std::path::PathBuf::new(),
+        );
+        options.children = 200;
+        options.seed = 7;
+        TestGatewayBuilder { options }
     }
 
     /// The number of generated children behind the simulators.

@@ -600,3 +600,43 @@ async fn many_child_fields_cost_each_source_a_constant_number_of_requests() {
     }
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn retries_against_a_failing_source_never_exceed_their_budget() {
+    use childgraph::config::{BreakerSettings, RetrySettings};
+    // A breaker that never opens and no cache, so every search reaches the failing source; a budget of 3 retries.
+    let gateway = TestGateway::builder()
+        .cache(false)
+        .configure(|o| {
+            o.breaker = BreakerSettings {
+                failure_threshold: Some(1_000),
+                open_for_ms: None,
+            };
+            o.retry = RetrySettings {
+                max_retries: Some(2),
+                budget_ratio: Some(0.0),
+                budget_max: Some(3.0),
+                ..Default::default()
+            };
+        })
+        .spawn()
+        .await;
+    gateway
+        .set_faults("school", json!({ "error_rate": 1.0 }))
+        .await;
+    let before = gateway.requests("school").await;
+    let searches = 8;
+    for _ in 0..searches {
+        let answer = search(&gateway, "gp", amelia()).await;
+        assert_eq!(answer.errors_with("SOURCE_UNAVAILABLE").len(), 1);
+    }
+    // Each search makes one first attempt (the request's later phases skip a source that failed in it); retries add
+    // at most the budget's 3, whatever the number of searches.
+    let sent = gateway.requests("school").await - before;
+    assert_eq!(
+        sent,
+        searches + 3,
+        "the school received {sent} requests for {searches} searches"
+    );
+    gateway.stop().await;
+}
