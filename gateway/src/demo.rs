@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use childgraph_schema::{RecordRef, SourceName};
 use childgraph_simulators::cast;
-use childgraph_simulators::population::{Population, PopulationConfig};
+use childgraph_simulators::population::{Crowd, Population, PopulationConfig};
 use childgraph_simulators::{Faults, SimulatorHandle, SimulatorKind};
 use chrono::Utc;
 use serde::Serialize;
@@ -41,6 +41,8 @@ pub struct DemoOptions {
     pub retry: RetrySettings,
     /// The circuit breaker, for every source.
     pub breaker: BreakerSettings,
+    /// Groups of children sharing a family name and date of birth, for searches that return many.
+    pub crowds: Vec<Crowd>,
 }
 
 impl DemoOptions {
@@ -57,6 +59,7 @@ impl DemoOptions {
             cache: true,
             retry: RetrySettings::default(),
             breaker: BreakerSettings::default(),
+            crowds: Vec::new(),
         }
     }
 }
@@ -204,12 +207,17 @@ impl Demo {
             .context("opening the demo store")?;
         seed_accounts(&store).await?;
 
-        let population = Arc::new(Population::generate(&PopulationConfig {
+        let population_config = PopulationConfig {
             children: options.children,
             seed: options.seed,
             as_of: Utc::now().date_naive(),
+            crowds: options.crowds.clone(),
             ..PopulationConfig::default()
-        }));
+        };
+        population_config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("the demo population is not valid: {e}"))?;
+        let population = Arc::new(Population::generate(&population_config));
         let (stop, stopped) = watch::channel(false);
         let spawn = |kind| {
             let population = population.clone();

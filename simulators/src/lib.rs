@@ -19,7 +19,9 @@ use axum::Router;
 use childgraph_schema::SourceName;
 
 pub use faults::{FaultState, Faults};
-pub use population::{ExportSummary, NoiseConfig, Population, PopulationConfig, export, nicknames};
+pub use population::{
+    Crowd, ExportSummary, NoiseConfig, Population, PopulationConfig, export, nicknames,
+};
 
 use faults::Protocol;
 

@@ -153,6 +153,84 @@ async fn fhir_family_prefix_is_case_and_accent_insensitive() {
 }
 
 #[tokio::test]
+async fn crowds_are_found_together_in_every_source() {
+    use childgraph_simulators::Crowd;
+    let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+    let population = Arc::new(Population::generate(&PopulationConfig {
+        children: 500,
+        crowds: vec![
+            Crowd {
+                family_name: "Crowder".into(),
+                date_of_birth: day("2016-05-05"),
+                size: 10,
+            },
+            Crowd {
+                family_name: "Manyfold".into(),
+                date_of_birth: day("2020-02-02"),
+                size: 50,
+            },
+        ],
+        ..PopulationConfig::default()
+    }));
+    let faults = || Arc::new(FaultState::new(Faults::default()));
+    let health = router(SimulatorKind::Health, population.clone(), faults());
+    let crowder = get(
+        &health,
+        "/fhir/Patient?family=Crowder&birthdate=2016-05-05&_count=100",
+    )
+    .await
+    .json();
+    assert_eq!(crowder["total"], 10);
+    let crowder_ids = ids(&crowder);
+    assert_eq!(crowder_ids.len(), 10);
+    let given: std::collections::HashSet<&str> = crowder["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["name"][0]["given"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(given.len(), 10);
+    let manyfold = get(
+        &health,
+        "/fhir/Patient?family=manyfold&birthdate=2020-02-02&_count=100",
+    )
+    .await
+    .json();
+    assert_eq!(manyfold["total"], 50);
+
+    let school = router(SimulatorKind::School, population.clone(), faults());
+    let pupils = roster(
+        &school,
+        "users",
+        "familyName='Manyfold' AND roles.role='student'",
+    )
+    .await;
+    assert_eq!(pupils.headers["x-total-count"], "50");
+
+    let early_years = router(SimulatorKind::EarlyYears, population.clone(), faults());
+    let none = get(
+        &early_years,
+        "/api/v1/children?family_name=crowder&date_of_birth=2016-05-05",
+    )
+    .await
+    .json();
+    assert_eq!(none["items"].as_array().unwrap().len(), 0);
+    let some = get(
+        &early_years,
+        "/api/v1/children?family_name=manyfold&date_of_birth=2020-02-02",
+    )
+    .await
+    .json();
+    let expected = population
+        .early_years
+        .iter()
+        .filter(|r| &*r.family == "Manyfold")
+        .count();
+    assert!(expected > 0);
+    assert_eq!(some["items"].as_array().unwrap().len(), expected);
+}
+
+#[tokio::test]
 async fn fhir_birthdate_prefixes_and_precision() {
     let (app, _) = app(SimulatorKind::Health);
     let p = population();

@@ -99,7 +99,6 @@ fn create(dir: &Path, name: &str, header: &str) -> io::Result<BufWriter<File>> {
 /// Generates the population family by family and writes `health.csv`, `school.csv`, `early_years.csv`, `truth.csv` and the pairwise truth files into `dir`.
 pub fn export(config: &PopulationConfig, dir: &Path) -> io::Result<ExportSummary> {
     config
-        .noise
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     std::fs::create_dir_all(dir)?;

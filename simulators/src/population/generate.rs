@@ -1,4 +1,8 @@
-//! Family-by-family generation: the cast's hand-made families first, then random families, each from its own RNG so any family can be produced without the others.
+//! Family-by-family generation: the cast's hand-made families first, then random families, then the crowds' members, each family from its own RNG so any family can be produced without the others.
+//!
+//! Child numbers: the cast 0..16, generated children `16..16 + children`, crowd members from `16 + children` on, crowd by crowd in configuration order.
+//! Family numbers: the cast 0..16, generated families from 16, crowd members' families right after the last generated family.
+//! With no crowds the numbering, and so every id, is exactly what it was before crowds existed.
 
 use childgraph_schema::{ServiceKind, Sex};
 use chrono::{Datelike, Days, Months, NaiveDate};
@@ -13,7 +17,7 @@ use super::orgs::{
     SOCIAL_WORKERS_PER_TEAM, class_index,
 };
 use super::{
-    Address, Carer, EarlyYearsRecord, Enrolment, EnrolmentStatus, Family, HealthRecord, Mch,
+    Address, Carer, Crowd, EarlyYearsRecord, Enrolment, EnrolmentStatus, Family, HealthRecord, Mch,
     PopulationConfig, Programme, Relationship, SchoolRecord, Sensitive, SocialCare, TrueChild,
     academic_year_start, age_on, postcode, rng_for, year_group,
 };
@@ -47,6 +51,18 @@ pub(crate) struct Generator<'a> {
     cast_identities: Vec<(String, String, NaiveDate)>,
     /// The class Amelia is in, whose teacher is the cast's.
     cast_class: Option<u32>,
+    /// Folded family name and date of birth of each crowd: nobody else's record may be found by a search on them.
+    crowd_identities: Vec<(String, NaiveDate)>,
+    /// The given names and sexes of each crowd's members, in member order.
+    crowd_names: Vec<Vec<(Box<str>, Sex)>>,
+}
+
+/// RNG streams of crowd members: this bit, the crowd's index in the high half, the member's index in the low half (all ones: the crowd's names).
+/// Generated families use streams below 2^63 and the organisations `u64::MAX - 1`, which no crowd reaches.
+const CROWD_STREAM: u64 = 1 << 63;
+
+fn crowd_stream(crowd: usize, member: u32) -> u64 {
+    CROWD_STREAM | ((crowd as u64) << 32) | u64::from(member)
 }
 
 fn chance(rng: &mut ChaCha8Rng, p: f64) -> bool {
@@ -145,10 +161,7 @@ struct Noised {
 impl<'a> Generator<'a> {
     pub fn new(config: &'a PopulationConfig) -> Self {
         let as_of = config.as_of;
-        let earliest_birth = as_of
-            .checked_sub_months(Months::new(19 * 12))
-            .expect("date in range")
-            + Days::new(1);
+        let earliest_birth = config.earliest_birth();
         let academic_start = academic_year_start(as_of);
         let cast_identities = cast::MEMBERS
             .iter()
@@ -160,7 +173,7 @@ impl<'a> Generator<'a> {
                 year_group(date(cast::AMELIA.date_of_birth), academic_start),
             )
         });
-        Self {
+        let mut generator = Self {
             config,
             counts: OrgCounts::for_children(config.children),
             academic_start,
@@ -168,7 +181,20 @@ impl<'a> Generator<'a> {
             birth_span_days: (as_of - earliest_birth).num_days() as u64,
             cast_identities,
             cast_class,
-        }
+            crowd_identities: config
+                .crowds
+                .iter()
+                .map(|c| (fold(&c.family_name), c.date_of_birth))
+                .collect(),
+            crowd_names: Vec::new(),
+        };
+        generator.crowd_names = config
+            .crowds
+            .iter()
+            .enumerate()
+            .map(|(i, c)| generator.crowd_names(i, c))
+            .collect();
+        generator
     }
 
     pub fn orgs(&self) -> Orgs {
@@ -180,7 +206,7 @@ impl<'a> Generator<'a> {
         )
     }
 
-    /// Every family in order: the cast's, then generated ones until the configured number of children is reached.
+    /// Every family in order: the cast's, then generated ones until the configured number of children is reached, then one per crowd member.
     pub fn families(&self) -> impl Iterator<Item = FamilyDraft> + '_ {
         let mut cast = if self.config.include_cast {
             self.cast_families()
@@ -188,18 +214,22 @@ impl<'a> Generator<'a> {
             Vec::new()
         }
         .into_iter();
+        let mut crowd_members = self
+            .config
+            .crowds
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| (0..c.size as u32).map(move |j| (i, j)));
         let mut family_index = 0u32;
         let mut child_index = 0u32;
         let mut generated_children = 0usize;
         let mut generated_families = 0u64;
+        let mut crowd_children = 0u32;
         std::iter::from_fn(move || {
+            let remaining = self.config.children - generated_children;
             let draft = if let Some(draft) = cast.next() {
                 draft
-            } else {
-                let remaining = self.config.children - generated_children;
-                if remaining == 0 {
-                    return None;
-                }
+            } else if remaining > 0 {
                 let draft = self.generated_family(
                     generated_families,
                     family_index,
@@ -209,6 +239,18 @@ impl<'a> Generator<'a> {
                 generated_families += 1;
                 generated_children += draft.children.len();
                 draft
+            } else if let Some((crowd, member)) = crowd_members.next() {
+                // Numbered after every generated child and family, so generated ids do not depend on the crowds.
+                let draft = self.crowd_family(
+                    crowd,
+                    member,
+                    FIRST_GENERATED + generated_families as u32 + crowd_children,
+                    FIRST_GENERATED + self.config.children as u32 + crowd_children,
+                );
+                crowd_children += 1;
+                draft
+            } else {
+                return None;
             };
             let mut draft = draft;
             for c in &mut draft.children {
@@ -263,6 +305,50 @@ impl<'a> Generator<'a> {
             previous_address: chance(rng, n.house_move),
             drop_identifier: chance(rng, n.missing_identifier),
         }
+    }
+
+    /// Whether a search on some crowd's family name (as a prefix, folded) and date of birth finds a record with these.
+    fn in_crowd_search(&self, family: &str, birth: NaiveDate) -> bool {
+        if !self.crowd_identities.iter().any(|(_, d)| *d == birth) {
+            return false;
+        }
+        let family = fold(family);
+        self.crowd_identities
+            .iter()
+            .any(|(f, d)| *d == birth && family.starts_with(f.as_str()))
+    }
+
+    /// Moves a generated child's date of birth to the nearest day, within the generated range, that keeps them out of every crowd's search.
+    fn outside_crowds(&self, family: &str, birth: NaiveDate) -> NaiveDate {
+        if !self.in_crowd_search(family, birth) {
+            return birth;
+        }
+        let as_of = self.config.as_of;
+        (1..=self.birth_span_days)
+            .flat_map(|d| {
+                [
+                    birth.checked_add_days(Days::new(d)),
+                    birth.checked_sub_days(Days::new(d)),
+                ]
+            })
+            .flatten()
+            .filter(|d| (self.earliest_birth..=as_of).contains(d))
+            .find(|d| !self.in_crowd_search(family, *d))
+            .unwrap_or(birth)
+    }
+
+    /// A record's noise, kept off the identities crowds are searched by: a crowd member's records carry their true names and date of birth,
+    /// and anyone else's record that noise would put in a crowd's search keeps the true family name and date of birth instead.
+    fn settle(&self, mut noised: Noised, child: &TrueChild, crowd_member: bool) -> Noised {
+        if crowd_member {
+            noised.given = child.given.clone();
+            noised.family = child.family.clone();
+            noised.birth_date = child.birth_date;
+        } else if self.in_crowd_search(&noised.family, noised.birth_date) {
+            noised.family = child.family.clone();
+            noised.birth_date = child.birth_date;
+        }
+        noised
     }
 
     fn is_cast_identity(&self, given: &str, family: &str, birth: NaiveDate) -> bool {
@@ -326,24 +412,12 @@ impl<'a> Generator<'a> {
         }
         let kids = kids.min(remaining);
         let family_name = pick(rng, FAMILIES);
-        let carers = self.carers(rng, family_name);
-        let address = random_address(rng);
-        let previous_address = random_address(rng);
-        let previous_family = carers
-            .iter()
-            .map(|c| &*c.family)
-            .find(|f| *f != family_name)
-            .unwrap_or_else(|| pick(rng, FAMILIES))
-            .to_owned();
-        let ctx = FamilyContext {
-            gp_practice: rng.gen_range(0..self.counts.gp_practices),
-            mch_centre: rng.gen_range(0..self.counts.mch_centres),
-            setting: rng.gen_range(0..self.counts.settings),
-            primary: 2 * rng.gen_range(0..self.counts.schools / 2),
-            secondary: 2 * rng.gen_range(0..self.counts.schools / 2) + 1,
-            team: rng.gen_range(0..self.counts.social_care_teams),
-            previous_family,
-        };
+        let Household {
+            carers,
+            address,
+            previous_address,
+            ctx,
+        } = self.household(rng, family_name, false);
 
         let mut children: Vec<ChildDraft> = Vec::with_capacity(kids);
         for j in 0..kids {
@@ -355,7 +429,9 @@ impl<'a> Generator<'a> {
             let birth_date = if twins && j == 1 {
                 children[0].child.birth_date
             } else {
-                self.earliest_birth + Days::new(rng.gen_range(0..=self.birth_span_days))
+                let birth =
+                    self.earliest_birth + Days::new(rng.gen_range(0..=self.birth_span_days));
+                self.outside_crowds(family_name, birth)
             };
             let names = if sex == Sex::Female { GIRLS } else { BOYS };
             let mut given = pick(rng, names);
@@ -387,6 +463,111 @@ impl<'a> Generator<'a> {
         }
     }
 
+    /// Carers, addresses and organisations of a new household with this family name, drawn in the order generated families always drew them.
+    fn household(&self, rng: &mut ChaCha8Rng, family_name: &str, crowd: bool) -> Household {
+        let carers = self.carers(rng, family_name);
+        let address = random_address(rng);
+        let previous_address = random_address(rng);
+        let previous_family = carers
+            .iter()
+            .map(|c| &*c.family)
+            .find(|f| *f != family_name)
+            .unwrap_or_else(|| pick(rng, FAMILIES))
+            .to_owned();
+        let ctx = FamilyContext {
+            gp_practice: rng.gen_range(0..self.counts.gp_practices),
+            mch_centre: rng.gen_range(0..self.counts.mch_centres),
+            setting: rng.gen_range(0..self.counts.settings),
+            primary: 2 * rng.gen_range(0..self.counts.schools / 2),
+            secondary: 2 * rng.gen_range(0..self.counts.schools / 2) + 1,
+            team: rng.gen_range(0..self.counts.social_care_teams),
+            previous_family,
+            crowd,
+        };
+        Household {
+            carers,
+            address,
+            previous_address,
+            ctx,
+        }
+    }
+
+    /// Distinct given names for a crowd's members, with their sexes: the generator's single names in a shuffled order, then hyphenated pairs of them.
+    /// None, with the crowd's family name and date of birth, is a cast member's identity.
+    fn crowd_names(&self, index: usize, crowd: &Crowd) -> Vec<(Box<str>, Sex)> {
+        let mut rng = rng_for(self.config.seed, crowd_stream(index, u32::MAX));
+        let mut singles: Vec<(&str, Sex)> = GIRLS
+            .iter()
+            .map(|g| (*g, Sex::Female))
+            .chain(BOYS.iter().map(|b| (*b, Sex::Male)))
+            .collect();
+        singles.shuffle(&mut rng);
+        let n = singles.len();
+        let pool = &singles;
+        let pairs = (1..n).flat_map(move |offset| {
+            let singles = pool;
+            (0..n).filter_map(move |i| {
+                let (a, sa) = singles[i];
+                let (b, sb) = singles[(i + offset) % n];
+                (sa == sb).then(|| (format!("{a}-{b}"), sa))
+            })
+        });
+        let names: Vec<(Box<str>, Sex)> = singles
+            .iter()
+            .map(|(g, s)| (g.to_string(), *s))
+            .chain(pairs)
+            .filter(|(g, _)| !self.is_cast_identity(g, &crowd.family_name, crowd.date_of_birth))
+            .take(crowd.size)
+            .map(|(g, s)| (g.into(), s))
+            .collect();
+        assert_eq!(
+            names.len(),
+            crowd.size,
+            "crowd {} {} is larger than the distinct given names available",
+            crowd.family_name,
+            crowd.date_of_birth
+        );
+        names
+    }
+
+    /// One crowd member, an only child in a household of their own.
+    fn crowd_family(
+        &self,
+        crowd_index: usize,
+        member: u32,
+        family_number: u32,
+        child_number: u32,
+    ) -> FamilyDraft {
+        let crowd = &self.config.crowds[crowd_index];
+        let mut rng = rng_for(self.config.seed, crowd_stream(crowd_index, member));
+        let rng = &mut rng;
+        let Household {
+            carers,
+            address,
+            previous_address,
+            ctx,
+        } = self.household(rng, &crowd.family_name, true);
+        let (given, sex) = self.crowd_names[crowd_index][member as usize].clone();
+        let child = TrueChild {
+            number: child_number,
+            given,
+            family: crowd.family_name.as_str().into(),
+            birth_date: crowd.date_of_birth,
+            sex,
+            family_index: 0,
+        };
+        FamilyDraft {
+            family: Family {
+                number: family_number,
+                carers: carers.into_boxed_slice(),
+                address,
+                previous_address,
+                school_records: Box::new([]),
+            },
+            children: vec![self.child_records(rng, child, &ctx)],
+        }
+    }
+
     fn child_records(
         &self,
         rng: &mut ChaCha8Rng,
@@ -396,7 +577,11 @@ impl<'a> Generator<'a> {
         let as_of = self.config.as_of;
         let age = age_on(child.birth_date, as_of);
 
-        let noised = self.noise(rng, &child, &ctx.previous_family);
+        let noised = self.settle(
+            self.noise(rng, &child, &ctx.previous_family),
+            &child,
+            ctx.crowd,
+        );
         let mch = (age < 6).then(|| {
             let mut missed = 0u8;
             for bit in 0..8 {
@@ -466,7 +651,11 @@ impl<'a> Generator<'a> {
         };
 
         let school = (age >= 5).then(|| {
-            let noised = self.noise(rng, &child, &ctx.previous_family);
+            let noised = self.settle(
+                self.noise(rng, &child, &ctx.previous_family),
+                &child,
+                ctx.crowd,
+            );
             let yg = year_group(child.birth_date, self.academic_start);
             let school = if yg <= 6 { ctx.primary } else { ctx.secondary };
             let preferred = chance(rng, 0.15)
@@ -498,7 +687,11 @@ impl<'a> Generator<'a> {
             false
         };
         let early_years = in_early_years.then(|| {
-            let noised = self.noise(rng, &child, &ctx.previous_family);
+            let noised = self.settle(
+                self.noise(rng, &child, &ctx.previous_family),
+                &child,
+                ctx.crowd,
+            );
             let enrolment = self.enrolment(rng, &child, ctx.setting, age);
             EarlyYearsRecord {
                 id: early_years_id(child.number).into(),
@@ -589,6 +782,15 @@ struct FamilyContext {
     secondary: u32,
     team: u32,
     previous_family: String,
+    /// The household of a crowd member, whose records keep their names and date of birth.
+    crowd: bool,
+}
+
+struct Household {
+    carers: Vec<Carer>,
+    address: Address,
+    previous_address: Address,
+    ctx: FamilyContext,
 }
 
 fn cast_carer(given: &str, family: &str, relationship: Relationship, n: u32) -> Carer {

@@ -13,10 +13,10 @@ mod orgs;
 use std::collections::HashMap;
 
 use childgraph_schema::{ServiceKind, Sex, SourceName};
-use chrono::{Datelike, Days, NaiveDate};
+use chrono::{Datelike, Days, Months, NaiveDate};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use export::{ExportSummary, export};
 pub use ids::child_key;
@@ -30,7 +30,7 @@ pub(crate) use index::Indexes;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PopulationConfig {
-    /// Generated children, not counting the cast.
+    /// Generated children, not counting the cast or the crowds.
     pub children: usize,
     pub seed: u64,
     /// The reference "today": ages, visits and enrolments are relative to it. Fixed by default so the default population never changes.
@@ -38,6 +38,27 @@ pub struct PopulationConfig {
     pub noise: NoiseConfig,
     /// Add the demo cast (see [`crate::cast`]).
     pub include_cast: bool,
+    /// Groups of distinct children sharing a family name and a date of birth, added after the generated children. None by default.
+    pub crowds: Vec<Crowd>,
+}
+
+/// A crowd: `size` distinct children with the same family name and date of birth, so that a search on those two returns all of them.
+///
+/// Each member is an only child in a household of their own (own carers, address and organisations), with a distinct given name from the generator's lists
+/// (hyphenated pairs of them once the single names run out) and their own identifiers, and appears in the sources their age puts them in, like any generated child.
+/// No source record of a member varies the given name, family name or date of birth, and no other generated record carries a family name starting with the crowd's
+/// (accent- and case-insensitively) together with its date of birth, so a prefix search on the family name with the date of birth finds exactly the members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Crowd {
+    pub family_name: String,
+    pub date_of_birth: NaiveDate,
+    pub size: usize,
+}
+
+impl Crowd {
+    /// The most members one crowd may have.
+    pub const MAX_SIZE: usize = 2000;
 }
 
 impl Default for PopulationConfig {
@@ -48,7 +69,65 @@ impl Default for PopulationConfig {
             as_of: NaiveDate::from_ymd_opt(2026, 3, 2).expect("valid date"),
             noise: NoiseConfig::default(),
             include_cast: true,
+            crowds: Vec::new(),
         }
+    }
+}
+
+impl PopulationConfig {
+    /// The earliest date of birth a generated child can have: the day after the 19th birthday before [`Self::as_of`].
+    pub fn earliest_birth(&self) -> NaiveDate {
+        self.as_of
+            .checked_sub_months(Months::new(19 * 12))
+            .expect("date in range")
+            + Days::new(1)
+    }
+
+    /// Checks the noise rates and the crowds, naming the first problem.
+    ///
+    /// A crowd needs a family name, a date of birth in the generated range (see [`Self::earliest_birth`]) up to [`Self::as_of`], and at most [`Crowd::MAX_SIZE`] members;
+    /// no two crowds may share a family name and date of birth, and with the cast included, no cast member may fall in a crowd's search.
+    pub fn validate(&self) -> Result<(), String> {
+        self.noise.validate()?;
+        let earliest = self.earliest_birth();
+        let mut seen = std::collections::HashSet::new();
+        for crowd in &self.crowds {
+            let family = crate::text::fold(crowd.family_name.trim());
+            let name = &crowd.family_name;
+            let dob = crowd.date_of_birth;
+            if family.is_empty() {
+                return Err("a crowd needs a family name".to_owned());
+            }
+            if dob < earliest || dob > self.as_of {
+                return Err(format!(
+                    "crowd {name} {dob}: the date of birth must be between {earliest} and {}",
+                    self.as_of
+                ));
+            }
+            if crowd.size > Crowd::MAX_SIZE {
+                return Err(format!(
+                    "crowd {name} {dob}: at most {} members",
+                    Crowd::MAX_SIZE
+                ));
+            }
+            if !seen.insert((family.clone(), dob)) {
+                return Err(format!(
+                    "crowd {name} {dob}: two crowds share a family name and date of birth"
+                ));
+            }
+            if self.include_cast
+                && let Some(m) = crate::cast::MEMBERS.iter().find(|m| {
+                    m.date_of_birth == dob.format("%Y-%m-%d").to_string()
+                        && crate::text::fold(m.family).starts_with(&family)
+                })
+            {
+                return Err(format!(
+                    "crowd {name} {dob}: cast member {} {} would be found with it",
+                    m.given, m.family
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -522,3 +522,341 @@ fn key_age_visits_end_with_the_next_booked_one() {
     assert!(babies > 100);
     assert!(missed > 0);
 }
+
+fn day(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+fn crowd(family_name: &str, date_of_birth: &str, size: usize) -> Crowd {
+    Crowd {
+        family_name: family_name.to_owned(),
+        date_of_birth: day(date_of_birth),
+        size,
+    }
+}
+
+fn with_crowds(children: usize, seed: u64, crowds: Vec<Crowd>) -> PopulationConfig {
+    PopulationConfig {
+        crowds,
+        ..config(children, seed)
+    }
+}
+
+fn two_crowds() -> Vec<Crowd> {
+    vec![
+        crowd("Crowder", "2016-05-05", 10),
+        crowd("Manyfold", "2020-02-02", 50),
+    ]
+}
+
+/// Positions of the records a search on a family-name prefix and a date of birth finds, as the simulators match them.
+fn found<'p, T>(
+    records: &'p [T],
+    family: &str,
+    birth: NaiveDate,
+    fields: impl Fn(&T) -> (&str, NaiveDate) + 'p,
+) -> Vec<&'p T> {
+    let prefix = crate::text::fold(family);
+    records
+        .iter()
+        .filter(|r| {
+            let (f, b) = fields(r);
+            b == birth && crate::text::fold(f).starts_with(&prefix)
+        })
+        .collect()
+}
+
+#[test]
+fn crowds_are_distinct_children_sharing_family_name_and_birth() {
+    let cfg = with_crowds(2000, 42, two_crowds());
+    assert!(cfg.validate().is_ok());
+    let p = Population::generate(&cfg);
+    assert_eq!(p.children.len(), 2000 + cast::MEMBERS.len() + 60);
+    let cast_keys: HashSet<&str> = cast::MEMBERS.iter().map(|m| m.key).collect();
+    let mut all_keys = HashSet::new();
+    for (c, size, pupils) in [(&cfg.crowds[0], 10, 10), (&cfg.crowds[1], 50, 50)] {
+        // 2016-05-05 is 9 on 2026-03-02: health and school. 2020-02-02 is 6: health, school, and early years for some, with ended enrolments.
+        let age = age_on(c.date_of_birth, p.as_of);
+        let health = found(&p.health, &c.family_name, c.date_of_birth, |r| {
+            (&r.family, r.birth_date)
+        });
+        let school = found(&p.school, &c.family_name, c.date_of_birth, |r| {
+            (&r.family, r.birth_date)
+        });
+        let early = found(&p.early_years, &c.family_name, c.date_of_birth, |r| {
+            (&r.family, r.birth_date)
+        });
+        assert_eq!(health.len(), size, "{c:?}");
+        assert_eq!(school.len(), pupils, "{c:?}");
+        if age > 6 {
+            assert!(early.is_empty());
+        } else {
+            assert_eq!(age, 6);
+            assert!(!early.is_empty() && early.len() < size, "{}", early.len());
+            assert!(
+                early
+                    .iter()
+                    .all(|r| r.enrolment.status == EnrolmentStatus::Ended)
+            );
+        }
+        assert!(health.iter().all(|r| r.mch.is_none() == (age >= 6)));
+
+        let children: HashSet<u32> = health.iter().map(|r| r.child).collect();
+        assert_eq!(children.len(), size);
+        for r in &school {
+            assert!(children.contains(&r.child));
+            assert_eq!(r.given, p.children[r.child as usize].given);
+        }
+        for r in &early {
+            assert!(children.contains(&r.child));
+        }
+        let given: HashSet<String> = health.iter().map(|r| crate::text::fold(&r.given)).collect();
+        assert_eq!(given.len(), size, "given names are distinct");
+        let nhs: Vec<&str> = health
+            .iter()
+            .filter_map(|r| r.nhs_number.as_deref())
+            .collect();
+        assert!(nhs.len() > size / 2);
+        assert_eq!(nhs.iter().collect::<HashSet<_>>().len(), nhs.len());
+        let upns: HashSet<&str> = school.iter().map(|r| &*r.upn).collect();
+        assert_eq!(upns.len(), pupils);
+        let families: HashSet<u32> = health.iter().map(|r| r.family_index).collect();
+        assert_eq!(families.len(), size, "each in a household of their own");
+        for r in &health {
+            let child = &p.children[r.child as usize];
+            assert_eq!(&*child.family, c.family_name);
+            assert_eq!(child.birth_date, c.date_of_birth);
+            assert_eq!(r.given, child.given);
+            assert!(
+                child.number >= 16 + 2000,
+                "numbered after the generated children"
+            );
+            let family = &p.families[r.family_index as usize];
+            assert!(!family.carers.is_empty());
+            assert!(
+                p.health
+                    .iter()
+                    .filter(|o| o.family_index == r.family_index)
+                    .count()
+                    == 1,
+                "an only child, not a twin"
+            );
+            assert!(all_keys.insert(child.key()));
+            assert!(!cast_keys.contains(child.key().as_str()));
+        }
+    }
+    let truth: Vec<String> = p.truth().map(|(_, _, key)| key).collect();
+    assert_eq!(
+        truth.len(),
+        p.health.len() + p.school.len() + p.early_years.len()
+    );
+    let keys: HashSet<String> = p.children.iter().map(TrueChild::key).collect();
+    assert_eq!(keys.len(), p.children.len());
+    let family_numbers: HashSet<u32> = p.families.iter().map(|f| f.number).collect();
+    assert_eq!(family_numbers.len(), p.families.len());
+    let ids: HashSet<&str> = p
+        .health
+        .iter()
+        .map(|r| &*r.id)
+        .chain(p.school.iter().map(|r| &*r.id))
+        .chain(p.early_years.iter().map(|r| &*r.id))
+        .collect();
+    assert_eq!(
+        ids.len(),
+        p.health.len() + p.school.len() + p.early_years.len()
+    );
+}
+
+#[test]
+fn crowds_leave_everyone_else_as_it_was() {
+    let plain = Population::generate(&config(1500, 9));
+    let cfg = with_crowds(1500, 9, two_crowds());
+    let crowded = Population::generate(&cfg);
+    assert_eq!(summary(&crowded), summary(&Population::generate(&cfg)));
+    let prefix = |p: &Population| {
+        (
+            p.health
+                .iter()
+                .take(plain.health.len())
+                .map(|r| {
+                    (
+                        r.id.clone(),
+                        r.given.clone(),
+                        r.family.clone(),
+                        r.birth_date,
+                        r.nhs_number.clone(),
+                    )
+                })
+                .collect::<Vec<_>>(),
+            p.school
+                .iter()
+                .take(plain.school.len())
+                .map(|r| (r.id.clone(), r.upn.clone(), r.class))
+                .collect::<Vec<_>>(),
+            p.early_years
+                .iter()
+                .take(plain.early_years.len())
+                .map(|r| (r.id.clone(), r.enrolment))
+                .collect::<Vec<_>>(),
+            p.families
+                .iter()
+                .take(plain.families.len())
+                .map(|f| (f.number, f.address.clone()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(prefix(&plain), prefix(&crowded));
+    assert_eq!(plain.orgs.classes.len(), crowded.orgs.classes.len());
+    for m in cast::MEMBERS {
+        assert_eq!(
+            crowded
+                .child_key_of(SourceName::Health, m.health_id.unwrap())
+                .as_deref(),
+            Some(m.key)
+        );
+    }
+}
+
+#[test]
+fn nobody_else_falls_into_a_crowds_search() {
+    // Take a generated child's own family name and date of birth as the crowd's: that child moves a day away.
+    let plain = Population::generate(&config(3000, 4));
+    let victim = plain
+        .children
+        .iter()
+        .find(|c| c.number >= 16 && age_on(c.birth_date, plain.as_of) == 5)
+        .unwrap();
+    let c = Crowd {
+        family_name: victim.family.to_string(),
+        date_of_birth: victim.birth_date,
+        size: 3,
+    };
+    let cfg = with_crowds(3000, 4, vec![c.clone()]);
+    assert!(cfg.validate().is_ok());
+    let p = Population::generate(&cfg);
+    let moved = p
+        .children
+        .iter()
+        .find(|x| x.number == victim.number)
+        .unwrap();
+    assert_eq!(moved.given, victim.given);
+    assert_ne!(moved.birth_date, victim.birth_date);
+    assert!((moved.birth_date - victim.birth_date).num_days().abs() <= 2);
+    let h = found(&p.health, &c.family_name, c.date_of_birth, |r| {
+        (&r.family, r.birth_date)
+    });
+    assert_eq!(h.len(), 3);
+    let s = found(&p.school, &c.family_name, c.date_of_birth, |r| {
+        (&r.family, r.birth_date)
+    });
+    assert_eq!(s.len(), 3);
+    let e = found(&p.early_years, &c.family_name, c.date_of_birth, |r| {
+        (&r.family, r.birth_date)
+    });
+    assert!(e.len() <= 3);
+    assert!(
+        h.iter()
+            .all(|r| p.children[r.child as usize].number >= 16 + 3000)
+    );
+}
+
+#[test]
+fn large_crowds_run_out_of_single_names_into_pairs() {
+    let p = Population::generate(&with_crowds(
+        50,
+        3,
+        vec![crowd("Legion", "2010-10-10", 300)],
+    ));
+    let members: Vec<&TrueChild> = p
+        .children
+        .iter()
+        .filter(|c| &*c.family == "Legion")
+        .collect();
+    assert_eq!(members.len(), 300);
+    let names: HashSet<String> = members
+        .iter()
+        .map(|c| crate::text::fold(&c.given))
+        .collect();
+    assert_eq!(names.len(), 300);
+    assert!(members.iter().any(|c| c.given.contains('-')));
+}
+
+#[test]
+fn crowd_config_is_checked() {
+    let cfg: PopulationConfig = serde_json::from_str(
+        r#"{"children": 10, "crowds": [{"family_name": "Crowder", "date_of_birth": "2016-05-05", "size": 10}]}"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.crowds, vec![crowd("Crowder", "2016-05-05", 10)]);
+    assert!(PopulationConfig::default().crowds.is_empty());
+    assert!(
+        serde_json::from_str::<Crowd>(
+            r#"{"family_name": "A", "date_of_birth": "2016-05-05", "size": 1, "twins": true}"#
+        )
+        .is_err()
+    );
+    let back: Crowd =
+        serde_json::from_value(serde_json::to_value(crowd("A", "2016-05-05", 2)).unwrap()).unwrap();
+    assert_eq!(back, crowd("A", "2016-05-05", 2));
+    let bad = |crowds: Vec<Crowd>| with_crowds(10, 1, crowds).validate().unwrap_err();
+    assert!(bad(vec![crowd(" ", "2016-05-05", 2)]).contains("family name"));
+    assert!(bad(vec![crowd("A", "2030-01-01", 2)]).contains("between"));
+    assert!(bad(vec![crowd("A", "2000-01-01", 2)]).contains("between"));
+    assert!(bad(vec![crowd("A", "2016-05-05", Crowd::MAX_SIZE + 1)]).contains("at most"));
+    assert!(
+        bad(vec![
+            crowd("A", "2016-05-05", 2),
+            crowd("a", "2016-05-05", 3)
+        ])
+        .contains("share")
+    );
+    assert!(bad(vec![crowd("Brenn", "2017-01-22", 2)]).contains("cast member"));
+    assert!(
+        PopulationConfig {
+            include_cast: false,
+            ..with_crowds(10, 1, vec![crowd("Brennan", "2017-01-22", 2)])
+        }
+        .validate()
+        .is_ok()
+    );
+}
+
+#[test]
+fn export_writes_crowds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = with_crowds(200, 11, two_crowds());
+    let summary = export(&cfg, dir.path()).unwrap();
+    let p = Population::generate(&cfg);
+    assert_eq!(summary.children, p.children.len());
+    assert_eq!(summary.health, p.health.len());
+    assert_eq!(summary.school, p.school.len());
+    assert_eq!(summary.early_years, p.early_years.len());
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    let count = |text: &str, needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(count(&read("health.csv"), ",Crowder,2016-05-05,"), 10);
+    assert_eq!(count(&read("health.csv"), ",Manyfold,2020-02-02,"), 50);
+    assert_eq!(count(&read("school.csv"), ",Crowder,2016-05-05,"), 10);
+    assert_eq!(count(&read("school.csv"), ",Manyfold,2020-02-02,"), 50);
+    let from_file: HashSet<String> = read("truth.csv")
+        .lines()
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
+    let in_memory: HashSet<String> = p
+        .truth()
+        .map(|(s, id, key)| format!("{},{id},{key}", s.as_str()))
+        .collect();
+    assert_eq!(from_file, in_memory);
+    assert!(
+        with_crowds(10, 1, vec![crowd("A", "2030-01-01", 2)])
+            .validate()
+            .is_err()
+    );
+    assert!(
+        export(
+            &with_crowds(10, 1, vec![crowd("A", "2030-01-01", 2)]),
+            dir.path()
+        )
+        .is_err()
+    );
+}

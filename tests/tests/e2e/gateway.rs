@@ -640,3 +640,82 @@ async fn retries_against_a_failing_source_never_exceed_their_budget() {
     );
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn searches_cost_each_source_a_constant_number_of_requests_at_1_10_and_50_results() {
+    use childgraph_simulators::population::Crowd;
+    let born = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").expect("date");
+    let gateway = TestGateway::builder()
+        .cache(false)
+        .configure(|o| {
+            o.request.max_results = 50;
+            o.crowds = vec![
+                Crowd {
+                    family_name: "Crowder".into(),
+                    date_of_birth: born("2016-05-05"),
+                    size: 10,
+                },
+                Crowd {
+                    family_name: "Manyfold".into(),
+                    date_of_birth: born("2020-02-02"),
+                    size: 50,
+                },
+            ];
+        })
+        .spawn()
+        .await;
+    let query = format!(
+        "query($c: ChildSearchInput!) {{ searchChildren(criteria: $c, access: {{ purpose: SAFEGUARDING }}) \
+         {{ tooManyResults matches {{ score child {{ {CHILD_FIELDS} }} }} }} }}"
+    );
+    let mut costs = Vec::new();
+    for (family, born, expected) in [
+        ("Hartley", "2019-06-14", 1),
+        ("Crowder", "2016-05-05", 10),
+        ("Manyfold", "2020-02-02", 50),
+    ] {
+        let before = [
+            gateway.requests("health").await,
+            gateway.requests("school").await,
+            gateway.requests("early_years").await,
+        ];
+        let answer = gateway
+            .query_vars(
+                "gp",
+                &query,
+                json!({ "c": { "familyName": family, "dateOfBirth": born } }),
+            )
+            .await;
+        assert!(
+            answer.codes().iter().all(|c| c == "REDACTED"),
+            "{:#}",
+            answer.body
+        );
+        assert_eq!(matches(&answer).len(), expected, "{family}");
+        let after = [
+            gateway.requests("health").await,
+            gateway.requests("school").await,
+            gateway.requests("early_years").await,
+        ];
+        costs.push((
+            expected,
+            [
+                after[0] - before[0],
+                after[1] - before[1],
+                after[2] - before[2],
+            ],
+        ));
+    }
+    eprintln!(
+        "source requests (health, school, early years) per search returning n children: {costs:?}"
+    );
+    for &(n, [health, school, early_years]) in &costs {
+        assert!(health <= 8, "{n} results cost health {health} requests");
+        assert!(school <= 10, "{n} results cost school {school} requests");
+        assert!(
+            early_years <= 5,
+            "{n} results cost early years {early_years} requests"
+        );
+    }
+    gateway.stop().await;
+}
