@@ -1,0 +1,1182 @@
+//! `load`: a load benchmark of the gateway alone, run as its own `childgraph serve` process in front of the three simulators, reporting throughput, latency, overhead above the slowest source, source requests per query, CPU and peak memory.
+//!
+//! ```text
+//! cargo run --release -p childgraph-tests --bin load -- --query child --rps 200 --seconds 10
+//! cargo run --release -p childgraph-tests --bin load -- --preset issue3
+//! ```
+//!
+//! The simulators and the load generator run in this process; the gateway runs in a child process so that
+//! `/proc/<pid>` gives its CPU time and peak resident memory alone. Linux only, for `/proc`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use childgraph::demo::IDENTITIES;
+use childgraph::store::{Account, OrganisationRecord, Store};
+use childgraph_schema::RecordRef;
+use childgraph_simulators::population::{Population, PopulationConfig};
+use childgraph_simulators::{Faults, SimulatorHandle, SimulatorKind};
+use clap::{Parser, ValueEnum};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// The user the benchmark queries as: the GP's role sees the most fields, so answers are as large as they get.
+const USER: &str = "gp";
+const ISSUER: &str = "urn:childgraph:bench";
+const KID: &str = "bench";
+/// A request slower than this counts as an error; well above the gateway's own 2 s deadline.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "load",
+    about = "Load benchmark of the childgraph gateway against the simulators"
+)]
+struct Args {
+    /// Generated children besides the demo cast.
+    #[arg(long, default_value_t = 2000)]
+    children: usize,
+    /// The population seed; fixed so runs compare.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Fixed delay every simulator adds to every answer.
+    #[arg(long, default_value_t = 10)]
+    latency_ms: u64,
+    /// Extra delay drawn from 0 to this.
+    #[arg(long, default_value_t = 2)]
+    jitter_ms: u64,
+    #[arg(long, value_enum, default_value_t = QueryKind::Child)]
+    query: QueryKind,
+    /// Open loop: start this many requests a second, whatever the answers do.
+    #[arg(long, conflicts_with = "concurrency")]
+    rps: Option<u32>,
+    /// Closed loop: this many clients, each sending its next request when the last is answered.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// How long each scenario sends requests.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Runs a named set of scenarios instead of one.
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+    /// The most requests in flight in open loop; a tick beyond it is counted as shed, not sent.
+    #[arg(long, default_value_t = 2000)]
+    max_in_flight: usize,
+    /// `off` writes `cache: {enabled: false}` for every source; `default` leaves the gateway's own setting.
+    #[arg(long, value_enum, default_value_t = CacheMode::Default)]
+    cache: CacheMode,
+    /// How many search criteria to draw from the population.
+    #[arg(long, default_value_t = 200)]
+    criteria: usize,
+    /// The `childgraph` binary; by default `cargo build --release -p childgraph` and the one beside this binary.
+    #[arg(long)]
+    gateway_bin: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum QueryKind {
+    Child,
+    Search,
+    Mixed,
+}
+
+impl QueryKind {
+    fn name(self) -> &'static str {
+        match self {
+            QueryKind::Child => "child",
+            QueryKind::Search => "search",
+            QueryKind::Mixed => "mixed",
+        }
+    }
+}
+
+/// Whether the gateway caches source answers during a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CacheMode {
+    /// Whatever the gateway does when the config says nothing.
+    Default,
+    /// Every query goes to the sources.
+    Off,
+}
+
+impl CacheMode {
+    fn name(self) -> &'static str {
+        match self {
+            CacheMode::Default => "default",
+            CacheMode::Off => "off",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Preset {
+    /// The scenarios issue 3 asks for.
+    Issue3,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    /// Requests a second, started on schedule.
+    Open(u32),
+    /// Clients in a loop.
+    Closed(usize),
+}
+
+impl Load {
+    fn describe(self) -> String {
+        match self {
+            Load::Open(r) => format!("open {r} rps"),
+            Load::Closed(c) => format!("closed c={c}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    name: String,
+    query: QueryKind,
+    load: Load,
+    seconds: u64,
+    faults: Faults,
+    cache: CacheMode,
+}
+
+/// Every field of a child, so the gateway fetches and composes everything a GP may see.
+const CHILD_FIELDS: &str = "fragment C on Child {
+  id shielded
+  name { given family } dateOfBirth gender
+  identifiers { kind value source }
+  address { lines postcode }
+  carers { name relationship phone email address { lines postcode } }
+  services { kind source status start end
+    organisation { kind name phone email address { lines postcode } }
+    practitioner { name role phone email } }
+  participation { kind source description status date end organisation { kind name } }
+  flags { id kind note raisedAt expiresAt raisedBy { name organisation phone email } }
+  sources { source status responseTimeMs asOf }
+}";
+
+fn child_query() -> String {
+    format!(
+        "query($id: ID!) {{ child(id: $id, access: {{purpose: SAFEGUARDING}}) {{ ...C }} }}\n{CHILD_FIELDS}"
+    )
+}
+
+fn search_query() -> String {
+    format!(
+        "query($f: String!, $d: Date!) {{ searchChildren(criteria: {{familyName: $f, dateOfBirth: $d}}, access: {{purpose: SAFEGUARDING}}) {{ tooManyResults matches {{ score child {{ ...C }} }} }} }}\n{CHILD_FIELDS}"
+    )
+}
+
+/// What one request came to.
+#[derive(Debug, Clone)]
+struct Sample {
+    /// From when the request was due (open loop) or sent (closed loop) to the end of the answer.
+    latency_us: u64,
+    /// None for an answer; the kind of failure otherwise.
+    error: Option<String>,
+    /// The slowest source's `responseTimeMs` in the answer, over every child in it.
+    slowest_source_ms: Option<u64>,
+    /// Children in the answer.
+    children: usize,
+    /// Children ids, kept only while collecting ids.
+    ids: Vec<String>,
+}
+
+/// The parts every scenario shares.
+struct Bench {
+    dir: tempfile::TempDir,
+    gateway_bin: PathBuf,
+    simulators: Vec<SimulatorHandle>,
+    token: String,
+    http: reqwest::Client,
+    criteria: Vec<(String, String)>,
+    ids: Vec<String>,
+    clock_ticks: f64,
+}
+
+impl std::fmt::Debug for Bench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bench")
+    }
+}
+
+/// The gateway child process.
+#[derive(Debug)]
+struct Gateway {
+    process: Child,
+    url: String,
+}
+
+impl Gateway {
+    fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// utime + stime from `/proc/<pid>/stat`, in clock ticks.
+    fn cpu_ticks(&self) -> anyhow::Result<u64> {
+        proc_cpu_ticks(&format!("/proc/{}/stat", self.pid()))
+    }
+
+    /// `VmHWM` from `/proc/<pid>/status`: the peak resident set since start, in KiB.
+    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("no VmHWM in /proc status")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // The process is ours alone; killing it by its own handle ends it whatever state the bench is in.
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// utime + stime of a process, from its `stat` file.
+fn proc_cpu_ticks(path: &str) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(path)?;
+    // The command name in field 2 may hold spaces and brackets, so count fields from its closing bracket.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+/// The kernel's clock tick rate; `getconf` because calling `sysconf` would need `unsafe`, which the workspace forbids.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let scenarios = scenarios(&args);
+    let (_stop, stopped) = watch::channel(false);
+    let bench = Bench::prepare(&args, stopped).await?;
+
+    let mut results = Vec::new();
+    for scenario in &scenarios {
+        eprintln!(
+            "running {}: {} {} for {} s, sources at {} ms ± {} ms, cache {}",
+            scenario.name,
+            scenario.query.name(),
+            scenario.load.describe(),
+            scenario.seconds,
+            scenario.faults.latency_ms,
+            scenario.faults.jitter_ms,
+            scenario.cache.name()
+        );
+        results.push(bench.run(scenario, args.max_in_flight).await?);
+    }
+    let per_search = if args.preset == Some(Preset::Issue3) {
+        let faults = Faults {
+            latency_ms: args.latency_ms,
+            jitter_ms: args.jitter_ms,
+            ..Faults::default()
+        };
+        eprintln!("running search-cost: one search at a time, to count source requests per search");
+        Some(bench.search_cost(faults, args.cache).await?)
+    } else {
+        None
+    };
+
+    print_table(&results);
+    if let Some(cost) = &per_search {
+        print_search_cost(cost);
+    }
+    let report = json!({
+        "bench": "childgraph-load",
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "children": args.children,
+        "seed": args.seed,
+        "clock_ticks_per_s": bench.clock_ticks,
+        // `child` queries cycle over these ids, so a cache in the gateway sees each id again and again.
+        "child_ids": bench.ids.len(),
+        "search_criteria": bench.criteria.len(),
+        "scenarios": results.iter().map(|r| r.json.clone()).collect::<Vec<_>>(),
+        "search_cost": per_search.map(|c| c.json),
+    });
+    println!("{report}");
+    drop(bench.dir);
+    Ok(())
+}
+
+fn scenarios(args: &Args) -> Vec<Scenario> {
+    let sources = Faults {
+        latency_ms: args.latency_ms,
+        jitter_ms: args.jitter_ms,
+        ..Faults::default()
+    };
+    match args.preset {
+        Some(Preset::Issue3) => {
+            let mut list: Vec<Scenario> = [50, 200, 500]
+                .into_iter()
+                .map(|rps| Scenario {
+                    name: format!("a-child-{rps}rps"),
+                    query: QueryKind::Child,
+                    load: Load::Open(rps),
+                    seconds: args.seconds,
+                    faults: sources,
+                    cache: args.cache,
+                })
+                .collect();
+            // Saturation with and without the cache: without it, every query costs the gateway its whole fan-out.
+            for cache in [CacheMode::Off, CacheMode::Default] {
+                list.push(Scenario {
+                    name: format!("b-child-saturation-0ms-cache-{}", cache.name()),
+                    query: QueryKind::Child,
+                    load: Load::Closed(args.concurrency.unwrap_or(64)),
+                    seconds: args.seconds,
+                    faults: Faults::default(),
+                    cache,
+                });
+            }
+            list
+        }
+        None => vec![Scenario {
+            name: "custom".to_owned(),
+            query: args.query,
+            load: match (args.rps, args.concurrency) {
+                (Some(r), _) => Load::Open(r),
+                (None, Some(c)) => Load::Closed(c),
+                (None, None) => Load::Open(50),
+            },
+            seconds: args.seconds,
+            faults: sources,
+            cache: args.cache,
+        }],
+    }
+}
+
+impl Bench {
+    /// Generates the population, starts the simulators, writes the key and seeds the store, then finds child ids by searching.
+    async fn prepare(args: &Args, stopped: watch::Receiver<bool>) -> anyhow::Result<Self> {
+        let gateway_bin = match &args.gateway_bin {
+            Some(bin) => bin.clone(),
+            None => build_gateway()?,
+        };
+        let dir = tempfile::tempdir()?;
+        let population = Arc::new(Population::generate(&PopulationConfig {
+            children: args.children,
+            seed: args.seed,
+            ..PopulationConfig::default()
+        }));
+        let criteria = pick_criteria(&population, args.criteria);
+
+        let mut simulators = Vec::new();
+        for kind in SimulatorKind::ALL {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let mut stopped = stopped.clone();
+            simulators.push(
+                childgraph_simulators::spawn(
+                    kind,
+                    population.clone(),
+                    listener,
+                    Faults::default(),
+                    async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    },
+                )
+                .await?,
+            );
+        }
+
+        let token = write_key_and_sign(dir.path())?;
+        seed_store(&dir.path().join("childgraph.db")).await?;
+        let http = reqwest::Client::builder()
+            .timeout(CLIENT_TIMEOUT)
+            .pool_max_idle_per_host(4096)
+            .build()?;
+        let mut bench = Bench {
+            dir,
+            gateway_bin,
+            simulators,
+            token,
+            http,
+            criteria,
+            ids: Vec::new(),
+            clock_ticks: clock_ticks(),
+        };
+
+        // Searching is what links records into children and gives them ids; sources answer at once here to save time.
+        let gateway = bench.start_gateway(args.cache).await?;
+        let body = |i: usize| bench.search_body(i);
+        let samples = concurrent(&bench, &gateway, 8, bench.criteria.len(), body, true).await;
+        drop(gateway);
+        let mut ids: Vec<String> = samples.into_iter().flat_map(|s| s.ids).collect();
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            bail!("no search found a child: check the gateway log in the bench's temp dir");
+        }
+        eprintln!(
+            "{} criteria found {} children",
+            bench.criteria.len(),
+            ids.len()
+        );
+        bench.ids = ids;
+        Ok(bench)
+    }
+
+    fn set_faults(&self, faults: Faults) -> anyhow::Result<()> {
+        for sim in &self.simulators {
+            sim.faults.set(faults).map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+
+    fn source_requests(&self) -> Vec<u64> {
+        self.simulators
+            .iter()
+            .map(SimulatorHandle::requests)
+            .collect()
+    }
+
+    fn child_body(&self, i: usize) -> Value {
+        let id = &self.ids[i % self.ids.len()];
+        json!({ "query": child_query(), "variables": { "id": id } })
+    }
+
+    fn search_body(&self, i: usize) -> Value {
+        let (family, birth) = &self.criteria[i % self.criteria.len()];
+        json!({ "query": search_query(), "variables": { "f": family, "d": birth } })
+    }
+
+    fn body(&self, query: QueryKind, i: usize) -> Value {
+        match query {
+            QueryKind::Child => self.child_body(i),
+            QueryKind::Search => self.search_body(i),
+            QueryKind::Mixed if i.is_multiple_of(2) => self.child_body(i / 2),
+            QueryKind::Mixed => self.search_body(i / 2),
+        }
+    }
+
+    /// Writes a config naming a free port and starts `childgraph serve` on it, waiting for `/readyz`.
+    async fn start_gateway(&self, cache: CacheMode) -> anyhow::Result<Gateway> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let config = self.dir.path().join("childgraph.yaml");
+        std::fs::write(&config, self.config_yaml(port, cache))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("gateway.log"))?;
+        let process = Command::new(&self.gateway_bin)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.gateway_bin.display()))?;
+        let mut gateway = Gateway {
+            process,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let ready = format!("{}/readyz", gateway.url);
+        let give_up = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = gateway.process.try_wait()? {
+                bail!(
+                    "the gateway exited with {status}; see {}",
+                    self.dir.path().join("gateway.log").display()
+                );
+            }
+            if let Ok(r) = self.http.get(&ready).send().await
+                && r.status().is_success()
+            {
+                return Ok(gateway);
+            }
+            if Instant::now() > give_up {
+                bail!("the gateway was not ready within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn config_yaml(&self, port: u16, cache: CacheMode) -> String {
+        // JSON strings are YAML strings, and escape whatever a temp path holds.
+        let quote = |s: &str| Value::String(s.to_owned()).to_string();
+        let path = |name: &str| quote(&self.dir.path().join(name).display().to_string());
+        let cache = match cache {
+            CacheMode::Default => "",
+            CacheMode::Off => "\n    cache: {enabled: false}",
+        };
+        let base = |i: usize| format!("{}{cache}", quote(self.simulators[i].base_url().as_str()));
+        format!(
+            "listen: 127.0.0.1:{port}
+store:
+  sqlite: {store}
+request:
+  deadline_ms: 2000
+  max_results: 50
+auth:
+  issuers:
+    - issuer: {ISSUER}
+      audience: childgraph
+      required_amr: [mfa]
+      keys:
+        - kid: {KID}
+          algorithm: EdDSA
+          public_key_file: {key}
+sources:
+  health:
+    base_url: {health}
+  school:
+    base_url: {school}
+    filter_max_predicates: 50
+  early_years:
+    base_url: {early_years}
+",
+            store = path("childgraph.db"),
+            key = path("bench-public.pem"),
+            health = base(0),
+            school = base(1),
+            early_years = base(2),
+        )
+    }
+
+    /// Runs one scenario on a fresh gateway process, so its CPU time and peak memory are the scenario's own.
+    async fn run(&self, scenario: &Scenario, max_in_flight: usize) -> anyhow::Result<Outcome> {
+        self.set_faults(scenario.faults)?;
+        let gateway = self.start_gateway(scenario.cache).await?;
+        // Warm up connection pools on both sides, outside the measurement.
+        let query = scenario.query;
+        concurrent(self, &gateway, 4, 40, |i| self.body(query, i), false).await;
+
+        let before = self.source_requests();
+        let cpu_before = gateway.cpu_ticks()?;
+        let bench_before = proc_cpu_ticks("/proc/self/stat")?;
+        let started = Instant::now();
+        let duration = Duration::from_secs(scenario.seconds);
+        let (samples, shed) = match scenario.load {
+            Load::Open(rps) => open_loop(self, &gateway, query, rps, duration, max_in_flight).await,
+            Load::Closed(clients) => (
+                closed_loop(self, &gateway, query, clients, duration).await,
+                0,
+            ),
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu = (gateway.cpu_ticks()? - cpu_before) as f64 / self.clock_ticks;
+        let bench_cpu =
+            (proc_cpu_ticks("/proc/self/stat")? - bench_before) as f64 / self.clock_ticks;
+        let peak_kib = gateway.peak_rss_kib()?;
+        let after = self.source_requests();
+        drop(gateway);
+
+        Ok(Outcome::new(
+            scenario,
+            &samples,
+            shed,
+            elapsed,
+            SourceDelta::new(&before, &after),
+            cpu,
+            bench_cpu,
+            peak_kib,
+        ))
+    }
+
+    /// Runs every search once, one at a time, so each search's source requests are the counters' change across it;
+    /// then groups them by how many children the search returned.
+    async fn search_cost(&self, faults: Faults, cache: CacheMode) -> anyhow::Result<SearchCost> {
+        self.set_faults(faults)?;
+        let gateway = self.start_gateway(cache).await?;
+        let mut criteria = self.criteria.clone();
+        // A family name nobody has, so the cost of an empty search shows too.
+        criteria.push(("Zzyzxq".to_owned(), "2019-01-01".to_owned()));
+        let url = format!("{}/graphql", gateway.url);
+        let mut groups: BTreeMap<usize, (u64, [u64; 3], Vec<u64>)> = BTreeMap::new();
+        for (family, birth) in &criteria {
+            let body = json!({ "query": search_query(), "variables": { "f": family, "d": birth } });
+            let before = self.source_requests();
+            let sample = send(&self.http, &url, &self.token, &body, Instant::now(), false).await;
+            let after = self.source_requests();
+            if sample.error.is_some() {
+                continue;
+            }
+            let group = groups.entry(sample.children).or_default();
+            group.0 += 1;
+            for (i, count) in group.1.iter_mut().enumerate() {
+                *count += after[i] - before[i];
+            }
+            group.2.push(sample.latency_us);
+        }
+        drop(gateway);
+        Ok(SearchCost::new(groups))
+    }
+}
+
+/// Builds the gateway binary and returns its path, beside this binary in the same target directory.
+fn build_gateway() -> anyhow::Result<PathBuf> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the tests crate sits in the workspace")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("building the gateway: cargo build --release -p childgraph");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", "childgraph"])
+        .current_dir(workspace)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!(
+            "cargo build --release -p childgraph failed; pass --gateway-bin to use a built binary"
+        );
+    }
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .context("this binary has a directory")?
+        .join("childgraph");
+    if !bin.exists() {
+        bail!("no gateway binary at {}; pass --gateway-bin", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Family name and date of birth of children spread over the whole population, as the health system records them.
+fn pick_criteria(population: &Population, count: usize) -> Vec<(String, String)> {
+    let records = &population.health;
+    let step = (records.len() / count.max(1)).max(1);
+    records
+        .iter()
+        .step_by(step)
+        .take(count)
+        .map(|r| (r.family.to_string(), r.birth_date.to_string()))
+        .collect()
+}
+
+/// A fresh Ed25519 key: the public half for the gateway's config, the private half to sign the bench user's token.
+fn write_key_and_sign(dir: &Path) -> anyhow::Result<String> {
+    let signing = SigningKey::generate(&mut rand::rngs::OsRng);
+    let public = signing
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .context("encoding the public key")?;
+    std::fs::write(dir.join("bench-public.pem"), public)?;
+    let private = signing
+        .to_pkcs8_pem(LineEnding::LF)
+        .context("encoding the private key")?;
+    let key = EncodingKey::from_ed_pem(private.as_bytes())?;
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(KID.to_owned());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let claims = json!({
+        "iss": ISSUER,
+        "aud": "childgraph",
+        "sub": USER,
+        "iat": now,
+        "nbf": now,
+        // Long enough for any preset.
+        "exp": now + 8 * 3600,
+        "amr": ["mfa"],
+    });
+    Ok(jsonwebtoken::encode(&header, &claims, &key)?)
+}
+
+/// Creates the store with the GP's account, as the demo seeds it, before the gateway opens it.
+async fn seed_store(path: &Path) -> anyhow::Result<()> {
+    let identity = IDENTITIES
+        .iter()
+        .find(|i| i.user == USER)
+        .context("the demo identities include a GP")?;
+    let (org_id, org_name, source) = identity.organisation;
+    let store = Store::open_sqlite(path).await?;
+    store
+        .upsert_account(&Account {
+            user_id: identity.user.to_owned(),
+            display_name: identity.name.to_owned(),
+            organisation: OrganisationRecord {
+                id: org_id.to_owned(),
+                name: org_name.to_owned(),
+                source: source.map(|(s, id)| RecordRef::new(s, id)),
+            },
+            roles: identity.roles.iter().map(|r| (*r).to_owned()).collect(),
+            phone: Some("01632 960000".to_owned()),
+            email: Some("gp@bench.childgraph.example".to_owned()),
+            active: true,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Sends one GraphQL request and reads what it came to. `due` is when the request should have started.
+async fn send(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &Value,
+    due: Instant,
+    keep_ids: bool,
+) -> Sample {
+    let result = async {
+        let response = http
+            .post(url)
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "timeout".to_owned()
+                } else {
+                    "transport".to_owned()
+                }
+            })?;
+        let status = response.status();
+        let answer: Value = response.json().await.map_err(|_| "body".to_owned())?;
+        if !status.is_success() {
+            return Err(format!("http {}", status.as_u16()));
+        }
+        Ok(answer)
+    }
+    .await;
+    let latency_us = due.elapsed().as_micros() as u64;
+    let answer = match result {
+        Ok(answer) => answer,
+        Err(error) => {
+            return Sample {
+                latency_us,
+                error: Some(error),
+                slowest_source_ms: None,
+                children: 0,
+                ids: Vec::new(),
+            };
+        }
+    };
+    // A GP is refused some fields by policy (REDACTED): that is an answer, not an error.
+    let error = answer["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["extensions"]["code"].as_str().unwrap_or("NO_CODE"))
+        .find(|code| *code != "REDACTED")
+        .map(str::to_owned);
+    let data = &answer["data"];
+    let children: Vec<&Value> = if data["child"].is_object() {
+        vec![&data["child"]]
+    } else {
+        data["searchChildren"]["matches"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| &m["child"])
+            .collect()
+    };
+    let slowest_source_ms = children
+        .iter()
+        .flat_map(|c| c["sources"].as_array().into_iter().flatten())
+        .filter_map(|s| s["responseTimeMs"].as_u64())
+        .max();
+    let error = error.or_else(|| data.is_null().then(|| "no data".to_owned()));
+    Sample {
+        latency_us,
+        error,
+        slowest_source_ms,
+        children: children.len(),
+        ids: if keep_ids {
+            children
+                .iter()
+                .filter_map(|c| c["id"].as_str().map(str::to_owned))
+                .collect()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// Sends `total` requests with `clients` at a time; for setup and warm-up.
+async fn concurrent(
+    bench: &Bench,
+    gateway: &Gateway,
+    clients: usize,
+    total: usize,
+    body: impl Fn(usize) -> Value,
+    keep_ids: bool,
+) -> Vec<Sample> {
+    let url = format!("{}/graphql", gateway.url);
+    let bodies: Vec<Value> = (0..total).map(body).collect();
+    let next = AtomicUsize::new(0);
+    let worker = || async {
+        let mut out = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(body) = bodies.get(i) else {
+                return out;
+            };
+            out.push(
+                send(
+                    &bench.http,
+                    &url,
+                    &bench.token,
+                    body,
+                    Instant::now(),
+                    keep_ids,
+                )
+                .await,
+            );
+        }
+    };
+    let all = futures::future::join_all((0..clients).map(|_| worker())).await;
+    all.into_iter().flatten().collect()
+}
+
+/// Starts `rps` requests a second on schedule for `duration`, each on its own task, and measures each from when it was due,
+/// so a slow gateway shows as latency rather than as fewer requests.
+async fn open_loop(
+    bench: &Bench,
+    gateway: &Gateway,
+    query: QueryKind,
+    rps: u32,
+    duration: Duration,
+    max_in_flight: usize,
+) -> (Vec<Sample>, u64) {
+    let url: Arc<str> = format!("{}/graphql", gateway.url).into();
+    let token: Arc<str> = bench.token.clone().into();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rps.max(1))));
+    // Burst: ticks missed while this task was starved are sent at once, keeping the offered rate.
+    interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let end = Instant::now() + duration;
+    let mut shed = 0;
+    let mut i = 0;
+    loop {
+        let due = interval.tick().await;
+        if due >= end {
+            break;
+        }
+        if in_flight.load(Ordering::Relaxed) >= max_in_flight {
+            shed += 1;
+            continue;
+        }
+        let body = bench.body(query, i);
+        i += 1;
+        let (http, url, token, in_flight) = (
+            bench.http.clone(),
+            url.clone(),
+            token.clone(),
+            in_flight.clone(),
+        );
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        tasks.spawn(async move {
+            let sample = send(&http, &url, &token, &body, due, false).await;
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            sample
+        });
+    }
+    let samples = tasks.join_all().await;
+    (samples, shed)
+}
+
+/// `clients` tasks, each sending its next request as soon as its last is answered, until `duration` has passed.
+async fn closed_loop(
+    bench: &Bench,
+    gateway: &Gateway,
+    query: QueryKind,
+    clients: usize,
+    duration: Duration,
+) -> Vec<Sample> {
+    let url: Arc<str> = format!("{}/graphql", gateway.url).into();
+    let token: Arc<str> = bench.token.clone().into();
+    let end = Instant::now() + duration;
+    let mut tasks = JoinSet::new();
+    for client in 0..clients {
+        // Each client walks its own share of the ids, so clients do not all ask for the same child.
+        let bodies: Vec<Value> = (0..64)
+            .map(|k| bench.body(query, client + k * clients))
+            .collect();
+        let (http, url, token) = (bench.http.clone(), url.clone(), token.clone());
+        tasks.spawn(async move {
+            let mut out = Vec::new();
+            let mut k = 0;
+            while Instant::now() < end {
+                out.push(
+                    send(
+                        &http,
+                        &url,
+                        &token,
+                        &bodies[k % bodies.len()],
+                        Instant::now(),
+                        false,
+                    )
+                    .await,
+                );
+                k += 1;
+            }
+            out
+        });
+    }
+    tasks.join_all().await.into_iter().flatten().collect()
+}
+
+/// Each simulator's requests during a scenario.
+#[derive(Debug)]
+struct SourceDelta([u64; 3]);
+
+impl SourceDelta {
+    fn new(before: &[u64], after: &[u64]) -> Self {
+        let mut d = [0; 3];
+        for (i, v) in d.iter_mut().enumerate() {
+            *v = after[i] - before[i];
+        }
+        Self(d)
+    }
+}
+
+/// The p-th percentile (0 to 100) of sorted values.
+fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(us: impl Into<f64>) -> f64 {
+    (us.into() / 1000.0 * 10.0).round() / 10.0
+}
+
+/// A scenario's figures, for the table and the JSON line.
+#[derive(Debug)]
+struct Outcome {
+    row: Vec<String>,
+    json: Value,
+}
+
+impl Outcome {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        scenario: &Scenario,
+        samples: &[Sample],
+        shed: u64,
+        elapsed: f64,
+        sources: SourceDelta,
+        cpu: f64,
+        bench_cpu: f64,
+        peak_kib: u64,
+    ) -> Self {
+        let ok: Vec<&Sample> = samples.iter().filter(|s| s.error.is_none()).collect();
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        for s in samples.iter().filter_map(|s| s.error.as_ref()) {
+            *errors.entry(s.clone()).or_default() += 1;
+        }
+        let mut latency: Vec<u64> = ok.iter().map(|s| s.latency_us).collect();
+        latency.sort_unstable();
+        // The gateway's own share: what the client waited beyond the slowest source the gateway waited for.
+        let mut overhead: Vec<i64> = ok
+            .iter()
+            .filter_map(|s| {
+                s.slowest_source_ms
+                    .map(|m| s.latency_us as i64 - (m as i64) * 1000)
+            })
+            .collect();
+        overhead.sort_unstable();
+        let queries = samples.len().max(1) as f64;
+        let per_query: Vec<f64> = sources
+            .0
+            .iter()
+            .map(|&n| (n as f64 / queries * 100.0).round() / 100.0)
+            .collect();
+        let throughput = ok.len() as f64 / elapsed;
+        let children: usize = ok.iter().map(|s| s.children).sum();
+        let p = |q: f64| ms(percentile(&latency, q) as f64);
+        let o = |q: f64| ms(percentile(&overhead, q) as f64);
+        let cpu_per_answer_ms = if ok.is_empty() {
+            0.0
+        } else {
+            (cpu * 1000.0 / ok.len() as f64 * 100.0).round() / 100.0
+        };
+        let peak_mib = (peak_kib as f64 / 1024.0 * 10.0).round() / 10.0;
+        let error_total: u64 = errors.values().sum::<u64>() + shed;
+        let row = vec![
+            scenario.name.clone(),
+            format!("{} {}", scenario.query.name(), scenario.load.describe()),
+            format!(
+                "{}±{}",
+                scenario.faults.latency_ms, scenario.faults.jitter_ms
+            ),
+            scenario.cache.name().to_owned(),
+            samples.len().to_string(),
+            error_total.to_string(),
+            format!("{throughput:.1}"),
+            format!("{}", p(50.0)),
+            format!("{}", p(95.0)),
+            format!("{}", p(99.0)),
+            format!("{}", o(50.0)),
+            format!("{}", o(99.0)),
+            format!("{}/{}/{}", per_query[0], per_query[1], per_query[2]),
+            format!("{cpu:.2}"),
+            format!("{cpu_per_answer_ms}"),
+            format!("{peak_mib}"),
+            format!("{bench_cpu:.2}"),
+        ];
+        let json = json!({
+            "name": scenario.name,
+            "query": scenario.query.name(),
+            "mode": match scenario.load { Load::Open(_) => "open", Load::Closed(_) => "closed" },
+            "rps": match scenario.load { Load::Open(r) => Some(r), Load::Closed(_) => None },
+            "concurrency": match scenario.load { Load::Closed(c) => Some(c), Load::Open(_) => None },
+            "seconds": scenario.seconds,
+            "source_latency_ms": scenario.faults.latency_ms,
+            "source_jitter_ms": scenario.faults.jitter_ms,
+            "cache": scenario.cache.name(),
+            "elapsed_s": (elapsed * 100.0).round() / 100.0,
+            "sent": samples.len(),
+            "answers": ok.len(),
+            "errors": errors,
+            "shed": shed,
+            "answers_per_s": (throughput * 10.0).round() / 10.0,
+            "children_per_answer": if ok.is_empty() { 0.0 } else { (children as f64 / ok.len() as f64 * 100.0).round() / 100.0 },
+            "latency_ms": { "p50": p(50.0), "p95": p(95.0), "p99": p(99.0), "max": p(100.0) },
+            "overhead_ms": { "p50": o(50.0), "p95": o(95.0), "p99": o(99.0), "samples": overhead.len() },
+            "source_requests": { "health": sources.0[0], "school": sources.0[1], "early_years": sources.0[2] },
+            "source_requests_per_query": { "health": per_query[0], "school": per_query[1], "early_years": per_query[2] },
+            "gateway_cpu_s": (cpu * 100.0).round() / 100.0,
+            "gateway_cpu_ms_per_answer": cpu_per_answer_ms,
+            "gateway_peak_rss_mib": peak_mib,
+            "bench_cpu_s": (bench_cpu * 100.0).round() / 100.0,
+        });
+        Self { row, json }
+    }
+}
+
+/// Source requests per search, by how many children the search returned.
+#[derive(Debug)]
+struct SearchCost {
+    rows: Vec<Vec<String>>,
+    json: Value,
+}
+
+impl SearchCost {
+    fn new(groups: BTreeMap<usize, (u64, [u64; 3], Vec<u64>)>) -> Self {
+        let mut rows = Vec::new();
+        let mut json = Vec::new();
+        for (children, (searches, requests, mut latency)) in groups {
+            latency.sort_unstable();
+            let per = |n: u64| (n as f64 / searches as f64 * 100.0).round() / 100.0;
+            let total = per(requests.iter().sum());
+            rows.push(vec![
+                children.to_string(),
+                searches.to_string(),
+                per(requests[0]).to_string(),
+                per(requests[1]).to_string(),
+                per(requests[2]).to_string(),
+                total.to_string(),
+                ms(percentile(&latency, 50.0) as f64).to_string(),
+            ]);
+            json.push(json!({
+                "children_returned": children,
+                "searches": searches,
+                "source_requests_per_search": {
+                    "health": per(requests[0]), "school": per(requests[1]), "early_years": per(requests[2]), "total": total,
+                },
+                "latency_p50_ms": ms(percentile(&latency, 50.0) as f64),
+            }));
+        }
+        Self {
+            rows,
+            json: Value::Array(json),
+        }
+    }
+}
+
+fn print_rows(header: &[&str], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([h.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect();
+        println!("{}", padded.join("  "));
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_table(results: &[Outcome]) {
+    println!();
+    println!(
+        "latency and overhead in ms; overhead = client latency - slowest source's responseTimeMs; src req/q = health/school/early-years requests per query"
+    );
+    let rows: Vec<Vec<String>> = results.iter().map(|r| r.row.clone()).collect();
+    print_rows(
+        &[
+            "scenario",
+            "load",
+            "src ms",
+            "cache",
+            "sent",
+            "errors",
+            "ans/s",
+            "p50",
+            "p95",
+            "p99",
+            "ovh p50",
+            "ovh p99",
+            "src req/q",
+            "gw cpu s",
+            "cpu ms/ans",
+            "gw peak MiB",
+            "bench cpu s",
+        ],
+        &rows,
+    );
+    println!();
+}
+
+fn print_search_cost(cost: &SearchCost) {
+    println!("source requests per searchChildren, by children returned (one search at a time)");
+    print_rows(
+        &[
+            "children",
+            "searches",
+            "health",
+            "school",
+            "early-years",
+            "total",
+            "p50 ms",
+        ],
+        &cost.rows,
+    );
+    println!();
+}
