@@ -231,3 +231,135 @@ impl Authenticator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo_key::DemoKey;
+    use crate::store::OrganisationRecord;
+
+    async fn setup() -> (tempfile::TempDir, DemoKey, Authenticator) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_sqlite(&dir.path().join("auth.db"))
+            .await
+            .expect("store");
+        store
+            .upsert_account(&Account {
+                user_id: "teacher".into(),
+                display_name: "Priya Shah".into(),
+                organisation: OrganisationRecord {
+                    id: "org".into(),
+                    name: "School".into(),
+                    source: None,
+                },
+                roles: vec!["teacher".into()],
+                phone: None,
+                email: None,
+                active: true,
+            })
+            .await
+            .expect("account");
+        let key = DemoKey::load_or_create(dir.path()).expect("key");
+        let auth = Authenticator::new(vec![key.issuer()], 30, store).expect("authenticator");
+        (dir, key, auth)
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn header(token: &str) -> String {
+        format!("Bearer {token}")
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_finds_its_account() {
+        let (_dir, key, auth) = setup().await;
+        let token = key.token("teacher").expect("token");
+        assert_eq!(
+            auth.authenticate(Some(&header(&token)))
+                .await
+                .expect("valid")
+                .user_id,
+            "teacher"
+        );
+        assert!(matches!(
+            auth.authenticate(Some(&header(&key.token("nobody").expect("token"))))
+                .await,
+            Err(AuthError::NoAccount)
+        ));
+        assert!(matches!(
+            auth.authenticate(None).await,
+            Err(AuthError::Missing)
+        ));
+    }
+
+    #[tokio::test]
+    async fn alg_none_and_hmac_with_the_public_key_are_refused() {
+        let (_dir, key, auth) = setup().await;
+        let token = key.token("teacher").expect("token");
+        let payload = token.split('.').nth(1).expect("payload");
+        let none = format!(
+            "{}.{payload}.",
+            b64(br#"{"alg":"none","kid":"childgraph-demo"}"#)
+        );
+        assert!(matches!(
+            auth.authenticate(Some(&header(&none))).await,
+            Err(AuthError::Invalid)
+        ));
+
+        // An HS256 token whose secret is the public key: the classic confusion attack.
+        let public = key.issuer().keys[0].pem.clone();
+        let mut h = jsonwebtoken::Header::new(Algorithm::HS256);
+        h.kid = Some("childgraph-demo".into());
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                payload,
+            )
+            .expect("base64"),
+        )
+        .expect("claims");
+        let forged = jsonwebtoken::encode(
+            &h,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&public),
+        )
+        .expect("encode");
+        assert!(matches!(
+            auth.authenticate(Some(&header(&forged))).await,
+            Err(AuthError::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_token_without_mfa_is_forbidden_and_an_expired_one_unauthenticated() {
+        let (dir, _key, auth) = setup().await;
+        let pem = std::fs::read(dir.path().join(crate::demo_key::KEY_FILE)).expect("key file");
+        let encoding = jsonwebtoken::EncodingKey::from_ed_pem(&pem).expect("key");
+        let mut h = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        h.kid = Some("childgraph-demo".into());
+        let now = chrono::Utc::now().timestamp();
+        let claims = |amr: &[&str], exp: i64| serde_json::json!({ "iss": crate::config::DEMO_ISSUER, "aud": "childgraph", "sub": "teacher", "exp": exp, "nbf": now - 10, "amr": amr });
+        let no_mfa =
+            jsonwebtoken::encode(&h, &claims(&["pwd"], now + 600), &encoding).expect("encode");
+        assert!(matches!(
+            auth.authenticate(Some(&header(&no_mfa))).await,
+            Err(AuthError::NoMfa)
+        ));
+        let expired =
+            jsonwebtoken::encode(&h, &claims(&["mfa"], now - 3600), &encoding).expect("encode");
+        assert!(matches!(
+            auth.authenticate(Some(&header(&expired))).await,
+            Err(AuthError::Expired)
+        ));
+        let mut wrong_audience = claims(&["mfa"], now + 600);
+        wrong_audience["aud"] = "someone-else".into();
+        let token = jsonwebtoken::encode(&h, &wrong_audience, &encoding).expect("encode");
+        assert!(matches!(
+            auth.authenticate(Some(&header(&token))).await,
+            Err(AuthError::Invalid)
+        ));
+    }
+}
