@@ -39,12 +39,27 @@ pub fn predicate(field: &str, value: &str) -> String {
 
 /// OR-filters over `field` for these values, each of at most `max_predicates` predicates.
 pub fn or_filters(field: &str, values: &[String], max_predicates: usize) -> Vec<String> {
-    unique_chunks(values, max_predicates)
+    or_filters_where(field, values, max_predicates, None)
+}
+
+/// OR-filters over `field` for these values, each term also requiring `also` (`field='a' AND role='teacher' OR …`,
+/// AND binding tighter than OR), each filter of at most `max_predicates` predicates.
+pub fn or_filters_where(
+    field: &str,
+    values: &[String],
+    max_predicates: usize,
+    also: Option<(&str, &str)>,
+) -> Vec<String> {
+    let per_term = if also.is_some() { 2 } else { 1 };
+    let also = also
+        .map(|(f, v)| format!(" AND {}", predicate(f, v)))
+        .unwrap_or_default();
+    unique_chunks(values, (max_predicates / per_term).max(1))
         .into_iter()
         .map(|chunk| {
             chunk
                 .iter()
-                .map(|v| predicate(field, v))
+                .map(|v| format!("{}{also}", predicate(field, v)))
                 .collect::<Vec<_>>()
                 .join(" OR ")
         })
@@ -121,7 +136,18 @@ impl OneRosterConnector {
         field: &str,
         ids: &[String],
     ) -> Result<Vec<E::Item>, ConnectorError> {
-        let filters = or_filters(field, ids, self.filter_max_predicates);
+        self.by_ids_where::<E>(collection, field, ids, None).await
+    }
+
+    /// Like `by_ids`, with one more predicate every object must meet.
+    async fn by_ids_where<E: Envelope>(
+        &self,
+        collection: &'static str,
+        field: &str,
+        ids: &[String],
+        also: Option<(&str, &str)>,
+    ) -> Result<Vec<E::Item>, ConnectorError> {
+        let filters = or_filters_where(field, ids, self.filter_max_predicates, also);
         let pages: Vec<Vec<E::Item>> = futures::stream::iter(filters)
             .map(|filter| self.list::<E>(collection, filter, MAX_LOOKUP_OBJECTS))
             .buffer_unordered(CONCURRENT_REQUESTS)
@@ -294,8 +320,14 @@ impl Connector for OneRosterConnector {
             let school_ids: Vec<String> = school_ids.into_iter().collect();
             let teacher_enrollments = async {
                 if parts.involvements && !class_ids.is_empty() {
-                    self.by_ids::<Enrollments>("enrollments", "class.sourcedId", &class_ids)
-                        .await
+                    // Only the teachers' enrolments: a class's pupils would be other children's data, and 30 times the bytes.
+                    self.by_ids_where::<Enrollments>(
+                        "enrollments",
+                        "class.sourcedId",
+                        &class_ids,
+                        Some(("role", "teacher")),
+                    )
+                    .await
                 } else {
                     Ok(Vec::new())
                 }

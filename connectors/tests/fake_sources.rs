@@ -477,7 +477,7 @@ async fn oneroster_details_follow_the_profiled_chain() {
         filters,
         [
             "classes sourcedId='c1'",
-            "enrollments class.sourcedId='c1'",
+            "enrollments class.sourcedId='c1' AND role='teacher'",
             "enrollments user.sourcedId='s1'",
             "orgs sourcedId='sch1'",
             "users sourcedId='g1'",

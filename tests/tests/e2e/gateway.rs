@@ -719,3 +719,19 @@ async fn searches_cost_each_source_a_constant_number_of_requests_at_1_10_and_50_
     }
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn the_school_service_names_the_class_teacher() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let answer = search(&gateway, "teacher", amelia()).await;
+    let child = &matches(&answer)[0]["child"];
+    let school = child["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["source"] == "SCHOOL")
+        .expect("a school service");
+    assert_eq!(school["organisation"]["name"], "Riverside Primary School");
+    assert_eq!(school["practitioner"]["name"], "Priya Shah");
+    gateway.stop().await;
+}
