@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::access::{AccessRecord, Operation};
 use crate::federation::{Federation, Reports, SourceHealth};
-use crate::store::{Account, FlagRecord, Store, StoreError};
+use crate::store::{Account, FlagRecord, Linked, Store, StoreError};
 
 /// Why a request for child data failed as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +180,7 @@ impl Pipeline {
             let records = refs.iter().filter_map(|r| found.remove(r)).collect();
             children.push((child_id, records));
         }
-        self.complete_records(scope, &mut children).await?;
+        let register = self.complete_records(scope, &mut children).await?;
 
         // Score each child as linked, and decide shield status.
         let mut scored = Vec::new();
@@ -190,8 +190,6 @@ impl Pipeline {
                 scored.push((score, id, cluster.records));
             }
         }
-        let ids: Vec<String> = scored.iter().map(|(_, id, _)| id.clone()).collect();
-        let register = self.store.shielded(&ids).await?;
         let mut matches = Vec::new();
         for (score, id, records) in scored {
             let shielded = register.contains(&id) || records.iter().any(|r| r.restricted);
@@ -234,7 +232,10 @@ impl Pipeline {
         wanted: Wanted,
     ) -> Result<Vec<ComposedChild>, PipelineError> {
         self.require_child_data(scope, purpose, Operation::View)?;
-        let links = self.store.records_of_many(ids).await?;
+        let Linked {
+            records: links,
+            shielded: register,
+        } = self.store.linked(ids).await?;
         let refs: Vec<RecordRef> = links.values().flatten().cloned().collect();
         let mut records: HashMap<RecordRef, PersonRecord> = self
             .federation
@@ -248,7 +249,6 @@ impl Pipeline {
             .filter(|id| links.contains_key(*id))
             .cloned()
             .collect();
-        let register = self.store.shielded(&linked).await?;
         let mut children: Vec<ComposedChild> = linked
             .into_iter()
             .map(|id| {
@@ -287,22 +287,25 @@ impl Pipeline {
     }
 
     /// Adds the records already linked to each child that this search did not return, so that a child is shown whole.
+    /// Answers which of the children the gateway's register shields.
     async fn complete_records(
         &self,
         scope: &RequestScope,
         children: &mut [(String, Vec<PersonRecord>)],
-    ) -> Result<(), PipelineError> {
+    ) -> Result<HashSet<String>, PipelineError> {
+        let ids: Vec<String> = children.iter().map(|(id, _)| id.clone()).collect();
+        let mut linked = self.store.linked(&ids).await?;
         let mut missing: Vec<(usize, RecordRef)> = Vec::new();
         for (i, (id, records)) in children.iter().enumerate() {
             let have: HashSet<RecordRef> = records.iter().map(PersonRecord::record_ref).collect();
-            for r in self.store.records_of(id).await? {
+            for r in linked.records.remove(id).unwrap_or_default() {
                 if !have.contains(&r) {
                     missing.push((i, r));
                 }
             }
         }
         if missing.is_empty() {
-            return Ok(());
+            return Ok(linked.shielded);
         }
         let refs: Vec<RecordRef> = missing.iter().map(|(_, r)| r.clone()).collect();
         let mut fetched: HashMap<RecordRef, PersonRecord> = self
@@ -320,7 +323,7 @@ impl Pipeline {
         for (_, records) in children.iter_mut() {
             records.sort_by_key(|r| source_rank(r.source));
         }
-        Ok(())
+        Ok(linked.shielded)
     }
 
     /// Fetches the parts each child's answer may show and the client asked for, and composes them.

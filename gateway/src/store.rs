@@ -65,6 +65,15 @@ pub struct Shield {
     pub review_due: DateTime<Utc>,
 }
 
+/// Children's links and shield status, as one lookup answers them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Linked {
+    /// Each child's source records.
+    pub records: HashMap<String, Vec<RecordRef>>,
+    /// The children the gateway's register shields.
+    pub shielded: HashSet<String>,
+}
+
 /// The store, over a pool of SQLite connections.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -238,29 +247,33 @@ impl Store {
         rows.iter().map(record_ref).collect()
     }
 
-    /// The source records linked to each of these children; children with none are left out.
-    pub async fn records_of_many(
-        &self,
-        child_ids: &[String],
-    ) -> Result<HashMap<String, Vec<RecordRef>>, StoreError> {
-        let mut links: HashMap<String, Vec<RecordRef>> = HashMap::new();
+    /// The source records linked to each of these children, and which of them the register shields, in one query.
+    /// Children with no linked record are left out.
+    pub async fn linked(&self, child_ids: &[String]) -> Result<Linked, StoreError> {
+        let mut linked = Linked::default();
         for chunk in child_ids.chunks(200) {
             let mut q = sqlx::QueryBuilder::new(
-                "SELECT child_id, source, record_id FROM links WHERE child_id IN (",
+                "SELECT l.child_id, l.source, l.record_id, s.child_id IS NOT NULL AS shielded
+                 FROM links l LEFT JOIN shields s ON s.child_id = l.child_id WHERE l.child_id IN (",
             );
             let mut list = q.separated(", ");
             for id in chunk {
                 list.push_bind(id);
             }
-            q.push(") ORDER BY child_id, source, record_id");
+            q.push(") ORDER BY l.child_id, l.source, l.record_id");
             for row in q.build().fetch_all(&self.pool).await? {
-                links
-                    .entry(row.try_get("child_id")?)
+                let child: String = row.try_get("child_id")?;
+                if row.try_get::<bool, _>("shielded")? {
+                    linked.shielded.insert(child.clone());
+                }
+                linked
+                    .records
+                    .entry(child)
                     .or_default()
                     .push(record_ref(&row)?);
             }
         }
-        Ok(links)
+        Ok(linked)
     }
 
     /// Which of these children the gateway's register shields.
@@ -430,6 +443,43 @@ mod tests {
             .expect("link");
         assert_eq!(second[0], vec![(child.clone(), vec![h.clone(), s.clone()])]);
         assert_eq!(store.records_of(&child).await.expect("records"), vec![h, s]);
+    }
+
+    #[tokio::test]
+    async fn linked_answers_records_and_shields_in_one_lookup() {
+        let (_dir, store) = store().await;
+        let (a, b) = (
+            RecordRef::new(SourceName::Health, "p1"),
+            RecordRef::new(SourceName::School, "u1"),
+        );
+        let ids = store
+            .link(
+                &[
+                    vec![(a.clone(), 1.0), (b.clone(), 1.0)],
+                    vec![(RecordRef::new(SourceName::Health, "p2"), 1.0)],
+                ],
+                "test",
+            )
+            .await
+            .expect("link");
+        let (first, second) = (ids[0][0].0.clone(), ids[1][0].0.clone());
+        store
+            .put_shield(&Shield {
+                child_id: second.clone(),
+                reason: "r".into(),
+                requested_by: "a".into(),
+                approved_by: "b".into(),
+                review_due: Utc::now(),
+            })
+            .await
+            .expect("shield");
+        let linked = store
+            .linked(&[first.clone(), second.clone(), "ch_unknown".into()])
+            .await
+            .expect("linked");
+        assert_eq!(linked.records[&first], vec![a, b]);
+        assert_eq!(linked.records.len(), 2);
+        assert_eq!(linked.shielded, HashSet::from([second]));
     }
 
     #[tokio::test]
