@@ -255,20 +255,9 @@ mod tests {
     #[test]
     fn hostile_names_stay_one_parameter_and_decode_intact() {
         let c = connector();
-        let hostile: Vec<String> = vec![
-            "O'Brien".into(),
-            "' OR '1'='1".into(),
-            "a&date_of_birth=2000-01-01".into(),
-            "a,b".into(),
-            "a|b".into(),
-            "a$b".into(),
-            "a\\b".into(),
-            "\u{200F}Hartley".into(),
-            "😀 Smith".into(),
-            "Zoe\u{0301}".into(),
-            "x".repeat(10_000),
-            "a+b%20c#d".into(),
-        ];
+        let mut hostile = crate::hostile_input::hostile_strings();
+        // A query-string separator with another parameter, and percent signs and a fragment marker.
+        hostile.extend(["a&date_of_birth=2000-01-01", "a+b%20c#d"].map(String::from));
         for name in hostile {
             let url = c.search_url(Some(&name), Some("2019-06-14"));
             assert_eq!(url.path(), "/api/v1/children");

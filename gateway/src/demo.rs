@@ -77,6 +77,26 @@ pub struct Identity {
     ),
 }
 
+impl Identity {
+    /// The account the demo's store holds for this identity.
+    pub fn account(&self) -> Account {
+        let (org_id, org_name, source) = self.organisation;
+        Account {
+            user_id: self.user.to_owned(),
+            display_name: self.name.to_owned(),
+            organisation: OrganisationRecord {
+                id: org_id.to_owned(),
+                name: org_name.to_owned(),
+                source: source.map(|(s, id)| RecordRef::new(s, id)),
+            },
+            roles: self.roles.iter().map(|r| (*r).to_owned()).collect(),
+            phone: Some("01632 960000".to_owned()),
+            email: Some(format!("{}@demo.childgraph.example", self.user)),
+            active: true,
+        }
+    }
+}
+
 /// The demo identities, as DESIGN.md's public contract names them.
 pub const IDENTITIES: &[Identity] = &[
     Identity {
@@ -347,22 +367,7 @@ fn write_demo_json(dir: &Path, demo: &DemoJson) -> anyhow::Result<()> {
 
 async fn seed_accounts(store: &Store) -> anyhow::Result<()> {
     for identity in IDENTITIES {
-        let (org_id, org_name, source) = identity.organisation;
-        store
-            .upsert_account(&Account {
-                user_id: identity.user.to_owned(),
-                display_name: identity.name.to_owned(),
-                organisation: OrganisationRecord {
-                    id: org_id.to_owned(),
-                    name: org_name.to_owned(),
-                    source: source.map(|(s, id)| RecordRef::new(s, id)),
-                },
-                roles: identity.roles.iter().map(|r| (*r).to_owned()).collect(),
-                phone: Some("01632 960000".to_owned()),
-                email: Some(format!("{}@demo.childgraph.example", identity.user)),
-                active: true,
-            })
-            .await?;
+        store.upsert_account(&identity.account()).await?;
     }
     Ok(())
 }

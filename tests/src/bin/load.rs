@@ -17,8 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use childgraph::demo::IDENTITIES;
-use childgraph::store::{Account, OrganisationRecord, Store};
-use childgraph_schema::RecordRef;
+use childgraph::store::Store;
 use childgraph_simulators::population::{Population, PopulationConfig};
 use childgraph_simulators::{Faults, SimulatorHandle, SimulatorKind};
 use clap::{Parser, ValueEnum};
@@ -706,23 +705,8 @@ async fn seed_store(path: &Path) -> anyhow::Result<()> {
         .iter()
         .find(|i| i.user == USER)
         .context("the demo identities include a GP")?;
-    let (org_id, org_name, source) = identity.organisation;
     let store = Store::open_sqlite(path).await?;
-    store
-        .upsert_account(&Account {
-            user_id: identity.user.to_owned(),
-            display_name: identity.name.to_owned(),
-            organisation: OrganisationRecord {
-                id: org_id.to_owned(),
-                name: org_name.to_owned(),
-                source: source.map(|(s, id)| RecordRef::new(s, id)),
-            },
-            roles: identity.roles.iter().map(|r| (*r).to_owned()).collect(),
-            phone: Some("01632 960000".to_owned()),
-            email: Some("gp@bench.childgraph.example".to_owned()),
-            active: true,
-        })
-        .await?;
+    store.upsert_account(&identity.account()).await?;
     Ok(())
 }
 
