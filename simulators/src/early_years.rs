@@ -230,19 +230,8 @@ async fn search(
         .map(|&i| render_child(&p, &p.early_years[i as usize]))
         .collect();
     let next = (offset + limit < total).then(|| {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("localhost");
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
-            if k != "offset" && k != "limit" {
-                query.append_pair(&k, &v);
-            }
-        }
-        query.append_pair("limit", &limit.to_string());
-        query.append_pair("offset", &(offset + limit).to_string());
-        format!("http://{host}{BASE_PATH}/children?{}", query.finish())
+        let path = format!("{BASE_PATH}/children");
+        crate::paging::next_page_url(&headers, &path, raw.as_deref(), offset, limit)
     });
     axum::Json(json!({
         "items": items,

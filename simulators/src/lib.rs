@@ -8,6 +8,7 @@ pub mod early_years;
 pub mod faults;
 pub mod fhir;
 pub mod oneroster;
+mod paging;
 pub mod population;
 pub(crate) mod text;
 

@@ -879,25 +879,10 @@ async fn list(
     let mut response = axum::Json(json!({ c.keys().0: items })).into_response();
     let h = response.headers_mut();
     h.insert("x-total-count", HeaderValue::from(total as u64));
-    let next = q.offset + q.limit;
-    if next < total {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("localhost");
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
-            if k != "offset" && k != "limit" {
-                query.append_pair(&k, &v);
-            }
-        }
-        query.append_pair("limit", &q.limit.to_string());
-        query.append_pair("offset", &next.to_string());
-        let link = format!(
-            "<http://{host}{BASE_PATH}/{}?{}>; rel=\"next\"",
-            c.path(),
-            query.finish()
-        );
+    if q.offset + q.limit < total {
+        let path = format!("{BASE_PATH}/{}", c.path());
+        let url = crate::paging::next_page_url(&headers, &path, raw.as_deref(), q.offset, q.limit);
+        let link = format!("<{url}>; rel=\"next\"");
         if let Ok(v) = HeaderValue::from_str(&link) {
             h.insert(header::LINK, v);
         }
