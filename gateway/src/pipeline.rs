@@ -158,17 +158,16 @@ impl Pipeline {
             .federation
             .search(&criteria, scope.phase_deadline(), &scope.reports)
             .await;
-        let clusters: Vec<_> = childgraph_linkage::cluster(candidates)
-            .into_iter()
-            .filter(|c| childgraph_linkage::score(&criteria, c).is_some())
-            .collect();
-        let groups: Vec<Vec<(RecordRef, f64)>> = clusters
-            .iter()
-            .map(|c| {
-                let s = childgraph_linkage::score(&criteria, c).unwrap_or(0.0);
-                c.records.iter().map(|r| (r.record_ref(), s)).collect()
-            })
-            .collect();
+        // Each cluster is scored once; clusters that do not match the criteria are neither linked nor shown.
+        let (clusters, groups): (Vec<_>, Vec<Vec<(RecordRef, f64)>>) =
+            childgraph_linkage::cluster(candidates)
+                .into_iter()
+                .filter_map(|c| {
+                    let score = childgraph_linkage::score(&criteria, &c)?;
+                    let group = c.records.iter().map(|r| (r.record_ref(), score)).collect();
+                    Some((c, group))
+                })
+                .unzip();
         let linked = self.store.link(&groups, "deterministic-v1").await?;
         let mut found: HashMap<RecordRef, PersonRecord> = clusters
             .into_iter()
