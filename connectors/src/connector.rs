@@ -118,6 +118,8 @@ pub struct SourceStats {
     pub retries_refused: u64,
     /// Reads that shared an identical read already in flight instead of sending their own.
     pub deduplicated: u64,
+    /// Reads answered from an identical read made earlier in the same GraphQL request.
+    pub reused: u64,
     pub breaker: BreakerState,
 }
 

@@ -96,8 +96,9 @@ impl FhirConnector {
         resource_type: &'static str,
         mut url: Url,
         limit: usize,
-    ) -> Result<Vec<Resource>, ConnectorError> {
+    ) -> Result<Searched, ConnectorError> {
         let mut found = Vec::new();
+        let mut included = Vec::new();
         for _ in 0..MAX_PAGES {
             let page = self
                 .http
@@ -111,7 +112,9 @@ impl FhirConnector {
             };
             let next = bundle.link("next").map(str::to_owned);
             let before = found.len();
-            found.extend(into_matches(bundle));
+            let (matches, includes) = split_entries(bundle);
+            found.extend(matches);
+            included.extend(includes);
             if found.len() >= limit {
                 found.truncate(limit);
                 break;
@@ -124,28 +127,34 @@ impl FhirConnector {
                 _ => break,
             }
         }
-        Ok(found)
+        Ok(Searched {
+            matches: found,
+            included,
+        })
     }
 
     /// Searches `resource_type` for `param` in an OR-list of ids, at most 100 ids a request, the requests run concurrently.
+    /// `include` names the `_include` parameters to send (`EpisodeOfCare:organization`).
     async fn by_ids(
         &self,
         resource_type: &'static str,
         param: &str,
         ids: &[String],
-    ) -> Result<Vec<Resource>, ConnectorError> {
+        include: &[&str],
+    ) -> Result<Searched, ConnectorError> {
         let requests = unique_chunks(ids, BATCH).into_iter().map(|chunk| {
-            let url = self.search_url(
-                resource_type,
-                &[(param, &any_of(chunk.iter().map(String::as_str)))],
-            );
+            let list = any_of(chunk.iter().map(String::as_str));
+            let mut params = vec![(param, list.as_str())];
+            params.extend(include.iter().map(|i| ("_include", *i)));
+            let url = self.search_url(resource_type, &params);
             self.search_all(resource_type, url, MAX_DETAIL_RESOURCES)
         });
-        Ok(try_join_all(requests)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect())
+        let mut all = Searched::default();
+        for searched in try_join_all(requests).await? {
+            all.matches.extend(searched.matches);
+            all.included.extend(searched.included);
+        }
+        Ok(all)
     }
 
     async fn by_ids_if(
@@ -154,24 +163,65 @@ impl FhirConnector {
         resource_type: &'static str,
         param: &str,
         ids: &[String],
-    ) -> Result<Vec<Resource>, ConnectorError> {
+        include: &[&str],
+    ) -> Result<Searched, ConnectorError> {
         if wanted && !ids.is_empty() {
-            self.by_ids(resource_type, param, ids).await
+            self.by_ids(resource_type, param, ids, include).await
         } else {
-            Ok(Vec::new())
+            Ok(Searched::default())
         }
     }
 }
 
-fn into_matches(bundle: Bundle) -> impl Iterator<Item = Resource> {
-    bundle.entry.into_iter().filter_map(|e| {
-        let is_match = e
-            .search
-            .as_ref()
-            .and_then(|s| s.mode.as_deref())
-            .is_none_or(|m| m == "match");
-        if is_match { e.resource } else { None }
-    })
+/// The organisations and practitioners that details refer to and that are not in hand yet.
+struct Referenced {
+    organisations: BTreeSet<String>,
+    practitioners: BTreeSet<String>,
+}
+
+impl Referenced {
+    /// Keeps `r` if it is one still wanted, once.
+    fn keep(&mut self, r: Resource, fetched: &mut mapping::Fetched) {
+        match r {
+            Resource::Organization(o)
+                if o.id
+                    .as_ref()
+                    .is_some_and(|id| self.organisations.remove(id)) =>
+            {
+                fetched.organisations.push(o)
+            }
+            Resource::Practitioner(p)
+                if p.id
+                    .as_ref()
+                    .is_some_and(|id| self.practitioners.remove(id)) =>
+            {
+                fetched.practitioners.push(p)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A search's resources: those that matched, and those the server added for `_include`.
+#[derive(Debug, Default)]
+struct Searched {
+    matches: Vec<Resource>,
+    included: Vec<Resource>,
+}
+
+/// A bundle's resources, as (matches, included). An entry without a search mode is a match; an `outcome` entry is neither.
+fn split_entries(bundle: Bundle) -> (Vec<Resource>, Vec<Resource>) {
+    let mut matches = Vec::new();
+    let mut included = Vec::new();
+    for e in bundle.entry {
+        let mode = e.search.as_ref().and_then(|s| s.mode.as_deref());
+        match (mode, e.resource) {
+            (None | Some("match"), Some(r)) => matches.push(r),
+            (Some("include"), Some(r)) => included.push(r),
+            _ => {}
+        }
+    }
+    (matches, included)
 }
 
 /// The issue code of a FHIR error body (`invalid`, `not-found`, `too-costly`…).
@@ -227,7 +277,7 @@ impl Connector for FhirConnector {
             .into_iter()
             .map(|url| self.search_all("Patient", url, self.max_search_results));
         let found = try_join_all(searches).await?;
-        let mut records = union_by_id(found.into_iter().flat_map(patients));
+        let mut records = union_by_id(found.into_iter().flat_map(|s| patients(s.matches)));
         records.truncate(self.max_search_results);
         Ok(records)
     }
@@ -238,35 +288,54 @@ impl Connector for FhirConnector {
             return Ok(Vec::new());
         }
         let asked: HashSet<&str> = ids.iter().map(String::as_str).collect();
-        let found = self.by_ids("Patient", "_id", ids).await?;
+        let found = self.by_ids("Patient", "_id", ids, &[]).await?;
         Ok(union_by_id(
-            patients(found)
+            patients(found.matches)
                 .into_iter()
                 .filter(|r| asked.contains(r.id.as_str())),
         ))
     }
 
-    /// Sends, per 100 ids and concurrently, `RelatedPerson?patient=…` for carers, `EpisodeOfCare?patient=…` for involvements and `Encounter?patient=…` for participation;
-    /// then `Organization?_id=…` and `Practitioner?_id=…` for the ids those reference, per 100 ids, concurrently.
+    /// Sends, per 100 ids and concurrently, `RelatedPerson?patient=…` for carers, `EpisodeOfCare?patient=…` with
+    /// `_include` of their organisations and care managers for involvements, and `Encounter?patient=…` with `_include` of
+    /// their service providers for participation.
+    /// A server that ignores `_include` costs one more round: `Organization?_id=…` and `Practitioner?_id=…` for the
+    /// references it did not include, per 100 ids, concurrently.
     async fn details(
         &self,
         ids: &[String],
         parts: Parts,
     ) -> Result<HashMap<String, RecordDetails>, ConnectorError> {
         let (related, episodes, encounters) = futures::try_join!(
-            self.by_ids_if(parts.carers, "RelatedPerson", "patient", ids),
-            self.by_ids_if(parts.involvements, "EpisodeOfCare", "patient", ids),
-            self.by_ids_if(parts.participation, "Encounter", "patient", ids),
+            self.by_ids_if(parts.carers, "RelatedPerson", "patient", ids, &[]),
+            self.by_ids_if(
+                parts.involvements,
+                "EpisodeOfCare",
+                "patient",
+                ids,
+                &["EpisodeOfCare:organization", "EpisodeOfCare:care-manager"],
+            ),
+            self.by_ids_if(
+                parts.participation,
+                "Encounter",
+                "patient",
+                ids,
+                &["Encounter:service-provider"],
+            ),
         )?;
         let mut fetched = mapping::Fetched::default();
-        for r in related.into_iter().chain(episodes).chain(encounters) {
-            match r {
-                Resource::RelatedPerson(p) => fetched.related_people.push(p),
-                Resource::EpisodeOfCare(e) => fetched.episodes.push(e),
-                Resource::Encounter(e) if mapping::is_key_age_visit(&e) => {
-                    fetched.encounters.push(e)
+        let mut included = Vec::new();
+        for searched in [related, episodes, encounters] {
+            included.extend(searched.included);
+            for r in searched.matches {
+                match r {
+                    Resource::RelatedPerson(p) => fetched.related_people.push(p),
+                    Resource::EpisodeOfCare(e) => fetched.episodes.push(e),
+                    Resource::Encounter(e) if mapping::is_key_age_visit(&e) => {
+                        fetched.encounters.push(e)
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
         // Sorted sets keep request URLs stable from one call to the next, which makes them easier to cache and to test.
@@ -297,18 +366,26 @@ impl Connector for FhirConnector {
                     .map(str::to_owned),
             );
         }
-        let organisation_ids: Vec<String> = organisation_ids.into_iter().collect();
-        let practitioner_ids: Vec<String> = practitioner_ids.into_iter().collect();
+        // Only referenced resources are kept, whatever else a server included.
+        let mut wanted = Referenced {
+            organisations: organisation_ids,
+            practitioners: practitioner_ids,
+        };
+        for r in included {
+            wanted.keep(r, &mut fetched);
+        }
+        let organisation_ids: Vec<String> = wanted.organisations.iter().cloned().collect();
+        let practitioner_ids: Vec<String> = wanted.practitioners.iter().cloned().collect();
         let (organisations, practitioners) = futures::try_join!(
-            self.by_ids_if(true, "Organization", "_id", &organisation_ids),
-            self.by_ids_if(true, "Practitioner", "_id", &practitioner_ids),
+            self.by_ids_if(true, "Organization", "_id", &organisation_ids, &[]),
+            self.by_ids_if(true, "Practitioner", "_id", &practitioner_ids, &[]),
         )?;
-        for r in organisations.into_iter().chain(practitioners) {
-            match r {
-                Resource::Organization(o) => fetched.organisations.push(o),
-                Resource::Practitioner(p) => fetched.practitioners.push(p),
-                _ => {}
-            }
+        for r in organisations
+            .matches
+            .into_iter()
+            .chain(practitioners.matches)
+        {
+            wanted.keep(r, &mut fetched);
         }
         Ok(mapping::details(ids, &fetched))
     }

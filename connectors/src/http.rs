@@ -18,6 +18,7 @@ use crate::cache::{Answer, AnswerCache};
 use crate::connector::{SourceConfig, SourceStats};
 use crate::credentials::{Credentials, TokenSource};
 use crate::error::ConnectorError;
+use crate::request_reads::RequestReads;
 use crate::retry::{RetryBudget, RetryConfig, is_retryable};
 
 /// The largest answer body read from a source. A larger one is refused rather than buffered, so a misbehaving source cannot exhaust memory.
@@ -55,6 +56,7 @@ struct Inner {
     /// Set when the source takes OAuth2 client credentials; a static bearer token sits in the client's default headers instead.
     tokens: Option<TokenSource>,
     requests: AtomicU64,
+    reused: AtomicU64,
     retries: AtomicU64,
     retries_refused: AtomicU64,
 }
@@ -145,6 +147,7 @@ impl SourceClient {
                 cache: AnswerCache::new(&config.cache),
                 tokens,
                 requests: AtomicU64::new(0),
+                reused: AtomicU64::new(0),
                 retries: AtomicU64::new(0),
                 retries_refused: AtomicU64::new(0),
             }),
@@ -160,6 +163,7 @@ impl SourceClient {
             retries: inner.retries.load(Ordering::Relaxed),
             retries_refused: inner.retries_refused.load(Ordering::Relaxed),
             deduplicated: inner.cache.deduplicated(),
+            reused: inner.reused.load(Ordering::Relaxed),
             breaker: inner.breaker.state(),
         }
     }
@@ -208,13 +212,25 @@ impl SourceClient {
         );
         let started = Instant::now();
         let key = url.to_string();
-        let inner = self.inner.clone();
-        let outcome = self
-            .inner
-            .cache
-            .get(key.clone(), async move { inner.read(url).await })
-            .instrument(span.clone())
-            .await;
+        let outcome = match RequestReads::recall(&key) {
+            Some(answer) => {
+                self.inner.reused.fetch_add(1, Ordering::Relaxed);
+                Ok(answer)
+            }
+            None => {
+                let inner = self.inner.clone();
+                let outcome = self
+                    .inner
+                    .cache
+                    .get(key.clone(), async move { inner.read(url).await })
+                    .instrument(span.clone())
+                    .await;
+                if let Ok(answer) = &outcome {
+                    RequestReads::remember(&key, answer);
+                }
+                outcome
+            }
+        };
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         span.record("latency_ms", latency_ms);
         let answer = match outcome {
@@ -236,6 +252,7 @@ impl SourceClient {
                 if !answer.found_unusable.swap(true, Ordering::Relaxed) {
                     self.inner.breaker.record_failure();
                     self.inner.cache.forget(&key).await;
+                    RequestReads::forget(&key);
                 }
                 Err(self.inner.unparseable(&error))
             }

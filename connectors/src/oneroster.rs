@@ -147,7 +147,14 @@ impl OneRosterConnector {
         ids: &[String],
         also: Option<(&str, &str)>,
     ) -> Result<Vec<E::Item>, ConnectorError> {
-        let filters = or_filters_where(field, ids, self.filter_max_predicates, also);
+        // In a fixed order, so that the same set of ids is the same read whichever order the caller holds them in.
+        let ids: Vec<String> = ids
+            .iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect();
+        let filters = or_filters_where(field, &ids, self.filter_max_predicates, also);
         let pages: Vec<Vec<E::Item>> = futures::stream::iter(filters)
             .map(|filter| self.list::<E>(collection, filter, MAX_LOOKUP_OBJECTS))
             .buffer_unordered(CONCURRENT_REQUESTS)
@@ -266,9 +273,12 @@ impl Connector for OneRosterConnector {
         self.students_with_demographics(users, demographics).await
     }
 
-    /// For carers: `users?filter=sourcedId=…` for the students, then for their agents.
-    /// For involvements or participation: `enrollments?filter=user.sourcedId=…`, then `classes?filter=sourcedId=…` and `orgs?filter=sourcedId=…`;
-    /// for involvements also `enrollments?filter=class.sourcedId=…` for the class teachers, then `users?filter=sourcedId=…` for them.
+    /// For carers: `users?filter=sourcedId=…` for the students (the same read as [`Self::records`], so answered again
+    /// from the request's own reads), for their agents.
+    /// For involvements or participation: `enrollments?filter=user.sourcedId=…`, then `classes?filter=sourcedId=…` and
+    /// `orgs?filter=sourcedId=…`; for involvements also `enrollments?filter=class.sourcedId=… AND role='teacher'` for the
+    /// class teachers.
+    /// Then one `users?filter=sourcedId=…` for the agents and the teachers together.
     /// The carer and enrolment chains run concurrently, as do the requests within each step.
     async fn details(
         &self,
@@ -279,24 +289,12 @@ impl Connector for OneRosterConnector {
         if ids.is_empty() || parts.is_empty() {
             return Ok(mapping::details(ids, &mapping::Fetched::default(), today));
         }
-        let carers = async {
-            if !parts.carers {
-                return Ok((Vec::new(), Vec::new()));
-            }
-            let students = self.by_ids::<Users>("users", "sourcedId", ids).await?;
-            let agent_ids: Vec<String> = students
-                .iter()
-                .flat_map(|s| s.agents.iter().map(|a| a.sourced_id.clone()))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let agents = if agent_ids.is_empty() {
-                Vec::new()
+        let students = async {
+            if parts.carers {
+                self.by_ids::<Users>("users", "sourcedId", ids).await
             } else {
-                self.by_ids::<Users>("users", "sourcedId", &agent_ids)
-                    .await?
-            };
-            Ok::<_, ConnectorError>((students, agents))
+                Ok(Vec::new())
+            }
         };
         let enrolments = async {
             let mut out = mapping::Fetched::default();
@@ -337,23 +335,33 @@ impl Connector for OneRosterConnector {
                 self.by_ids::<Orgs>("orgs", "sourcedId", &school_ids),
                 teacher_enrollments,
             )?;
-            let teacher_ids: Vec<String> = mapping::class_teachers(&teacher_enrollments)
-                .into_values()
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            out.teachers = self
-                .by_ids::<Users>("users", "sourcedId", &teacher_ids)
-                .await?;
             out.classes = classes;
             out.orgs = orgs;
             out.teacher_enrollments = teacher_enrollments;
             Ok::<_, ConnectorError>(out)
         };
-        let ((students, agents), enrolled) = futures::try_join!(carers, enrolments)?;
+        let (students, enrolled) = futures::try_join!(students, enrolments)?;
+        let agent_ids: BTreeSet<String> = students
+            .iter()
+            .flat_map(|s| s.agents.iter().map(|a| a.sourced_id.clone()))
+            .collect();
+        let teacher_ids: BTreeSet<String> = mapping::class_teachers(&enrolled.teacher_enrollments)
+            .into_values()
+            .collect();
+        let people: Vec<String> = agent_ids.union(&teacher_ids).cloned().collect();
+        let (mut agents, mut teachers) = (Vec::new(), Vec::new());
+        for user in self.by_ids::<Users>("users", "sourcedId", &people).await? {
+            if teacher_ids.contains(&user.sourced_id) {
+                teachers.push(user.clone());
+            }
+            if agent_ids.contains(&user.sourced_id) {
+                agents.push(user);
+            }
+        }
         let fetched = mapping::Fetched {
             students,
             agents,
+            teachers,
             ..enrolled
         };
         Ok(mapping::details(ids, &fetched, today))

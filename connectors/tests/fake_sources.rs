@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use childgraph_connectors::{
     Connector, ConnectorError, EarlyYearsConnector, FhirConnector, OneRosterConnector, Parts,
-    SourceConfig,
+    RequestReads, SourceConfig,
 };
 use childgraph_schema::{NhsNumber, SearchCriteria};
 use chrono::NaiveDate;
@@ -231,6 +231,17 @@ async fn fhir_details_fetch_only_the_parts_asked_for() {
     );
     let seen = fake.seen();
     assert_eq!(seen[0].param("patient"), Some("p1,p2"));
+    let includes: Vec<&str> = seen[0]
+        .query
+        .iter()
+        .filter(|(n, _)| n == "_include")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        includes,
+        ["EpisodeOfCare:organization", "EpisodeOfCare:care-manager"]
+    );
+    // This server ignored `_include`, so the referenced resources were read on their own.
     let involvement = &details["p1"].involvements[0];
     assert_eq!(
         involvement.organisation.as_ref().map(|o| o.name.as_str()),
@@ -238,6 +249,50 @@ async fn fhir_details_fetch_only_the_parts_asked_for() {
     );
     assert_eq!(
         involvement.practitioner.as_ref().map(|p| p.name.as_str()),
+        Some("Shah")
+    );
+}
+
+#[tokio::test]
+async fn fhir_details_take_included_resources_and_read_no_more() {
+    let fake = Fake::spawn(|req, _| match req.path.as_str() {
+        "/fhir/EpisodeOfCare" => ok(serde_json::json!({
+            "resourceType": "Bundle", "type": "searchset", "total": 1,
+            "entry": [
+                {"search": {"mode": "match"}, "resource": {
+                    "resourceType": "EpisodeOfCare", "id": "e1", "status": "active", "patient": {"reference": "Patient/p1"},
+                    "type": [{"coding": [{"system": "urn:childgraph:fhir:service-type", "code": "general-practice"}]}],
+                    "managingOrganization": {"reference": "Organization/o1"}, "careManager": {"reference": "Practitioner/d1"}}},
+                {"search": {"mode": "include"}, "resource": {"resourceType": "Organization", "id": "o1", "name": "Mill Lane Surgery"}},
+                {"search": {"mode": "include"}, "resource": {"resourceType": "Practitioner", "id": "d1", "name": [{"family": "Shah"}]}},
+                // Included but referred to by nothing asked for: not taken.
+                {"search": {"mode": "include"}, "resource": {"resourceType": "Organization", "id": "o9", "name": "Elsewhere"}}
+            ]
+        })),
+        _ => ok(bundle(Vec::new(), None)),
+    })
+    .await;
+    let connector = FhirConnector::new(fake.config("/fhir")).unwrap();
+    let parts = Parts {
+        involvements: true,
+        ..Parts::NONE
+    };
+    let details = connector.details(&["p1".into()], parts).await.unwrap();
+    assert_eq!(fake.paths(), ["/fhir/EpisodeOfCare"]);
+    let involvements = &details["p1"].involvements;
+    assert_eq!(involvements.len(), 1, "an included resource is not a match");
+    assert_eq!(
+        involvements[0]
+            .organisation
+            .as_ref()
+            .map(|o| o.name.as_str()),
+        Some("Mill Lane Surgery")
+    );
+    assert_eq!(
+        involvements[0]
+            .practitioner
+            .as_ref()
+            .map(|p| p.name.as_str()),
         Some("Shah")
     );
 }
@@ -480,11 +535,37 @@ async fn oneroster_details_follow_the_profiled_chain() {
             "enrollments class.sourcedId='c1' AND role='teacher'",
             "enrollments user.sourcedId='s1'",
             "orgs sourcedId='sch1'",
-            "users sourcedId='g1'",
+            // The student's agents and the class teachers, in one read.
+            "users sourcedId='g1' OR sourcedId='t1'",
             "users sourcedId='s1'",
-            "users sourcedId='t1'",
         ]
     );
+
+    // Within one request, the details' read of the students is the one `records` made: it is not sent again, even
+    // with the cache off.
+    let mut config = fake.config("/ims/oneroster/rostering/v1p2");
+    config.cache.enabled = false;
+    let connector = OneRosterConnector::new(config, 2).unwrap();
+    let before = fake.seen().len();
+    RequestReads::new()
+        .scope(async {
+            connector.records(&["s1".into()]).await.unwrap();
+            connector.details(&["s1".into()], Parts::ALL).await.unwrap();
+        })
+        .await;
+    let students_read = fake.seen()[before..]
+        .iter()
+        .filter(|s| s.path.ends_with("/users") && s.param("filter") == Some("sourcedId='s1'"))
+        .count();
+    assert_eq!(students_read, 1);
+    // No read at all was sent twice: every repeat was answered from the request's reads.
+    let sent: Vec<String> = fake.seen()[before..]
+        .iter()
+        .map(|s| format!("{} {:?}", s.path, s.query))
+        .collect();
+    let distinct: std::collections::HashSet<&String> = sent.iter().collect();
+    assert_eq!(distinct.len(), sent.len());
+    assert!(connector.stats().reused >= 1);
 }
 
 fn child(id: &str) -> serde_json::Value {

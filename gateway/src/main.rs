@@ -6,6 +6,11 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Every answer allocates many small, short-lived buffers across worker threads; mimalloc serves them with less
+/// contention than the system allocator (measured with the load benchmark, see README).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "childgraph",

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use childgraph_connectors::Parts;
+use childgraph_connectors::{Parts, RequestReads};
 use childgraph_policies::{Grant, Policy, Situation};
 use childgraph_schema::{
     CriteriaError, Field, PersonRecord, RecordDetails, RecordRef, SearchCriteria, SourceName,
@@ -61,6 +61,8 @@ pub struct RequestScope {
     pub grant: Grant,
     pub deadline: Instant,
     pub reports: Reports,
+    /// The source answers read so far in this request, so that a later phase asking the same URL is not sent again.
+    pub reads: Arc<RequestReads>,
 }
 
 impl RequestScope {
@@ -140,11 +142,25 @@ impl Pipeline {
             grant,
             deadline: Instant::now() + self.limits.deadline,
             reports: Reports::default(),
+            reads: RequestReads::new(),
         }
     }
 
     /// `searchChildren`: find the children matching the criteria, ranked by score.
     pub async fn search(
+        &self,
+        scope: &RequestScope,
+        criteria: SearchCriteria,
+        purpose: &Purpose,
+        wanted: Wanted,
+    ) -> Result<SearchOutcome, PipelineError> {
+        let reads = scope.reads.clone();
+        reads
+            .scope(self.search_in_scope(scope, criteria, purpose, wanted))
+            .await
+    }
+
+    async fn search_in_scope(
         &self,
         scope: &RequestScope,
         criteria: SearchCriteria,
@@ -224,6 +240,19 @@ impl Pipeline {
     /// `child`: children by their gateway ids, in one batch however many `child` fields asked for them.
     /// Ids with no linked record are left out.
     pub async fn children(
+        &self,
+        scope: &RequestScope,
+        ids: &[String],
+        purpose: &Purpose,
+        wanted: Wanted,
+    ) -> Result<Vec<ComposedChild>, PipelineError> {
+        let reads = scope.reads.clone();
+        reads
+            .scope(self.children_in_scope(scope, ids, purpose, wanted))
+            .await
+    }
+
+    async fn children_in_scope(
         &self,
         scope: &RequestScope,
         ids: &[String],

@@ -111,6 +111,66 @@ impl ResourceType {
     }
 }
 
+/// The `_include` parameters this server supports: the source type, the search parameter, and the element of the
+/// source resource that holds the reference, with the type it points to.
+const INCLUDES: &[(ResourceType, &str, &str, ResourceType)] = &[
+    (
+        ResourceType::EpisodeOfCare,
+        "organization",
+        "/managingOrganization/reference",
+        ResourceType::Organization,
+    ),
+    (
+        ResourceType::EpisodeOfCare,
+        "care-manager",
+        "/careManager/reference",
+        ResourceType::Practitioner,
+    ),
+    (
+        ResourceType::Encounter,
+        "service-provider",
+        "/serviceProvider/reference",
+        ResourceType::Organization,
+    ),
+    (
+        ResourceType::Encounter,
+        "practitioner",
+        "/participant/0/individual/reference",
+        ResourceType::Practitioner,
+    ),
+];
+
+/// The `_include` parameters of a search on `ty`: each as the pointer to its reference and the type referred to.
+/// Any other `_include`, or one with a modifier such as `:iterate`, is refused: a client must not believe it got
+/// resources it did not.
+fn includes(
+    ty: ResourceType,
+    params: &[Param],
+    paging: &mut Paging,
+) -> Result<Vec<(&'static str, ResourceType)>, Refusal> {
+    let mut out = Vec::new();
+    for param in params.iter().filter(|p| p.name == "_include") {
+        reject_modifier(param)?;
+        let found = param.value.split_once(':').and_then(|(source, name)| {
+            INCLUDES
+                .iter()
+                .find(|(t, n, _, _)| t.as_str() == source && *n == name && *t == ty)
+        });
+        let Some(&(_, _, pointer, target)) = found else {
+            return Err(invalid(format!(
+                "_include={} is not supported on {}",
+                param.value,
+                ty.as_str()
+            )));
+        };
+        paging
+            .applied
+            .push(("_include".to_owned(), param.value.clone()));
+        out.push((pointer, target));
+    }
+    Ok(out)
+}
+
 /// The server's own base (`http://host`), from the Host header, for `fullUrl` and links.
 fn origin(headers: &HeaderMap) -> String {
     let host = headers
@@ -1117,21 +1177,44 @@ async fn search(
             Err(e) => return e.into_response(),
         }
     };
+    let includes = match includes(ty, &params, &mut paging) {
+        Ok(i) => i,
+        Err(e) => return e.into_response(),
+    };
     let origin = origin(&headers);
     let total = matches.len();
     let page_end = (paging.offset + paging.count).min(total);
     let page = matches.get(paging.offset..page_end).unwrap_or(&[]);
-    let entries: Vec<Value> = page
-        .iter()
-        .map(|&res| {
-            let (rt, id, body) = render(&p, res);
-            json!({
-                "fullUrl": format!("{origin}/fhir/{}/{id}", rt.as_str()),
-                "resource": body,
-                "search": {"mode": "match"},
-            })
+    let entry = |rt: ResourceType, id: &str, body: Value, mode: &str| {
+        json!({
+            "fullUrl": format!("{origin}/fhir/{}/{id}", rt.as_str()),
+            "resource": body,
+            "search": {"mode": mode},
         })
-        .collect();
+    };
+    let mut entries = Vec::with_capacity(page.len());
+    let mut included = Vec::new();
+    for &res in page {
+        let (rt, id, body) = render(&p, res);
+        for &(pointer, target) in &includes {
+            let referred = body
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix(target.as_str()))
+                .and_then(|r| r.strip_prefix('/'))
+                .and_then(|id| resolve(&p, target, id));
+            if let Some(referred) = referred
+                && !included.contains(&referred)
+            {
+                included.push(referred);
+            }
+        }
+        entries.push(entry(rt, &id, body, "match"));
+    }
+    for res in included {
+        let (rt, id, body) = render(&p, res);
+        entries.push(entry(rt, &id, body, "include"));
+    }
     let self_offset = (paging.offset > 0).then_some(paging.offset);
     let mut links = vec![json!({
         "relation": "self",

@@ -30,6 +30,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
+/// The simulators and the load generator share the machine with the gateway: the same allocator as the gateway keeps
+/// their share of the CPU small.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The user the benchmark queries as: the GP's role sees the most fields, so answers are as large as they get.
 const USER: &str = "gp";
 const ISSUER: &str = "urn:childgraph:bench";
@@ -85,17 +90,26 @@ struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum QueryKind {
+    /// `child` with every field.
     Child,
+    /// `child` with its identity fields only: the sources' first phase, no details.
+    Card,
+    /// `searchChildren` by family name and date of birth, every field of each match.
     Search,
+    /// `child` and `search` in turn.
     Mixed,
+    /// `me`: authentication and GraphQL alone, no source call; the gateway's floor.
+    Me,
 }
 
 impl QueryKind {
     fn name(self) -> &'static str {
         match self {
             QueryKind::Child => "child",
+            QueryKind::Card => "card",
             QueryKind::Search => "search",
             QueryKind::Mixed => "mixed",
+            QueryKind::Me => "me",
         }
     }
 }
@@ -171,6 +185,10 @@ fn child_query() -> String {
         "query($id: ID!) {{ child(id: $id, access: {{purpose: SAFEGUARDING}}) {{ ...C }} }}\n{CHILD_FIELDS}"
     )
 }
+
+const CARD_QUERY: &str = "query($id: ID!) { child(id: $id, access: {purpose: SAFEGUARDING}) { id shielded name { given family } dateOfBirth gender sources { source status responseTimeMs asOf } } }";
+
+const ME_QUERY: &str = "{ me { userId roles organisation { id name } } }";
 
 fn search_query() -> String {
     format!(
@@ -468,6 +486,11 @@ impl Bench {
     fn body(&self, query: QueryKind, i: usize) -> Value {
         match query {
             QueryKind::Child => self.child_body(i),
+            QueryKind::Card => {
+                let id = &self.ids[i % self.ids.len()];
+                json!({ "query": CARD_QUERY, "variables": { "id": id } })
+            }
+            QueryKind::Me => json!({ "query": ME_QUERY }),
             QueryKind::Search => self.search_body(i),
             QueryKind::Mixed if i.is_multiple_of(2) => self.child_body(i / 2),
             QueryKind::Mixed => self.search_body(i / 2),
