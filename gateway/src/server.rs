@@ -18,7 +18,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{AuthError, Authenticator};
-use crate::graphql::ChildgraphSchema;
+use crate::graphql::{ChildgraphSchema, Documents};
 use crate::pipeline::Pipeline;
 
 const REQUEST_ID: &str = "x-request-id";
@@ -30,6 +30,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub pipeline: Pipeline,
     pub body_limit: usize,
+    /// Parsed query texts that carry no typed values, by text.
+    pub documents: Documents,
 }
 
 impl std::fmt::Debug for AppState {
@@ -116,9 +118,11 @@ async fn execute(state: AppState, headers: HeaderMap, request: GraphQLRequest) -
         .to_owned();
     let scope = Arc::new(state.pipeline.scope(request_id, principal));
     let loader = crate::graphql::child_loader(state.pipeline.clone(), scope.clone());
+    let mut request = request.into_inner();
+    state.documents.prepare(&mut request);
     let mut response = state
         .schema
-        .execute(request.into_inner().data(scope.clone()).data(loader))
+        .execute(request.data(scope.clone()).data(loader))
         .await;
     // One error per failed source, however many resolvers called it.
     for report in scope.reports.failed() {

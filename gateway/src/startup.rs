@@ -47,6 +47,7 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
         auth: Arc::new(auth),
         pipeline,
         body_limit: parts.request.body_limit_bytes,
+        documents: crate::graphql::Documents::default(),
     })
 }
 

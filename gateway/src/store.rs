@@ -93,6 +93,9 @@ impl Store {
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // An embedded file has no connection to lose: a ping on every checkout would only cost each query another
+            // round trip to the connection's worker thread. A failing query still fails, and readiness still pings.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;

@@ -1,5 +1,6 @@
 //! The GraphQL schema: query root, types, and the mapping of pipeline errors to `extensions.code`.
 
+mod documents;
 mod errors;
 mod loader;
 mod query;
@@ -7,6 +8,7 @@ mod types;
 
 use async_graphql::{EmptyMutation, EmptySubscription, Schema};
 
+pub use documents::Documents;
 pub use errors::coded;
 pub use loader::child_loader;
 

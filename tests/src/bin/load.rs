@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use childgraph::demo::IDENTITIES;
 use childgraph::store::Store;
-use childgraph_simulators::population::{Population, PopulationConfig};
+use childgraph_simulators::population::{Crowd, Population, PopulationConfig};
 use childgraph_simulators::{Faults, SimulatorHandle, SimulatorKind};
 use clap::{Parser, ValueEnum};
 use ed25519_dalek::SigningKey;
@@ -41,6 +41,12 @@ const ISSUER: &str = "urn:childgraph:bench";
 const KID: &str = "bench";
 /// A request slower than this counts as an error; well above the gateway's own 2 s deadline.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Children sharing a family name and date of birth, so that the search cost is measured at 10 and 50 results.
+/// `child` queries never use them: their ids come from the other searches.
+const CROWDS: [(&str, &str, usize); 2] = [
+    ("Crowder", "2016-05-05", 10),
+    ("Manyfold", "2020-02-02", 50),
+];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -400,6 +406,14 @@ impl Bench {
         let population = Arc::new(Population::generate(&PopulationConfig {
             children: args.children,
             seed: args.seed,
+            crowds: CROWDS
+                .iter()
+                .map(|&(family, born, size)| Crowd {
+                    family_name: family.to_owned(),
+                    date_of_birth: born.parse().expect("a crowd's date"),
+                    size,
+                })
+                .collect(),
             ..PopulationConfig::default()
         }));
         let criteria = pick_criteria(&population, args.criteria);
@@ -630,8 +644,13 @@ sources:
         self.set_faults(faults)?;
         let gateway = self.start_gateway(cache).await?;
         let mut criteria = self.criteria.clone();
-        // A family name nobody has, so the cost of an empty search shows too.
+        // A family name nobody has, so the cost of an empty search shows too, and the crowds, for 10 and 50 results.
         criteria.push(("Zzyzxq".to_owned(), "2019-01-01".to_owned()));
+        criteria.extend(
+            CROWDS
+                .iter()
+                .map(|&(family, born, _)| (family.to_owned(), born.to_owned())),
+        );
         let url = format!("{}/graphql", gateway.url);
         let mut groups: BTreeMap<usize, (u64, [u64; 3], Vec<u64>)> = BTreeMap::new();
         for (family, birth) in &criteria {
@@ -682,9 +701,14 @@ fn build_gateway() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// Family name and date of birth of children spread over the whole population, as the health system records them.
+/// Family name and date of birth of children spread over the whole population, as the health system records them,
+/// leaving out the crowds.
 fn pick_criteria(population: &Population, count: usize) -> Vec<(String, String)> {
-    let records = &population.health;
+    let records: Vec<_> = population
+        .health
+        .iter()
+        .filter(|r| CROWDS.iter().all(|&(family, _, _)| &*r.family != family))
+        .collect();
     let step = (records.len() / count.max(1)).max(1);
     records
         .iter()
