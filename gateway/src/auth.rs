@@ -76,7 +76,12 @@ pub struct Authenticator {
     keys: HashMap<String, TrustedKey>,
     leeway: u64,
     store: Store,
+    /// Active accounts read recently, by user id; none when accounts are read on every request.
+    accounts: Option<moka::future::Cache<String, Account>>,
 }
+
+/// The most accounts kept between reads of the store.
+const MAX_KEPT_ACCOUNTS: u64 = 10_000;
 
 /// A key to trust, already loaded.
 #[derive(Debug, Clone)]
@@ -153,7 +158,20 @@ impl Authenticator {
             keys,
             leeway,
             store,
+            accounts: None,
         })
+    }
+
+    /// Keeps each active account for up to `ttl` after reading it, so that a user's requests do not each read the
+    /// store. A revoked or changed account then takes effect within `ttl`. Zero reads the store on every request.
+    pub fn with_account_cache(mut self, ttl: std::time::Duration) -> Self {
+        self.accounts = (!ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(MAX_KEPT_ACCOUNTS)
+                .time_to_live(ttl)
+                .build()
+        });
+        self
     }
 }
 
@@ -221,14 +239,31 @@ impl Authenticator {
         if !claims.amr.iter().any(|m| issuer.required_amr.contains(m)) {
             return Err(AuthError::NoMfa);
         }
-        let account = self.store.account(&claims.sub).await.map_err(|e| {
-            tracing::error!(error = %e, "account lookup failed");
-            AuthError::Store
-        })?;
-        match account {
-            Some(account) if account.active => Ok(account),
-            _ => Err(AuthError::NoAccount),
-        }
+        self.active_account(claims.sub).await
+    }
+
+    /// The active account of this user, from the accounts kept or from the store. Only active accounts are kept.
+    async fn active_account(&self, user_id: String) -> Result<Account, AuthError> {
+        let read = async {
+            match self.store.account(&user_id).await {
+                Ok(Some(account)) if account.active => Ok(account),
+                Ok(_) => Err(AuthError::NoAccount),
+                Err(e) => {
+                    tracing::error!(error = %e, "account lookup failed");
+                    Err(AuthError::Store)
+                }
+            }
+        };
+        let Some(accounts) = &self.accounts else {
+            return read.await;
+        };
+        accounts
+            .try_get_with(user_id.clone(), read)
+            .await
+            .map_err(|e| match *e {
+                AuthError::Store => AuthError::Store,
+                _ => AuthError::NoAccount,
+            })
     }
 }
 
@@ -292,6 +327,43 @@ mod tests {
         assert!(matches!(
             auth.authenticate(None).await,
             Err(AuthError::Missing)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_deactivated_account_is_refused_at_once_without_a_cache_and_within_its_ttl_with_one()
+    {
+        let (_dir, key, auth) = setup().await;
+        let store = auth.store.clone();
+        let auth = auth.with_account_cache(std::time::Duration::from_secs(3600));
+        let uncached = Authenticator::new(vec![key.issuer()], 30, store.clone())
+            .expect("authenticator")
+            .with_account_cache(std::time::Duration::ZERO);
+        let token = header(&key.token("teacher").expect("token"));
+        assert!(auth.authenticate(Some(&token)).await.is_ok());
+        assert!(uncached.authenticate(Some(&token)).await.is_ok());
+
+        let mut account = store
+            .account("teacher")
+            .await
+            .expect("read")
+            .expect("found");
+        account.active = false;
+        store.upsert_account(&account).await.expect("deactivate");
+        assert!(matches!(
+            uncached.authenticate(Some(&token)).await,
+            Err(AuthError::NoAccount)
+        ));
+        // Kept for its TTL, as documented; an account never seen active is never kept.
+        assert!(auth.authenticate(Some(&token)).await.is_ok());
+        auth.accounts.as_ref().expect("a cache").invalidate_all();
+        assert!(matches!(
+            auth.authenticate(Some(&token)).await,
+            Err(AuthError::NoAccount)
+        ));
+        assert!(matches!(
+            auth.authenticate(Some(&token)).await,
+            Err(AuthError::NoAccount)
         ));
     }
 

@@ -89,10 +89,18 @@ pub struct AuthConfig {
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
+    /// How long an active account is kept after it was read from the store, in seconds: a revoked or changed account
+    /// takes effect within this time. 0 reads the store on every request.
+    #[serde(default = "default_account_cache")]
+    pub account_cache_seconds: u64,
 }
 
 fn default_leeway() -> u64 {
     30
+}
+
+fn default_account_cache() -> u64 {
+    5
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -43,6 +43,8 @@ pub struct DemoOptions {
     pub breaker: BreakerSettings,
     /// Groups of children sharing a family name and date of birth, for searches that return many.
     pub crowds: Vec<Crowd>,
+    /// How long an active account is kept between reads of the store.
+    pub account_cache: std::time::Duration,
 }
 
 impl DemoOptions {
@@ -60,6 +62,7 @@ impl DemoOptions {
             retry: RetrySettings::default(),
             breaker: BreakerSettings::default(),
             crowds: Vec::new(),
+            account_cache: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -277,6 +280,7 @@ impl Demo {
             connectors: connectors(&sources)?,
             issuers: vec![key.issuer()],
             leeway_seconds: 30,
+            account_cache: options.account_cache,
             request: options.request.clone(),
         })?;
         let listener = TcpListener::bind(options.listen).await.with_context(|| {

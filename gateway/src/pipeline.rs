@@ -374,20 +374,25 @@ impl Pipeline {
             .filter(|c| !c.shielded)
             .flat_map(|c| c.records.iter().map(PersonRecord::record_ref))
             .collect();
-        let mut details = self
-            .federation
-            .details(&refs, parts, scope.deadline, &scope.reports)
-            .await;
         let flag_ids: Vec<String> = children
             .iter()
             .filter(|c| !c.shielded)
             .map(|c| c.id.clone())
             .collect();
-        let mut flags = if wanted.flags && allowed(Field::ChildFlags) && !flag_ids.is_empty() {
-            self.store.flags(&flag_ids, Utc::now()).await?
-        } else {
-            HashMap::new()
+        let flags = async {
+            if wanted.flags && allowed(Field::ChildFlags) && !flag_ids.is_empty() {
+                self.store.flags(&flag_ids, Utc::now()).await
+            } else {
+                Ok(HashMap::new())
+            }
         };
+        // The store's flags and the sources' details, at the same time.
+        let (mut details, flags) = tokio::join!(
+            self.federation
+                .details(&refs, parts, scope.deadline, &scope.reports),
+            flags
+        );
+        let mut flags = flags?;
         for child in children.iter_mut() {
             for record in &child.records {
                 if let Some(d) = details.remove(&record.record_ref()) {

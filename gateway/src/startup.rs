@@ -26,6 +26,8 @@ pub struct Parts {
     pub connectors: Vec<Arc<dyn Connector>>,
     pub issuers: Vec<IssuerSpec>,
     pub leeway_seconds: u64,
+    /// How long an active account is kept between reads of the store.
+    pub account_cache: std::time::Duration,
     pub request: RequestConfig,
 }
 
@@ -41,7 +43,8 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
         },
     };
     let auth = Authenticator::new(parts.issuers, parts.leeway_seconds, parts.store)
-        .context("loading trusted keys")?;
+        .context("loading trusted keys")?
+        .with_account_cache(parts.account_cache);
     Ok(AppState {
         schema: crate::graphql::build(pipeline.clone()),
         auth: Arc::new(auth),
@@ -94,6 +97,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         connectors: connectors(&config.sources)?,
         issuers,
         leeway_seconds: config.auth.leeway_seconds,
+        account_cache: std::time::Duration::from_secs(config.auth.account_cache_seconds),
         request: config.request.clone(),
     })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
