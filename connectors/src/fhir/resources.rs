@@ -17,8 +17,10 @@ pub const SERVICE_TYPE_SYSTEM: &str = "urn:childgraph:fhir:service-type";
 pub const KEY_AGE_VISIT_SYSTEM: &str = "urn:childgraph:fhir:key-age-visit";
 
 /// Any resource a searchset may hold. Types the connector does not read parse as [`Resource::Other`], so an `_include` or a server's extra entries never fail a search.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "resourceType")]
+///
+/// JSON only: a resource is read by its `resourceType` first and then parsed once as that type, rather than through
+/// serde's internally tagged enums, which buffer every resource, and a whole Bundle, into an intermediate tree.
+#[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)]
 pub enum Resource {
     Patient(Patient),
@@ -29,8 +31,38 @@ pub enum Resource {
     Encounter(Encounter),
     OperationOutcome(OperationOutcome),
     Bundle(Bundle),
-    #[serde(other)]
     Other,
+}
+
+impl<'de> Deserialize<'de> for Resource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+
+        #[derive(Deserialize)]
+        struct Tag<'a> {
+            #[serde(rename = "resourceType", borrow)]
+            resource_type: std::borrow::Cow<'a, str>,
+        }
+
+        fn parse<'a, T: Deserialize<'a>, E: serde::de::Error>(raw: &'a str) -> Result<T, E> {
+            serde_json::from_str(raw).map_err(E::custom)
+        }
+
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        let raw = raw.get();
+        let tag: Tag<'_> = parse(raw)?;
+        Ok(match tag.resource_type.as_ref() {
+            "Patient" => Resource::Patient(parse(raw)?),
+            "RelatedPerson" => Resource::RelatedPerson(parse(raw)?),
+            "Organization" => Resource::Organization(parse(raw)?),
+            "Practitioner" => Resource::Practitioner(parse(raw)?),
+            "EpisodeOfCare" => Resource::EpisodeOfCare(parse(raw)?),
+            "Encounter" => Resource::Encounter(parse(raw)?),
+            "OperationOutcome" => Resource::OperationOutcome(parse(raw)?),
+            "Bundle" => Resource::Bundle(parse(raw)?),
+            _ => Resource::Other,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
