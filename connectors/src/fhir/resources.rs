@@ -36,8 +36,6 @@ pub enum Resource {
 
 impl<'de> Deserialize<'de> for Resource {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
-
         #[derive(Deserialize)]
         struct Tag<'a> {
             #[serde(rename = "resourceType", borrow)]
