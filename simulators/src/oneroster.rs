@@ -278,8 +278,8 @@ fn index_lookup(p: &Population, c: Collection, field: &str, value: &str) -> Opti
         positions.filter_map(|user| from_user(p, c, user)).collect()
     };
     match (c, field) {
-        (Collection::Orgs | Collection::Schools | Collection::Classes, _) => None,
         (_, "sourcedId") => Some(position_of(p, c, value).into_iter().collect()),
+        (Collection::Orgs | Collection::Schools | Collection::Classes, _) => None,
         (Collection::Users | Collection::Students, "identifier") => Some(users_to(
             &mut ix
                 .school_upn
