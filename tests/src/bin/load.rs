@@ -1029,6 +1029,27 @@ impl Outcome {
             })
             .collect();
         overhead.sort_unstable();
+        // The same, apart for answers the gateway's cache gave whole (every source 0 ms) and answers that waited for a
+        // source: the second also wait between phases for the slowest source's records.
+        let split = |from_sources: bool| -> Vec<i64> {
+            let mut v: Vec<i64> = ok
+                .iter()
+                .filter_map(|s| {
+                    let m = s.slowest_source_ms?;
+                    ((m > 0) == from_sources).then(|| s.latency_us as i64 - (m as i64) * 1000)
+                })
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let (cached, fetched) = (split(false), split(true));
+        let stats = |v: &[i64]| {
+            json!({
+                "p50": ms(percentile(v, 50.0) as f64),
+                "p99": ms(percentile(v, 99.0) as f64),
+                "samples": v.len(),
+            })
+        };
         let queries = samples.len().max(1) as f64;
         let per_query: Vec<f64> = sources
             .0
@@ -1062,6 +1083,11 @@ impl Outcome {
             format!("{}", p(99.0)),
             format!("{}", o(50.0)),
             format!("{}", o(99.0)),
+            format!(
+                "{}/{}",
+                ms(percentile(&cached, 99.0) as f64),
+                ms(percentile(&fetched, 99.0) as f64)
+            ),
             format!("{}/{}/{}", per_query[0], per_query[1], per_query[2]),
             format!("{cpu:.2}"),
             format!("{cpu_per_answer_ms}"),
@@ -1087,6 +1113,8 @@ impl Outcome {
             "children_per_answer": if ok.is_empty() { 0.0 } else { (children as f64 / ok.len() as f64 * 100.0).round() / 100.0 },
             "latency_ms": { "p50": p(50.0), "p95": p(95.0), "p99": p(99.0), "max": p(100.0) },
             "overhead_ms": { "p50": o(50.0), "p95": o(95.0), "p99": o(99.0), "samples": overhead.len() },
+            "overhead_cached_ms": stats(&cached),
+            "overhead_from_sources_ms": stats(&fetched),
             "source_requests": { "health": sources.0[0], "school": sources.0[1], "early_years": sources.0[2] },
             "source_requests_per_query": { "health": per_query[0], "school": per_query[1], "early_years": per_query[2] },
             "gateway_cpu_s": (cpu * 100.0).round() / 100.0,
@@ -1167,7 +1195,7 @@ fn print_rows(header: &[&str], rows: &[Vec<String>]) {
 fn print_table(results: &[Outcome]) {
     println!();
     println!(
-        "latency and overhead in ms; overhead = client latency - slowest source's responseTimeMs; src req/q = health/school/early-years requests per query"
+        "latency and overhead in ms; overhead = client latency - slowest source's responseTimeMs; ovh p99 c/s = overhead p99 of answers wholly from the cache / of answers that waited for a source; src req/q = health/school/early-years requests per query"
     );
     let rows: Vec<Vec<String>> = results.iter().map(|r| r.row.clone()).collect();
     print_rows(
@@ -1184,6 +1212,7 @@ fn print_table(results: &[Outcome]) {
             "p99",
             "ovh p50",
             "ovh p99",
+            "ovh p99 c/s",
             "src req/q",
             "gw cpu s",
             "cpu ms/ans",
