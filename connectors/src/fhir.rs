@@ -99,6 +99,7 @@ impl FhirConnector {
     ) -> Result<Searched, ConnectorError> {
         let mut found = Vec::new();
         let mut included = Vec::new();
+        let mut applied = None;
         for _ in 0..MAX_PAGES {
             let page = self
                 .http
@@ -111,6 +112,9 @@ impl FhirConnector {
                     .malformed("a search answered something other than a bundle"));
             };
             let next = bundle.link("next").map(str::to_owned);
+            if applied.is_none() {
+                applied = Some(applied_parameters(&url, bundle.link("self")));
+            }
             let before = found.len();
             let (matches, includes) = split_entries(bundle);
             found.extend(matches);
@@ -130,6 +134,7 @@ impl FhirConnector {
         Ok(Searched {
             matches: found,
             included,
+            applied: applied.unwrap_or_default(),
         })
     }
 
@@ -142,17 +147,35 @@ impl FhirConnector {
         ids: &[String],
         include: &[&str],
     ) -> Result<Searched, ConnectorError> {
+        let extra: Vec<(&str, &str)> = include.iter().map(|i| ("_include", *i)).collect();
+        self.by_ids_with(resource_type, param, ids, &extra).await
+    }
+
+    /// Like `by_ids`, with these parameters added to every request.
+    async fn by_ids_with(
+        &self,
+        resource_type: &'static str,
+        param: &str,
+        ids: &[String],
+        extra: &[(&str, &str)],
+    ) -> Result<Searched, ConnectorError> {
         let requests = unique_chunks(ids, BATCH).into_iter().map(|chunk| {
             let list = any_of(chunk.iter().map(String::as_str));
             let mut params = vec![(param, list.as_str())];
-            params.extend(include.iter().map(|i| ("_include", *i)));
+            params.extend_from_slice(extra);
             let url = self.search_url(resource_type, &params);
             self.search_all(resource_type, url, MAX_DETAIL_RESOURCES)
         });
         let mut all = Searched::default();
-        for searched in try_join_all(requests).await? {
+        for (i, searched) in try_join_all(requests).await?.into_iter().enumerate() {
             all.matches.extend(searched.matches);
             all.included.extend(searched.included);
+            // A parameter counts as applied only if every request applied it.
+            if i == 0 {
+                all.applied = searched.applied;
+            } else {
+                all.applied.retain(|p| searched.applied.contains(p));
+            }
         }
         Ok(all)
     }
@@ -202,11 +225,35 @@ impl Referenced {
     }
 }
 
-/// A search's resources: those that matched, and those the server added for `_include`.
+/// A search's resources: those that matched, and those the server added for `_include` and `_revinclude`.
 #[derive(Debug, Default)]
 struct Searched {
     matches: Vec<Resource>,
     included: Vec<Resource>,
+    /// The parameters the server says it applied, from the `self` link of the first page: in FHIR R4 that link is the
+    /// server's statement of what it searched on.
+    applied: Vec<(String, String)>,
+}
+
+impl Searched {
+    fn applied(&self, name: &str, value: &str) -> bool {
+        self.applied.iter().any(|(n, v)| n == name && v == value)
+    }
+}
+
+/// Whether a reference points at one of the patients asked about.
+fn refers_to(reference: Option<&resources::Reference>, asked: &HashSet<&str>) -> bool {
+    reference
+        .and_then(|r| r.id_of("Patient"))
+        .is_some_and(|id| asked.contains(id))
+}
+
+/// The query parameters of a page's `self` link, resolved against the page's URL.
+fn applied_parameters(page: &Url, self_link: Option<&str>) -> Vec<(String, String)> {
+    self_link
+        .and_then(|link| page.join(link).ok())
+        .map(|url| url.query_pairs().into_owned().collect())
+        .unwrap_or_default()
 }
 
 /// A bundle's resources, as (matches, included). An entry without a search mode is a match; an `outcome` entry is neither.
@@ -296,48 +343,99 @@ impl Connector for FhirConnector {
         ))
     }
 
-    /// Sends, per 100 ids and concurrently, `RelatedPerson?patient=…` for carers, `EpisodeOfCare?patient=…` with
-    /// `_include` of their organisations and care managers for involvements, and `Encounter?patient=…` with `_include` of
-    /// their service providers for participation.
-    /// A server that ignores `_include` costs one more round: `Organization?_id=…` and `Practitioner?_id=…` for the
-    /// references it did not include, per 100 ids, concurrently.
+    /// Sends, per 100 ids, one `Patient?_id=…` with a `_revinclude` for each part asked for (`RelatedPerson:patient` for
+    /// carers, `EpisodeOfCare:patient` for involvements, `Encounter:patient` for participation) and `_include:iterate` of
+    /// the organisations and practitioners those refer to.
+    /// A server whose `self` link shows it did not apply a `_revinclude` is asked again the plain way for that part:
+    /// `RelatedPerson?patient=…`, `EpisodeOfCare?patient=…&_include=…`, `Encounter?patient=…&_include=…`, concurrently.
+    /// Referenced organisations and practitioners still missing are read by `_id`, one round later.
     async fn details(
         &self,
         ids: &[String],
         parts: Parts,
     ) -> Result<HashMap<String, RecordDetails>, ConnectorError> {
-        let (related, episodes, encounters) = futures::try_join!(
-            self.by_ids_if(parts.carers, "RelatedPerson", "patient", ids, &[]),
-            self.by_ids_if(
+        if ids.is_empty() || parts.is_empty() {
+            return Ok(mapping::details(ids, &mapping::Fetched::default()));
+        }
+        let wanted: Vec<(bool, &str, &[&str])> = vec![
+            (parts.carers, "RelatedPerson", &[]),
+            (
                 parts.involvements,
+                "EpisodeOfCare",
+                &["EpisodeOfCare:organization", "EpisodeOfCare:care-manager"],
+            ),
+            (
+                parts.participation,
+                "Encounter",
+                &["Encounter:service-provider"],
+            ),
+        ];
+        let mut params: Vec<(&str, String)> = Vec::new();
+        for &(on, resource_type, includes) in &wanted {
+            if on {
+                params.push(("_revinclude", format!("{resource_type}:patient")));
+                params.extend(
+                    includes
+                        .iter()
+                        .map(|i| ("_include:iterate", (*i).to_owned())),
+                );
+            }
+        }
+        let params: Vec<(&str, &str)> = params.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let together = self.by_ids_with("Patient", "_id", ids, &params).await?;
+        let missed = |resource_type: &str| {
+            !together.applied("_revinclude", &format!("{resource_type}:patient"))
+        };
+        let (related, episodes, encounters) = futures::try_join!(
+            self.by_ids_if(
+                parts.carers && missed("RelatedPerson"),
+                "RelatedPerson",
+                "patient",
+                ids,
+                wanted[0].2
+            ),
+            self.by_ids_if(
+                parts.involvements && missed("EpisodeOfCare"),
                 "EpisodeOfCare",
                 "patient",
                 ids,
-                &["EpisodeOfCare:organization", "EpisodeOfCare:care-manager"],
+                wanted[1].2
             ),
             self.by_ids_if(
-                parts.participation,
+                parts.participation && missed("Encounter"),
                 "Encounter",
                 "patient",
                 ids,
-                &["Encounter:service-provider"],
+                wanted[2].2
             ),
         )?;
-        let mut fetched = mapping::Fetched::default();
+        let asked: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut together = together;
+        // What the one search added, then what each plain search found; a resource is kept for a patient asked about only.
+        let mut found: Vec<Resource> = std::mem::take(&mut together.included);
         let mut included = Vec::new();
         for searched in [related, episodes, encounters] {
+            found.extend(searched.matches);
             included.extend(searched.included);
-            for r in searched.matches {
-                match r {
-                    Resource::RelatedPerson(p) => fetched.related_people.push(p),
-                    Resource::EpisodeOfCare(e) => fetched.episodes.push(e),
-                    Resource::Encounter(e) if mapping::is_key_age_visit(&e) => {
-                        fetched.encounters.push(e)
-                    }
-                    _ => {}
+        }
+        let mut fetched = mapping::Fetched::default();
+        for r in found {
+            match r {
+                Resource::RelatedPerson(p) if refers_to(p.patient.as_ref(), &asked) => {
+                    fetched.related_people.push(p)
                 }
+                Resource::EpisodeOfCare(e) if refers_to(e.patient.as_ref(), &asked) => {
+                    fetched.episodes.push(e)
+                }
+                Resource::Encounter(e)
+                    if refers_to(e.subject.as_ref(), &asked) && mapping::is_key_age_visit(&e) =>
+                {
+                    fetched.encounters.push(e)
+                }
+                other => included.push(other),
             }
         }
+
         // Sorted sets keep request URLs stable from one call to the next, which makes them easier to cache and to test.
         let mut organisation_ids = BTreeSet::new();
         let mut practitioner_ids = BTreeSet::new();

@@ -221,17 +221,24 @@ async fn fhir_details_fetch_only_the_parts_asked_for() {
         )
         .await
         .unwrap();
+    // This server ignores `_revinclude` (its self link does not echo it), so the connector asks the plain way.
     assert_eq!(
         fake.paths(),
         [
             "/fhir/EpisodeOfCare",
             "/fhir/Organization",
+            "/fhir/Patient",
             "/fhir/Practitioner"
         ]
     );
     let seen = fake.seen();
-    assert_eq!(seen[0].param("patient"), Some("p1,p2"));
-    let includes: Vec<&str> = seen[0]
+    let sent = |path: &str| seen.iter().find(|s| s.path == path).expect("sent");
+    assert_eq!(
+        sent("/fhir/Patient").param("_revinclude"),
+        Some("EpisodeOfCare:patient")
+    );
+    assert_eq!(sent("/fhir/EpisodeOfCare").param("patient"), Some("p1,p2"));
+    let includes: Vec<&str> = sent("/fhir/EpisodeOfCare")
         .query
         .iter()
         .filter(|(n, _)| n == "_include")
@@ -254,47 +261,82 @@ async fn fhir_details_fetch_only_the_parts_asked_for() {
 }
 
 #[tokio::test]
-async fn fhir_details_take_included_resources_and_read_no_more() {
-    let fake = Fake::spawn(|req, _| match req.path.as_str() {
-        "/fhir/EpisodeOfCare" => ok(serde_json::json!({
-            "resourceType": "Bundle", "type": "searchset", "total": 1,
-            "entry": [
-                {"search": {"mode": "match"}, "resource": {
-                    "resourceType": "EpisodeOfCare", "id": "e1", "status": "active", "patient": {"reference": "Patient/p1"},
-                    "type": [{"coding": [{"system": "urn:childgraph:fhir:service-type", "code": "general-practice"}]}],
-                    "managingOrganization": {"reference": "Organization/o1"}, "careManager": {"reference": "Practitioner/d1"}}},
-                {"search": {"mode": "include"}, "resource": {"resourceType": "Organization", "id": "o1", "name": "Mill Lane Surgery"}},
-                {"search": {"mode": "include"}, "resource": {"resourceType": "Practitioner", "id": "d1", "name": [{"family": "Shah"}]}},
-                // Included but referred to by nothing asked for: not taken.
-                {"search": {"mode": "include"}, "resource": {"resourceType": "Organization", "id": "o9", "name": "Elsewhere"}}
-            ]
-        })),
+async fn fhir_details_come_in_one_search_from_a_server_that_applies_revinclude() {
+    let fake = Fake::spawn(|req, origin| match req.path.as_str() {
+        "/fhir/Patient" => {
+            // The self link echoes every parameter, as a server does for those it applied.
+            let echoed = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(req.query.iter())
+                .finish();
+            ok(serde_json::json!({
+                "resourceType": "Bundle", "type": "searchset", "total": 1,
+                "link": [{"relation": "self", "url": format!("{origin}/fhir/Patient?{echoed}")}],
+                "entry": [
+                    {"search": {"mode": "match"}, "resource": patient("p1")},
+                    {"search": {"mode": "include"}, "resource": {
+                        "resourceType": "EpisodeOfCare", "id": "e1", "status": "active", "patient": {"reference": "Patient/p1"},
+                        "type": [{"coding": [{"system": "urn:childgraph:fhir:service-type", "code": "general-practice"}]}],
+                        "managingOrganization": {"reference": "Organization/o1"}, "careManager": {"reference": "Practitioner/d1"}}},
+                    // About a patient nobody asked about: not taken.
+                    {"search": {"mode": "include"}, "resource": {
+                        "resourceType": "EpisodeOfCare", "id": "e9", "status": "active", "patient": {"reference": "Patient/p9"},
+                        "type": [{"coding": [{"system": "urn:childgraph:fhir:service-type", "code": "social-care"}]}]}},
+                    {"search": {"mode": "include"}, "resource": {"resourceType": "RelatedPerson", "id": "r1", "patient": {"reference": "Patient/p1"},
+                        "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "MTH"}]}],
+                        "name": [{"family": "Hartley", "given": ["Sarah"]}]}},
+                    {"search": {"mode": "include"}, "resource": {"resourceType": "Organization", "id": "o1", "name": "Mill Lane Surgery"}},
+                    {"search": {"mode": "include"}, "resource": {"resourceType": "Practitioner", "id": "d1", "name": [{"family": "Shah"}]}},
+                    // Included but referred to by nothing asked for: not taken.
+                    {"search": {"mode": "include"}, "resource": {"resourceType": "Organization", "id": "o9", "name": "Elsewhere"}}
+                ]
+            }))
+        }
         _ => ok(bundle(Vec::new(), None)),
     })
     .await;
     let connector = FhirConnector::new(fake.config("/fhir")).unwrap();
     let parts = Parts {
+        carers: true,
         involvements: true,
-        ..Parts::NONE
+        participation: false,
     };
     let details = connector.details(&["p1".into()], parts).await.unwrap();
-    assert_eq!(fake.paths(), ["/fhir/EpisodeOfCare"]);
-    let involvements = &details["p1"].involvements;
-    assert_eq!(involvements.len(), 1, "an included resource is not a match");
+    assert_eq!(fake.paths(), ["/fhir/Patient"]);
+    let seen = &fake.seen()[0];
+    let sent = |name: &str| -> Vec<&str> {
+        seen.query
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
     assert_eq!(
-        involvements[0]
+        sent("_revinclude"),
+        ["RelatedPerson:patient", "EpisodeOfCare:patient"],
+        "participation was not asked for, so Encounters are not"
+    );
+    assert_eq!(
+        sent("_include:iterate"),
+        ["EpisodeOfCare:organization", "EpisodeOfCare:care-manager"]
+    );
+    let d = &details["p1"];
+    assert_eq!(d.involvements.len(), 1);
+    assert_eq!(
+        d.involvements[0]
             .organisation
             .as_ref()
             .map(|o| o.name.as_str()),
         Some("Mill Lane Surgery")
     );
     assert_eq!(
-        involvements[0]
+        d.involvements[0]
             .practitioner
             .as_ref()
             .map(|p| p.name.as_str()),
         Some("Shah")
     );
+    assert_eq!(d.carers.len(), 1);
+    assert!(d.participation.is_empty());
 }
 
 #[tokio::test]

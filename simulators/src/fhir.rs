@@ -140,33 +140,73 @@ const INCLUDES: &[(ResourceType, &str, &str, ResourceType)] = &[
     ),
 ];
 
-/// The `_include` parameters of a search on `ty`: each as the pointer to its reference and the type referred to.
-/// Any other `_include`, or one with a modifier such as `:iterate`, is refused: a client must not believe it got
-/// resources it did not.
-fn includes(
+/// The `_revinclude` parameters this server supports on Patient searches: the type that refers to the patient, by its
+/// `patient` search parameter.
+const REVINCLUDES: &[(ResourceType, &str)] = &[
+    (ResourceType::RelatedPerson, "patient"),
+    (ResourceType::EpisodeOfCare, "patient"),
+    (ResourceType::Encounter, "patient"),
+];
+
+/// What a search adds to its matches: resources that refer to them (`_revinclude`), and resources they refer to
+/// (`_include`; with `:iterate`, also those that added resources refer to).
+#[derive(Default)]
+struct Additions {
+    revincludes: Vec<ResourceType>,
+    /// Each as the source type, the pointer to its reference, the type referred to, and whether it iterates.
+    includes: Vec<(ResourceType, &'static str, ResourceType, bool)>,
+}
+
+/// The `_include` and `_revinclude` parameters of a search on `ty`. Any other, or another modifier, is refused: a
+/// client must not believe it got resources it did not.
+fn additions(
     ty: ResourceType,
     params: &[Param],
     paging: &mut Paging,
-) -> Result<Vec<(&'static str, ResourceType)>, Refusal> {
-    let mut out = Vec::new();
-    for param in params.iter().filter(|p| p.name == "_include") {
-        reject_modifier(param)?;
-        let found = param.value.split_once(':').and_then(|(source, name)| {
-            INCLUDES
-                .iter()
-                .find(|(t, n, _, _)| t.as_str() == source && *n == name && *t == ty)
-        });
-        let Some(&(_, _, pointer, target)) = found else {
-            return Err(invalid(format!(
-                "_include={} is not supported on {}",
+) -> Result<Additions, Refusal> {
+    let mut out = Additions::default();
+    for param in params {
+        let name = param.name.as_str();
+        if name != "_include" && name != "_revinclude" {
+            continue;
+        }
+        let iterate = match param.modifier.as_deref() {
+            None => false,
+            Some("iterate") if name == "_include" => true,
+            Some(m) => {
+                return Err(invalid(format!(
+                    "modifier :{m} is not supported on parameter {name}"
+                )));
+            }
+        };
+        let refused = || {
+            invalid(format!(
+                "{name}={} is not supported on {}",
                 param.value,
                 ty.as_str()
-            )));
+            ))
         };
-        paging
-            .applied
-            .push(("_include".to_owned(), param.value.clone()));
-        out.push((pointer, target));
+        let (source, search_param) = param.value.split_once(':').ok_or_else(refused)?;
+        if name == "_revinclude" {
+            let found = REVINCLUDES
+                .iter()
+                .find(|(t, n)| t.as_str() == source && *n == search_param)
+                .filter(|_| ty == ResourceType::Patient)
+                .ok_or_else(refused)?;
+            out.revincludes.push(found.0);
+        } else {
+            let &(source, _, pointer, target) = INCLUDES
+                .iter()
+                .find(|(t, n, _, _)| t.as_str() == source && *n == search_param)
+                .filter(|(t, _, _, _)| iterate || *t == ty)
+                .ok_or_else(refused)?;
+            out.includes.push((source, pointer, target, iterate));
+        }
+        let key = match &param.modifier {
+            Some(m) => format!("{name}:{m}"),
+            None => name.to_owned(),
+        };
+        paging.applied.push((key, param.value.clone()));
     }
     Ok(out)
 }
@@ -1177,15 +1217,15 @@ async fn search(
             Err(e) => return e.into_response(),
         }
     };
-    let includes = match includes(ty, &params, &mut paging) {
-        Ok(i) => i,
+    let additions = match additions(ty, &params, &mut paging) {
+        Ok(a) => a,
         Err(e) => return e.into_response(),
     };
     let origin = origin(&headers);
     let total = matches.len();
     let page_end = (paging.offset + paging.count).min(total);
     let page = matches.get(paging.offset..page_end).unwrap_or(&[]);
-    let entry = |rt: ResourceType, id: &str, body: Value, mode: &str| {
+    let entry = |rt: ResourceType, id: &str, body: &Value, mode: &str| {
         json!({
             "fullUrl": format!("{origin}/fhir/{}/{id}", rt.as_str()),
             "resource": body,
@@ -1193,10 +1233,31 @@ async fn search(
         })
     };
     let mut entries = Vec::with_capacity(page.len());
-    let mut included = Vec::new();
+    // Resources added to the page, in order, each once; and those still to be looked at for `_include`.
+    let mut added: Vec<Resource> = Vec::new();
+    let mut pending: Vec<(ResourceType, Value, bool)> = Vec::new();
     for &res in page {
         let (rt, id, body) = render(&p, res);
-        for &(pointer, target) in &includes {
+        entries.push(entry(rt, &id, &body, "match"));
+        if let Resource::Patient(i) = res {
+            for &revinclude in &additions.revincludes {
+                for referring in patient_resources(&p, revinclude, i) {
+                    if !added.contains(&referring) {
+                        added.push(referring);
+                        let (rt, _, body) = render(&p, referring);
+                        pending.push((rt, body, true));
+                    }
+                }
+            }
+        }
+        pending.push((rt, body, false));
+    }
+    let mut extra = Vec::new();
+    while let Some((rt, body, is_added)) = pending.pop() {
+        for &(source, pointer, target, iterate) in &additions.includes {
+            if source != rt || (is_added && !iterate) {
+                continue;
+            }
             let referred = body
                 .pointer(pointer)
                 .and_then(Value::as_str)
@@ -1204,16 +1265,20 @@ async fn search(
                 .and_then(|r| r.strip_prefix('/'))
                 .and_then(|id| resolve(&p, target, id));
             if let Some(referred) = referred
-                && !included.contains(&referred)
+                && !added.contains(&referred)
             {
-                included.push(referred);
+                added.push(referred);
+                let (rt, _, body) = render(&p, referred);
+                pending.push((rt, body, true));
             }
         }
-        entries.push(entry(rt, &id, body, "match"));
+        if is_added {
+            extra.push((rt, body));
+        }
     }
-    for res in included {
-        let (rt, id, body) = render(&p, res);
-        entries.push(entry(rt, &id, body, "include"));
+    for (rt, body) in extra {
+        let id = body["id"].as_str().unwrap_or_default().to_owned();
+        entries.push(entry(rt, &id, &body, "include"));
     }
     let self_offset = (paging.offset > 0).then_some(paging.offset);
     let mut links = vec![json!({

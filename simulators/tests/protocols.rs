@@ -1064,3 +1064,71 @@ async fn latency_delays_and_hang_ends_at_shutdown() {
     stream.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
 }
+
+#[tokio::test]
+async fn fhir_revinclude_and_include_iterate() {
+    let (app, _) = app(SimulatorKind::Health);
+    let amelia = cast::AMELIA.health_id.unwrap();
+    let uri = format!(
+        "/fhir/Patient?_id={amelia}&_revinclude=RelatedPerson:patient&_revinclude=EpisodeOfCare:patient\
+         &_include:iterate=EpisodeOfCare:organization&_include:iterate=EpisodeOfCare:care-manager&_count=100"
+    );
+    let answer = get(&app, &uri).await;
+    assert_eq!(answer.status, 200);
+    let bundle = answer.json();
+    assert_eq!(bundle["total"], 1, "included resources are not counted");
+    let entries = bundle["entry"].as_array().unwrap();
+    let of = |mode: &str, ty: &str| -> Vec<&Value> {
+        entries
+            .iter()
+            .filter(|e| e["search"]["mode"] == mode && e["resource"]["resourceType"] == ty)
+            .collect()
+    };
+    assert_eq!(of("match", "Patient").len(), 1);
+    assert_eq!(of("include", "RelatedPerson").len(), 2);
+    let episodes = of("include", "EpisodeOfCare");
+    assert!(!episodes.is_empty());
+    // Every organisation and care manager an episode names came along, once.
+    for episode in &episodes {
+        for (element, ty) in [
+            ("managingOrganization", "Organization"),
+            ("careManager", "Practitioner"),
+        ] {
+            if let Some(reference) = episode["resource"][element]["reference"].as_str() {
+                let id = reference.strip_prefix(&format!("{ty}/")).unwrap();
+                let found = of("include", ty)
+                    .iter()
+                    .filter(|e| e["resource"]["id"] == id)
+                    .count();
+                assert_eq!(found, 1, "{reference}");
+            }
+        }
+    }
+    // The self link says what was applied, so a client can tell.
+    let self_link = bundle["link"][0]["url"].as_str().unwrap();
+    assert!(
+        self_link.contains("_revinclude=EpisodeOfCare%3Apatient"),
+        "{self_link}"
+    );
+    assert!(
+        self_link.contains("_include%3Aiterate=EpisodeOfCare%3Aorganization"),
+        "{self_link}"
+    );
+
+    // Without :iterate, an include must start from the searched type; unknown ones are refused, not ignored.
+    for bad in [
+        "_include=EpisodeOfCare:organization",
+        "_revinclude=Observation:patient",
+        "_include:recurse=EpisodeOfCare:organization",
+    ] {
+        let answer = get(&app, &format!("/fhir/Patient?_id={amelia}&{bad}")).await;
+        assert_eq!(answer.status, 400, "{bad}");
+        assert_eq!(answer.json()["issue"][0]["code"], "invalid", "{bad}");
+    }
+    let answer = get(
+        &app,
+        &format!("/fhir/EpisodeOfCare?patient={amelia}&_revinclude=RelatedPerson:patient"),
+    )
+    .await;
+    assert_eq!(answer.status, 400);
+}

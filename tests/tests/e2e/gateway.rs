@@ -587,7 +587,7 @@ async fn many_child_fields_cost_each_source_a_constant_number_of_requests() {
     // The bound ARCHITECTURE.md states: per source, a fixed number of requests whatever n, plus one per extra page
     // of 100 entries.
     for &(n, [health, school, early_years]) in &costs {
-        assert!(health <= 5, "{n} children cost health {health} requests");
+        assert!(health <= 3, "{n} children cost health {health} requests");
         assert!(school <= 8, "{n} children cost school {school} requests");
         assert!(
             early_years <= 4,
@@ -710,7 +710,7 @@ async fn searches_cost_each_source_a_constant_number_of_requests_at_1_10_and_50_
         "source requests (health, school, early years) per search returning n children: {costs:?}"
     );
     for &(n, [health, school, early_years]) in &costs {
-        assert!(health <= 6, "{n} results cost health {health} requests");
+        assert!(health <= 4, "{n} results cost health {health} requests");
         assert!(school <= 10, "{n} results cost school {school} requests");
         assert!(
             early_years <= 5,
