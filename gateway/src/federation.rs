@@ -31,9 +31,53 @@ pub struct SourceReport {
 #[derive(Debug, Default)]
 pub struct Reports {
     by_source: Mutex<HashMap<SourceName, SourceReport>>,
+    waiting: Mutex<Waiting>,
+}
+
+/// The time during which at least one source call of the request was in flight.
+#[derive(Debug, Default)]
+struct Waiting {
+    in_flight: usize,
+    since: Option<Instant>,
+    total: Duration,
+}
+
+/// Counts a fan-out as waiting on sources until it is dropped, finished or cut off.
+struct WaitGuard<'a>(&'a Reports);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        let mut w = self.0.lock_waiting();
+        w.in_flight -= 1;
+        if w.in_flight == 0
+            && let Some(since) = w.since.take()
+        {
+            w.total += since.elapsed();
+        }
+    }
 }
 
 impl Reports {
+    /// How long the request waited on sources: the wall time during which at least one source call was in flight,
+    /// however many ran at once. The rest of a request's time is the gateway's own.
+    pub fn waited(&self) -> Duration {
+        let w = self.lock_waiting();
+        w.total + w.since.map(|s| s.elapsed()).unwrap_or_default()
+    }
+
+    fn wait(&self) -> WaitGuard<'_> {
+        let mut w = self.lock_waiting();
+        if w.in_flight == 0 {
+            w.since = Some(Instant::now());
+        }
+        w.in_flight += 1;
+        WaitGuard(self)
+    }
+
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn record(&self, source: SourceName, health: SourceHealth, elapsed: Duration) {
         let mut map = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(source).or_insert(SourceReport {
@@ -138,6 +182,8 @@ impl Federation {
                 }
             })
         });
+        let calls: Vec<_> = calls.collect();
+        let _waiting = (!calls.is_empty()).then(|| reports.wait());
         futures::future::join_all(calls)
             .await
             .into_iter()

@@ -117,6 +117,7 @@ async fn execute(state: AppState, headers: HeaderMap, request: GraphQLRequest) -
         .unwrap_or("-")
         .to_owned();
     let scope = Arc::new(state.pipeline.scope(request_id, principal));
+    let started = std::time::Instant::now();
     let loader = crate::graphql::child_loader(state.pipeline.clone(), scope.clone());
     let mut request = request.into_inner();
     state.documents.prepare(&mut request);
@@ -146,7 +147,17 @@ async fn execute(state: AppState, headers: HeaderMap, request: GraphQLRequest) -
             );
         }
     }
-    GraphQLResponse::from(response).into_response()
+    let mut http = GraphQLResponse::from(response).into_response();
+    // Where the time went, for clients and load tests: waiting on sources, and the whole of the GraphQL execution.
+    let timing = format!(
+        "source;dur={:.1};desc=\"waiting on sources\", gateway;dur={:.1}",
+        scope.reports.waited().as_secs_f64() * 1000.0,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    if let Ok(value) = HeaderValue::from_str(&timing) {
+        http.headers_mut().insert("server-timing", value);
+    }
+    http
 }
 
 fn auth_error(error: &AuthError) -> Response {

@@ -87,9 +87,20 @@ pub struct TestGateway {
 pub struct Answer {
     pub status: u16,
     pub body: Value,
+    /// The `Server-Timing` header, if the answer had one.
+    pub server_timing: Option<String>,
 }
 
 impl Answer {
+    /// A metric's `dur` from the `Server-Timing` header, in milliseconds.
+    pub fn timing(&self, metric: &str) -> Option<f64> {
+        self.server_timing.as_deref()?.split(',').find_map(|entry| {
+            let mut parts = entry.trim().split(';');
+            (parts.next()? == metric).then_some(())?;
+            parts.find_map(|p| p.trim().strip_prefix("dur=")?.parse().ok())
+        })
+    }
+
     /// The `extensions.code` of every error, in order.
     pub fn codes(&self) -> Vec<String> {
         self.errors()
@@ -168,8 +179,17 @@ impl TestGateway {
         }
         let response = request.send().await.expect("the gateway answers");
         let status = response.status().as_u16();
+        let server_timing = response
+            .headers()
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = response.json().await.expect("a JSON answer");
-        Answer { status, body }
+        Answer {
+            status,
+            body,
+            server_timing,
+        }
     }
 
     /// Sets a simulator's faults through its `/_sim/faults` endpoint, as a script would.

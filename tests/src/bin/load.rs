@@ -211,6 +211,8 @@ struct Sample {
     error: Option<String>,
     /// The slowest source's `responseTimeMs` in the answer, over every child in it.
     slowest_source_ms: Option<u64>,
+    /// The gateway's own report of how long it waited on sources (`Server-Timing: source`), in microseconds.
+    source_wait_us: Option<u64>,
     /// Children in the answer.
     children: usize,
     /// Children ids, kept only while collecting ids.
@@ -781,21 +783,27 @@ async fn send(
                 }
             })?;
         let status = response.status();
+        let waited = response
+            .headers()
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .and_then(source_wait_us);
         let answer: Value = response.json().await.map_err(|_| "body".to_owned())?;
         if !status.is_success() {
             return Err(format!("http {}", status.as_u16()));
         }
-        Ok(answer)
+        Ok((answer, waited))
     }
     .await;
     let latency_us = due.elapsed().as_micros() as u64;
-    let answer = match result {
+    let (answer, source_wait_us) = match result {
         Ok(answer) => answer,
         Err(error) => {
             return Sample {
                 latency_us,
                 error: Some(error),
                 slowest_source_ms: None,
+                source_wait_us: None,
                 children: 0,
                 ids: Vec::new(),
             };
@@ -830,6 +838,7 @@ async fn send(
         latency_us,
         error,
         slowest_source_ms,
+        source_wait_us,
         children: children.len(),
         ids: if keep_ids {
             children
@@ -982,6 +991,16 @@ impl SourceDelta {
 }
 
 /// The p-th percentile (0 to 100) of sorted values.
+/// The `source` metric's duration of a `Server-Timing` header, in microseconds.
+fn source_wait_us(header: &str) -> Option<u64> {
+    header.split(',').find_map(|entry| {
+        let mut parts = entry.trim().split(';');
+        (parts.next()? == "source").then_some(())?;
+        let ms: f64 = parts.find_map(|p| p.trim().strip_prefix("dur=")?.parse().ok())?;
+        Some((ms * 1000.0).round() as u64)
+    })
+}
+
 fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
         return T::default();
@@ -1043,6 +1062,13 @@ impl Outcome {
             v
         };
         let (cached, fetched) = (split(false), split(true));
+        // The gateway's own time: what the client waited beyond the time the gateway spent waiting on any source, by
+        // its own `Server-Timing`. Unlike the overhead above, it does not count the wait between phases as the gateway's.
+        let mut own: Vec<i64> = ok
+            .iter()
+            .filter_map(|s| Some(s.latency_us as i64 - s.source_wait_us? as i64))
+            .collect();
+        own.sort_unstable();
         let stats = |v: &[i64]| {
             json!({
                 "p50": ms(percentile(v, 50.0) as f64),
@@ -1088,6 +1114,11 @@ impl Outcome {
                 ms(percentile(&cached, 99.0) as f64),
                 ms(percentile(&fetched, 99.0) as f64)
             ),
+            format!(
+                "{}/{}",
+                ms(percentile(&own, 50.0) as f64),
+                ms(percentile(&own, 99.0) as f64)
+            ),
             format!("{}/{}/{}", per_query[0], per_query[1], per_query[2]),
             format!("{cpu:.2}"),
             format!("{cpu_per_answer_ms}"),
@@ -1115,6 +1146,7 @@ impl Outcome {
             "overhead_ms": { "p50": o(50.0), "p95": o(95.0), "p99": o(99.0), "samples": overhead.len() },
             "overhead_cached_ms": stats(&cached),
             "overhead_from_sources_ms": stats(&fetched),
+            "own_time_ms": stats(&own),
             "source_requests": { "health": sources.0[0], "school": sources.0[1], "early_years": sources.0[2] },
             "source_requests_per_query": { "health": per_query[0], "school": per_query[1], "early_years": per_query[2] },
             "gateway_cpu_s": (cpu * 100.0).round() / 100.0,
@@ -1195,7 +1227,7 @@ fn print_rows(header: &[&str], rows: &[Vec<String>]) {
 fn print_table(results: &[Outcome]) {
     println!();
     println!(
-        "latency and overhead in ms; overhead = client latency - slowest source's responseTimeMs; ovh p99 c/s = overhead p99 of answers wholly from the cache / of answers that waited for a source; src req/q = health/school/early-years requests per query"
+        "latency and overhead in ms; overhead = client latency - slowest source's responseTimeMs; ovh p99 c/s = overhead p99 of answers wholly from the cache / of answers that waited for a source; own = latency - the gateway's Server-Timing wait on sources, p50/p99; src req/q = health/school/early-years requests per query"
     );
     let rows: Vec<Vec<String>> = results.iter().map(|r| r.row.clone()).collect();
     print_rows(
@@ -1213,6 +1245,7 @@ fn print_table(results: &[Outcome]) {
             "ovh p50",
             "ovh p99",
             "ovh p99 c/s",
+            "own p50/p99",
             "src req/q",
             "gw cpu s",
             "cpu ms/ans",

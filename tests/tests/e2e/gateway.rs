@@ -735,3 +735,25 @@ async fn the_school_service_names_the_class_teacher() {
     assert_eq!(school["practitioner"]["name"], "Priya Shah");
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn server_timing_tells_time_waiting_on_sources_from_the_gateways_own() {
+    let gateway = TestGateway::builder().cache(false).spawn().await;
+    for source in ["health", "school", "early_years"] {
+        gateway
+            .set_faults(source, json!({ "latency_ms": 40 }))
+            .await;
+    }
+    let answer = search(&gateway, "gp", amelia()).await;
+    assert_eq!(matches(&answer).len(), 1, "{:#}", answer.body);
+    let source = answer.timing("source").expect("a source timing");
+    let total = answer.timing("gateway").expect("a gateway timing");
+    // A search waits on the sources twice at least, one phase after the other: blocking queries, then details.
+    assert!(source >= 80.0, "{:?}", answer.server_timing);
+    assert!(total >= source, "{:?}", answer.server_timing);
+
+    // A query that calls no source waits on none.
+    let me = gateway.query("gp", "{ me { userId } }").await;
+    assert_eq!(me.timing("source"), Some(0.0), "{:?}", me.server_timing);
+    gateway.stop().await;
+}
