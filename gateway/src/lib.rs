@@ -10,6 +10,7 @@ pub mod demo;
 pub mod demo_key;
 pub mod federation;
 pub mod graphql;
+pub mod linkage_cli;
 pub mod pipeline;
 pub mod server;
 pub mod startup;

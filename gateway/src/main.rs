@@ -62,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Record linkage.
+    Linkage {
+        #[command(subcommand)]
+        command: LinkageCommand,
+    },
     /// Writes a synthetic population and its truth as CSV files, for linkage evaluation and benchmarks.
     Population {
         #[arg(long, default_value_t = 2000)]
@@ -79,6 +84,28 @@ enum Command {
 enum SchemaCommand {
     /// Prints the SDL.
     Print,
+}
+
+#[derive(Debug, Subcommand)]
+enum LinkageCommand {
+    /// Links the records of LEFT to those of RIGHT and measures the result against TRUTH. The last line of output is
+    /// one JSON object: precision, recall, f1, pairs_compared, seconds.
+    Evaluate {
+        /// Records: id,given_name,family_name,date_of_birth,sex,postcode,address.
+        #[arg(long)]
+        left: PathBuf,
+        #[arg(long)]
+        right: PathBuf,
+        /// True pairs: left_id,right_id.
+        #[arg(long)]
+        truth: PathBuf,
+        /// The least match probability that links a pair.
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f64,
+        /// Also prints the estimated m and u probabilities of every comparison level.
+        #[arg(long)]
+        parameters: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +191,19 @@ async fn main() -> anyhow::Result<()> {
         } => {
             childgraph::config::Config::load(&file)?;
             println!("{} is valid", file.display());
+            Ok(())
+        }
+        Command::Linkage {
+            command:
+                LinkageCommand::Evaluate {
+                    left,
+                    right,
+                    truth,
+                    threshold,
+                    parameters,
+                },
+        } => {
+            childgraph::linkage_cli::run(&left, &right, &truth, threshold, parameters)?;
             Ok(())
         }
         Command::Population {

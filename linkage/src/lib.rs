@@ -8,54 +8,16 @@
 use childgraph_schema::{PersonRecord, SearchCriteria, SourceName};
 use strsim::jaro_winkler;
 
+pub mod evaluate;
+pub mod model;
+mod names;
+
+use names::{are_nicknames, normalise};
+
 /// Family names at least this similar (Jaro-Winkler) count as the same name misspelt.
 const FAMILY_NAME_SIMILARITY: f64 = 0.88;
 /// Given names at least this similar count as the same name misspelt.
 const GIVEN_NAME_SIMILARITY: f64 = 0.92;
-
-/// Formal given names and the nicknames sources record instead.
-const NICKNAMES: &[(&str, &str)] = &[
-    ("william", "bill"),
-    ("william", "will"),
-    ("william", "liam"),
-    ("robert", "bob"),
-    ("robert", "rob"),
-    ("elizabeth", "beth"),
-    ("elizabeth", "liz"),
-    ("elizabeth", "lizzie"),
-    ("thomas", "tom"),
-    ("james", "jim"),
-    ("james", "jamie"),
-    ("alexander", "alex"),
-    ("alexandra", "alex"),
-    ("benjamin", "ben"),
-    ("charlotte", "charlie"),
-    ("charles", "charlie"),
-    ("daniel", "dan"),
-    ("edward", "ted"),
-    ("edward", "eddie"),
-    ("katherine", "kate"),
-    ("katherine", "katie"),
-    ("margaret", "maggie"),
-    ("matthew", "matt"),
-    ("michael", "mike"),
-    ("nicholas", "nick"),
-    ("olivia", "liv"),
-    ("rebecca", "becky"),
-    ("samuel", "sam"),
-    ("samantha", "sam"),
-    ("victoria", "tori"),
-    ("joseph", "joe"),
-    ("jessica", "jess"),
-    ("christopher", "chris"),
-    ("abigail", "abbie"),
-    ("isabella", "bella"),
-    ("amelia", "millie"),
-    ("harriet", "hattie"),
-    ("frederick", "freddie"),
-    ("henry", "harry"),
-    ("jacob", "jake"),
-];
 
 /// A set of records, at most one per source, that belong to one child.
 #[derive(Debug, Clone)]
@@ -70,20 +32,13 @@ impl Cluster {
     }
 }
 
-fn normalise(name: &str) -> String {
-    name.trim().to_lowercase()
-}
-
 /// Whether two given names name the same person: equal, a known nickname of each other, or a small misspelling.
 pub fn given_names_agree(a: &str, b: &str) -> bool {
     let (a, b) = (normalise(a), normalise(b));
     if a == b {
         return true;
     }
-    if NICKNAMES
-        .iter()
-        .any(|&(formal, nick)| (a == formal && b == nick) || (a == nick && b == formal))
-    {
+    if are_nicknames(&a, &b) {
         return true;
     }
     jaro_winkler(&a, &b) >= GIVEN_NAME_SIMILARITY

@@ -1,0 +1,267 @@
+//! `childgraph linkage evaluate`: reads two record files and a truth file, links them, and reports the quality.
+//!
+//! Record files have the columns `id,given_name,family_name,date_of_birth,sex,postcode,address`; any of the last five
+//! may be empty, dates are ISO 8601. The truth file has `left_id,right_id`. `childgraph population` writes both.
+//! Errors name the file, the line and the column, never the value.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use childgraph_linkage::evaluate::{Evaluation, describe, evaluate};
+use childgraph_schema::{Address, PersonRecord, Sex, SourceName};
+use chrono::NaiveDate;
+
+const RECORD_COLUMNS: [&str; 7] = [
+    "id",
+    "given_name",
+    "family_name",
+    "date_of_birth",
+    "sex",
+    "postcode",
+    "address",
+];
+
+/// Reads a record file. The source name only labels the records in memory.
+pub fn read_records(path: &Path, source: SourceName) -> anyhow::Result<Vec<PersonRecord>> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let headers = reader
+        .headers()
+        .with_context(|| format!("{}: cannot read the header line", path.display()))?
+        .clone();
+    let column = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let mut at = [0usize; 7];
+    for (i, name) in RECORD_COLUMNS.iter().enumerate() {
+        at[i] = column(name).with_context(|| {
+            format!(
+                "{}: the header has no {name} column (expected {})",
+                path.display(),
+                RECORD_COLUMNS.join(",")
+            )
+        })?;
+    }
+    let mut records = Vec::new();
+    let mut ids = HashSet::new();
+    for (n, row) in reader.records().enumerate() {
+        let line = n + 2;
+        let row =
+            row.with_context(|| format!("{}: line {line} is not valid CSV", path.display()))?;
+        let field = |i: usize| row.get(at[i]).map(str::trim).filter(|v| !v.is_empty());
+        let Some(id) = field(0) else {
+            bail!("{}: line {line} has no id", path.display());
+        };
+        if !ids.insert(id.to_owned()) {
+            bail!("{}: line {line} repeats an id used above", path.display());
+        }
+        let date_of_birth = field(3)
+            .map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d"))
+            .transpose()
+            .with_context(|| {
+                format!(
+                    "{}: line {line}: date_of_birth is not an ISO 8601 date (YYYY-MM-DD)",
+                    path.display()
+                )
+            })?;
+        let sex = match field(4).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("unknown") => None,
+            Some("female" | "f") => Some(Sex::Female),
+            Some("male" | "m") => Some(Sex::Male),
+            Some("other") => Some(Sex::Other),
+            Some(_) => bail!(
+                "{}: line {line}: sex is not one of female, male, other, unknown",
+                path.display()
+            ),
+        };
+        let address = (field(5).is_some() || field(6).is_some()).then(|| Address {
+            lines: field(6).map(|a| vec![a.to_owned()]).unwrap_or_default(),
+            postcode: field(5).map(str::to_owned),
+        });
+        records.push(PersonRecord {
+            source,
+            id: id.to_owned(),
+            given_names: field(1).map(|g| vec![g.to_owned()]).unwrap_or_default(),
+            family_name: field(2).map(str::to_owned),
+            date_of_birth,
+            sex,
+            nhs_number: None,
+            upn: None,
+            address,
+            restricted: false,
+        });
+    }
+    Ok(records)
+}
+
+/// Reads a truth file of `left_id,right_id` pairs.
+pub fn read_truth(path: &Path) -> anyhow::Result<HashSet<(String, String)>> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let headers = reader
+        .headers()
+        .with_context(|| format!("{}: cannot read the header line", path.display()))?
+        .clone();
+    let (Some(left), Some(right)) = (
+        headers.iter().position(|h| h.trim() == "left_id"),
+        headers.iter().position(|h| h.trim() == "right_id"),
+    ) else {
+        bail!(
+            "{}: the header must name left_id and right_id",
+            path.display()
+        );
+    };
+    let mut truth = HashSet::new();
+    for (n, row) in reader.records().enumerate() {
+        let line = n + 2;
+        let row =
+            row.with_context(|| format!("{}: line {line} is not valid CSV", path.display()))?;
+        match (row.get(left).map(str::trim), row.get(right).map(str::trim)) {
+            (Some(l), Some(r)) if !l.is_empty() && !r.is_empty() => {
+                truth.insert((l.to_owned(), r.to_owned()));
+            }
+            _ => bail!(
+                "{}: line {line} lacks a left_id or a right_id",
+                path.display()
+            ),
+        }
+    }
+    Ok(truth)
+}
+
+/// Runs the evaluation and prints its report; the last line is one JSON object.
+pub fn run(
+    left: &Path,
+    right: &Path,
+    truth: &Path,
+    threshold: f64,
+    show_parameters: bool,
+) -> anyhow::Result<Evaluation> {
+    if !(0.0..=1.0).contains(&threshold) {
+        bail!("--threshold must lie between 0 and 1");
+    }
+    let left_records = read_records(left, SourceName::Health)?;
+    let right_records = read_records(right, SourceName::School)?;
+    let truth = read_truth(truth)?;
+    let started = Instant::now();
+    let evaluation = evaluate(&left_records, &right_records, &truth, threshold, 42);
+    let seconds = started.elapsed().as_secs_f64();
+    let q = &evaluation.quality;
+    if show_parameters {
+        for line in describe(&evaluation.parameters) {
+            println!("{line}");
+        }
+    }
+    println!(
+        "left {} records, right {} records, {} true links",
+        left_records.len(),
+        right_records.len(),
+        q.true_links
+    );
+    println!(
+        "pairs compared {}; linked {}, of which correct {}",
+        evaluation.pairs_compared, q.linked, q.correct
+    );
+    println!(
+        "precision {:.4}  recall {:.4}  F1 {:.4}  in {seconds:.3} s (threshold {threshold})",
+        q.precision, q.recall, q.f1
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "precision": q.precision,
+            "recall": q.recall,
+            "f1": q.f1,
+            "pairs_compared": evaluation.pairs_compared,
+            "seconds": seconds,
+        })
+    );
+    Ok(evaluation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use childgraph_simulators::population::{PopulationConfig, export};
+
+    #[test]
+    fn a_generated_population_links_well_and_the_last_line_is_json() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        export(
+            &PopulationConfig {
+                children: 1500,
+                seed: 11,
+                ..PopulationConfig::default()
+            },
+            dir.path(),
+        )
+        .expect("export");
+        for (left, right) in [("health", "school"), ("health", "early_years")] {
+            let evaluation = run(
+                &dir.path().join(format!("{left}.csv")),
+                &dir.path().join(format!("{right}.csv")),
+                &dir.path().join(format!("truth_{left}_{right}.csv")),
+                0.5,
+                false,
+            )
+            .expect("evaluates");
+            let q = &evaluation.quality;
+            assert!(q.true_links > 100, "{left}-{right}: {q:?}");
+            assert!(q.precision >= 0.995, "{left}-{right}: {q:?}");
+            assert!(q.recall >= 0.99, "{left}-{right}: {q:?}");
+        }
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_the_line_and_column_but_not_the_value() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let header = "id,given_name,family_name,date_of_birth,sex,postcode,address\n";
+        let bad_date = write(
+            "a.csv",
+            &format!("{header}h1,Amelia,Hartley,14/06/2019,female,,\n"),
+        );
+        let error = read_records(&bad_date, SourceName::Health)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("line 2") && error.contains("date_of_birth"),
+            "{error}"
+        );
+        assert!(!error.contains("14/06/2019"), "{error}");
+
+        let no_column = write("b.csv", "id,given_name\nh1,Amelia\n");
+        let error = read_records(&no_column, SourceName::Health)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no family_name column"), "{error}");
+
+        let repeated = write("c.csv", &format!("{header}h1,A,B,,,,\nh1,C,D,,,,\n"));
+        let error = read_records(&repeated, SourceName::Health)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("line 3") && error.contains("repeats"),
+            "{error}"
+        );
+
+        let bad_sex = write("d.csv", &format!("{header}h1,A,B,2019-06-14,x,,\n"));
+        let error = read_records(&bad_sex, SourceName::Health)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("sex"), "{error}");
+
+        // Empty optional columns are fine.
+        let sparse = write("e.csv", &format!("{header}h1,,Hartley,,,,\n"));
+        let records = read_records(&sparse, SourceName::Health).expect("reads");
+        assert_eq!(records[0].date_of_birth, None);
+
+        let truth = write("t.csv", "left_id,right_id\nh1,\n");
+        let error = read_truth(&truth).unwrap_err().to_string();
+        assert!(error.contains("line 2"), "{error}");
+    }
+}
