@@ -184,7 +184,7 @@ impl Pipeline {
                     Some((c, group))
                 })
                 .unzip();
-        let linked = self.store.link(&groups, "deterministic-v1").await?;
+        let linked = self.store.link(&groups, "fellegi-sunter-v1").await?;
         let mut found: HashMap<RecordRef, PersonRecord> = clusters
             .into_iter()
             .flat_map(|c| c.records)

@@ -1,8 +1,7 @@
 //! Identity linkage: which source records belong to the same child, and how well a child matches the search criteria.
 //!
-//! This is the first, deterministic version: records link on a shared valid identifier, or on the same date of birth with
-//! the same given name (allowing nicknames) and a family name within a small edit distance.
-//! Twins share a date of birth and a family name but not a given name, so they stay apart.
+//! Records link by the Fellegi-Sunter model of `model`, under safety rules that come first: identifiers decide, and
+//! twins (a family name, a date of birth and an address in common, but not a given name) stay apart.
 //! Pure functions over plain data; no IO.
 
 use childgraph_schema::{PersonRecord, SearchCriteria, SourceName};
@@ -12,6 +11,7 @@ pub mod evaluate;
 pub mod model;
 mod names;
 
+use model::Parameters;
 use names::{are_nicknames, normalise};
 
 /// Family names at least this similar (Jaro-Winkler) count as the same name misspelt.
@@ -44,49 +44,106 @@ pub fn given_names_agree(a: &str, b: &str) -> bool {
     jaro_winkler(&a, &b) >= GIVEN_NAME_SIMILARITY
 }
 
-/// Whether two family names are the same name, allowing a small misspelling.
-pub fn family_names_agree(a: &str, b: &str) -> bool {
-    jaro_winkler(&normalise(a), &normalise(b)) >= FAMILY_NAME_SIMILARITY
-}
+/// The least match probability at which two records from different sources are taken to be the same child.
+pub const LINK_THRESHOLD: f64 = 0.9;
 
-fn any_given_agrees(a: &PersonRecord, b: &PersonRecord) -> bool {
-    a.given_names
-        .iter()
-        .any(|x| b.given_names.iter().any(|y| given_names_agree(x, y)))
-}
-
-/// Whether two records from different sources belong to the same child.
-pub fn records_match(a: &PersonRecord, b: &PersonRecord) -> bool {
+/// The probability that two records are the same child.
+///
+/// Safety rules come before the model: records from one source are never the same child (a source holds one record per
+/// child); a valid identifier both records carry decides (the same NHS number or UPN links, a different one never does);
+/// and records whose given names plainly differ are never linked on the other fields alone, which is what keeps twins
+/// apart, who share a family name, a date of birth and an address.
+pub fn match_probability(a: &PersonRecord, b: &PersonRecord, parameters: &Parameters) -> f64 {
     if a.source == b.source {
-        return false;
+        return 0.0;
     }
     if let (Some(x), Some(y)) = (&a.nhs_number, &b.nhs_number) {
-        return x == y;
+        return if x == y { 1.0 } else { 0.0 };
     }
     if let (Some(x), Some(y)) = (&a.upn, &b.upn) {
-        return x == y;
+        return if x == y { 1.0 } else { 0.0 };
     }
-    let same_birth = a.date_of_birth.is_some() && a.date_of_birth == b.date_of_birth;
-    let families = match (&a.family_name, &b.family_name) {
-        (Some(x), Some(y)) => family_names_agree(x, y),
-        _ => false,
-    };
-    same_birth && families && any_given_agrees(a, b)
+    let levels = model::compare(a, b);
+    if levels[0] == GIVEN_NAMES_DIFFER {
+        return 0.0;
+    }
+    Parameters::probability(parameters.weight(a, b, &levels, &model::NoFrequencies))
 }
 
+/// The given-name level "different" in [`model::Comparison::GivenName`]'s levels.
+const GIVEN_NAMES_DIFFER: u8 = 6;
+
 /// Groups records into children, at most one record per source in each.
-/// Records are considered in the order given, so the result is deterministic for the same input.
+///
+/// Every pair of records from different sources is scored; pairs at or above [`LINK_THRESHOLD`] are joined best first,
+/// unless that would put two records of one source in the same child. The result depends only on the records and
+/// their order, not on timing.
 pub fn cluster(records: Vec<PersonRecord>) -> Vec<Cluster> {
+    let parameters = Parameters::default();
+    let n = records.len();
+    // Only records that share a blocking key or an identifier are scored: a search can return hundreds.
+    let mut by_key: std::collections::HashMap<String, Vec<usize>> =
+        std::collections::HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        let mut keys = evaluate::blocking_keys(r);
+        keys.extend(r.nhs_number.as_ref().map(|x| format!("nhs:{}", x.as_str())));
+        keys.extend(r.upn.as_ref().map(|x| format!("upn:{}", x.as_str())));
+        for key in keys {
+            by_key.entry(key).or_default().push(i);
+        }
+    }
+    let mut candidates: Vec<(usize, usize)> = by_key
+        .values()
+        .flat_map(|group| {
+            group
+                .iter()
+                .enumerate()
+                .flat_map(move |(k, &i)| group[k + 1..].iter().map(move |&j| (i.min(j), i.max(j))))
+        })
+        .collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    let mut pairs = Vec::new();
+    for (i, j) in candidates {
+        let p = match_probability(&records[i], &records[j], &parameters);
+        if p >= LINK_THRESHOLD {
+            pairs.push((p, i, j));
+        }
+    }
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    // Union-find over record indices, each root knowing the sources of its child.
+    let mut parent: Vec<usize> = (0..n).collect();
+    let mut sources: Vec<Vec<SourceName>> = records.iter().map(|r| vec![r.source]).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for (_, i, j) in pairs {
+        let (ri, rj) = (root(&mut parent, i), root(&mut parent, j));
+        if ri == rj || sources[ri].iter().any(|s| sources[rj].contains(s)) {
+            continue;
+        }
+        let (keep, join) = if ri < rj { (ri, rj) } else { (rj, ri) };
+        parent[join] = keep;
+        let moved = std::mem::take(&mut sources[join]);
+        sources[keep].extend(moved);
+    }
+    // Children in the order of their first record.
+    let mut index_of_root: Vec<Option<usize>> = vec![None; n];
     let mut clusters: Vec<Cluster> = Vec::new();
-    for record in records {
-        let home = clusters.iter_mut().find(|c| {
-            c.record(record.source).is_none() && c.records.iter().any(|r| records_match(r, &record))
-        });
-        match home {
-            Some(c) => c.records.push(record),
-            None => clusters.push(Cluster {
-                records: vec![record],
-            }),
+    for (i, record) in records.into_iter().enumerate() {
+        let r = root(&mut parent, i);
+        match index_of_root[r] {
+            Some(c) => clusters[c].records.push(record),
+            None => {
+                index_of_root[r] = Some(clusters.len());
+                clusters.push(Cluster {
+                    records: vec![record],
+                });
+            }
         }
     }
     clusters
@@ -210,6 +267,47 @@ mod tests {
             assert_eq!(c.records.len(), 2);
             assert_eq!(c.records[0].given_names, c.records[1].given_names);
         }
+    }
+
+    #[test]
+    fn a_twin_missing_from_one_source_does_not_take_the_others_record() {
+        let isla_h = record(SourceName::Health, "h1", "Isla", "Brennan", "2017-01-22");
+        let ava_h = record(SourceName::Health, "h2", "Ava", "Brennan", "2017-01-22");
+        let isla_s = record(SourceName::School, "s1", "Isla", "Brenan", "2017-01-22");
+        for order in [
+            vec![ava_h.clone(), isla_s.clone(), isla_h.clone()],
+            vec![isla_s, ava_h, isla_h],
+        ] {
+            let clusters = cluster(order);
+            let ava = clusters
+                .iter()
+                .find(|c| c.records.iter().any(|r| r.id == "h2"))
+                .unwrap();
+            assert_eq!(ava.records.len(), 1, "{clusters:?}");
+        }
+    }
+
+    #[test]
+    fn a_date_with_day_and_month_swapped_links() {
+        let a = record(SourceName::Health, "h1", "Noah", "Okafor", "2021-11-03");
+        let b = record(SourceName::EarlyYears, "e1", "Noah", "Okafor", "2021-03-11");
+        assert_eq!(cluster(vec![a, b]).len(), 1);
+    }
+
+    #[test]
+    fn a_name_change_with_the_same_identifier_links_and_a_different_identifier_never_does() {
+        let nhs = |n: &str| childgraph_schema::NhsNumber::parse(n).expect("valid");
+        let mut a = record(SourceName::Health, "h1", "Leo", "Smith", "2022-02-02");
+        let mut b = record(SourceName::EarlyYears, "e1", "Leo", "Jones", "2022-02-02");
+        a.nhs_number = Some(nhs("9434765919"));
+        b.nhs_number = Some(nhs("9434765919"));
+        assert_eq!(cluster(vec![a.clone(), b.clone()]).len(), 1);
+        // Everything else agreeing, a different valid NHS number is a different child.
+        let mut c = a.clone();
+        c.source = SourceName::EarlyYears;
+        c.id = "e2".into();
+        c.nhs_number = Some(nhs("9434765870"));
+        assert_eq!(cluster(vec![a, c]).len(), 2);
     }
 
     #[test]
