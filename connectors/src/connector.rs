@@ -123,6 +123,23 @@ pub struct SourceStats {
     pub breaker: BreakerState,
 }
 
+/// The dates of birth a search blocks on: the date given and, when its day could be a month, the date with day and
+/// month swapped, so that a child recorded the other way round in a source is still found.
+pub fn birth_dates(criteria: &SearchCriteria) -> Vec<chrono::NaiveDate> {
+    use chrono::Datelike;
+    let Some(date) = criteria.date_of_birth else {
+        return Vec::new();
+    };
+    let mut dates = vec![date];
+    if date.day() != date.month()
+        && let Some(swapped) =
+            chrono::NaiveDate::from_ymd_opt(date.year(), date.day(), date.month())
+    {
+        dates.push(swapped);
+    }
+    dates
+}
+
 /// A source system, seen through its protocol.
 ///
 /// Every method takes many ids at once, so that the number of requests to a source depends on the shape of a query, not on how many children it returns.

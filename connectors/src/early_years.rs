@@ -145,15 +145,21 @@ impl Connector for EarlyYearsConnector {
     /// The narrower search finds the name matches even when the wider one is cut off at `max_search_results`.
     /// Without a date of birth the API has nothing to search by, and no request is sent.
     async fn search(&self, criteria: &SearchCriteria) -> Result<Vec<PersonRecord>, ConnectorError> {
-        let Some(date) = criteria.date_of_birth else {
+        let dates: Vec<String> = crate::connector::birth_dates(criteria)
+            .iter()
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .collect();
+        let Some(date) = dates.first() else {
             return Ok(Vec::new());
         };
-        let date = date.format("%Y-%m-%d").to_string();
         let mut urls = Vec::new();
         if let Some(family_name) = &criteria.family_name {
-            urls.push(self.search_url(Some(family_name), Some(&date)));
+            urls.push(self.search_url(Some(family_name), Some(date)));
         }
-        urls.push(self.search_url(None, Some(&date)));
+        // Every child born on the date, or on the date with day and month swapped.
+        for date in &dates {
+            urls.push(self.search_url(None, Some(date)));
+        }
         let found = try_join_all(urls.into_iter().map(|url| self.search_all(url))).await?;
         let mut records = records_from(found.into_iter().flatten().collect());
         records.truncate(self.max_search_results);

@@ -306,7 +306,7 @@ impl Connector for FhirConnector {
         self.http.stats()
     }
 
-    /// Sends `Patient?identifier=…nhs-number|N` when the criteria carry an NHS number and `Patient?birthdate=D` when they carry a date of birth, concurrently.
+    /// Sends `Patient?identifier=…nhs-number|N` when the criteria carry an NHS number and `Patient?birthdate=D` when they carry a date of birth (and again for the date with day and month swapped), concurrently.
     async fn search(&self, criteria: &SearchCriteria) -> Result<Vec<PersonRecord>, ConnectorError> {
         let mut blocks = Vec::new();
         if let Some(nhs_number) = &criteria.nhs_number {
@@ -316,7 +316,7 @@ impl Connector for FhirConnector {
             );
             blocks.push(self.search_url("Patient", &[("identifier", &value)]));
         }
-        if let Some(date) = criteria.date_of_birth {
+        for date in crate::connector::birth_dates(criteria) {
             let value = date.format("%Y-%m-%d").to_string();
             blocks.push(self.search_url("Patient", &[("birthdate", &value)]));
         }

@@ -221,14 +221,21 @@ impl Connector for OneRosterConnector {
             }
         };
         let by_birth = async {
-            match criteria.date_of_birth {
-                Some(date) => {
-                    let filter = predicate("birthDate", &date.format("%Y-%m-%d").to_string());
-                    self.list::<DemographicsList>("demographics", filter, cap)
-                        .await
-                }
-                None => Ok(Vec::new()),
+            // The date, and the date with day and month swapped, in one filter.
+            let dates: Vec<String> = crate::connector::birth_dates(criteria)
+                .iter()
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .collect();
+            if dates.is_empty() {
+                return Ok(Vec::new());
             }
+            let filter = dates
+                .iter()
+                .map(|d| predicate("birthDate", d))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            self.list::<DemographicsList>("demographics", filter, cap)
+                .await
         };
         let (mut users, born) = futures::try_join!(by_upn, by_birth)?;
         let known: HashSet<String> = users.iter().map(|u| u.sourced_id.clone()).collect();

@@ -688,3 +688,58 @@ async fn early_years_details_batch_ids() {
     assert_eq!(counts["/api/v1/enrolments"], 2);
     assert_eq!(counts["/api/v1/settings"], 1);
 }
+
+#[tokio::test]
+async fn every_source_also_blocks_on_the_birth_date_with_day_and_month_swapped() {
+    let fake = Fake::spawn(|req, _| match req.path.as_str() {
+        p if p.starts_with("/fhir") => ok(bundle(Vec::new(), None)),
+        p if p.ends_with("/demographics") => ok(serde_json::json!({"demographics": []})),
+        p if p.ends_with("/users") => ok(serde_json::json!({"users": []})),
+        _ => {
+            ok(serde_json::json!({"items": [], "total": 0, "limit": 50, "offset": 0, "next": null}))
+        }
+    })
+    .await;
+    let criteria = by_birth("2021-11-03");
+    FhirConnector::new(fake.config("/fhir"))
+        .unwrap()
+        .search(&criteria)
+        .await
+        .unwrap();
+    OneRosterConnector::new(fake.config("/ims/oneroster/rostering/v1p2"), 2)
+        .unwrap()
+        .search(&criteria)
+        .await
+        .unwrap();
+    EarlyYearsConnector::new(fake.config("/api/v1"))
+        .unwrap()
+        .search(&criteria)
+        .await
+        .unwrap();
+    let seen = fake.seen();
+    let mut fhir: Vec<&str> = seen.iter().filter_map(|s| s.param("birthdate")).collect();
+    fhir.sort();
+    assert_eq!(fhir, ["2021-03-11", "2021-11-03"]);
+    let school: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.path.ends_with("/demographics"))
+        .filter_map(|s| s.param("filter"))
+        .collect();
+    assert_eq!(school, ["birthDate='2021-11-03' OR birthDate='2021-03-11'"]);
+    let mut early_years: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.path.ends_with("/children") && s.param("family_name").is_none())
+        .filter_map(|s| s.param("date_of_birth"))
+        .collect();
+    early_years.sort();
+    assert_eq!(early_years, ["2021-03-11", "2021-11-03"]);
+
+    // A day that cannot be a month gives one date only.
+    let before = fake.seen().len();
+    FhirConnector::new(fake.config("/fhir"))
+        .unwrap()
+        .search(&by_birth("2019-06-14"))
+        .await
+        .unwrap();
+    assert_eq!(fake.seen().len() - before, 1);
+}

@@ -173,12 +173,24 @@ pub fn score(criteria: &SearchCriteria, cluster: &Cluster) -> Option<f64> {
         .filter_map(|r| r.family_name.as_deref())
         .map(|f| jaro_winkler(&normalise(family), &normalise(f)))
         .fold(0.0, f64::max);
-    if best_family < FAMILY_NAME_SIMILARITY
-        || !records.iter().any(|r| r.date_of_birth == Some(birth))
-    {
+    let birth_agrees = records.iter().any(|r| r.date_of_birth == Some(birth));
+    // A record with the day and month the other way round is the same birth date mistyped: found, ranked lower.
+    let birth_swapped = records.iter().any(|r| {
+        r.date_of_birth.is_some_and(|d| {
+            use chrono::Datelike;
+            d != birth
+                && d.year() == birth.year()
+                && d.day() == birth.month()
+                && d.month() == birth.day()
+        })
+    });
+    if best_family < FAMILY_NAME_SIMILARITY || !(birth_agrees || birth_swapped) {
         return None;
     }
     let mut points = 0.5 + 0.3 * best_family;
+    if !birth_agrees {
+        points -= 0.1;
+    }
     let mut possible = 0.8;
     if let Some(given) = criteria.given_name.as_deref() {
         possible += 0.12;
@@ -308,6 +320,31 @@ mod tests {
         c.id = "e2".into();
         c.nhs_number = Some(nhs("9434765870"));
         assert_eq!(cluster(vec![a, c]).len(), 2);
+    }
+
+    #[test]
+    fn a_search_finds_a_child_recorded_with_day_and_month_swapped_ranked_lower() {
+        let exact = cluster(vec![record(
+            SourceName::Health,
+            "h1",
+            "Noah",
+            "Okafor",
+            "2021-11-03",
+        )]);
+        let swapped = cluster(vec![record(
+            SourceName::School,
+            "s1",
+            "Noah",
+            "Okafor",
+            "2021-03-11",
+        )]);
+        let c = criteria("Okafor", "2021-11-03");
+        let (e, s) = (
+            score(&c, &exact[0]).unwrap(),
+            score(&c, &swapped[0]).unwrap(),
+        );
+        assert!(s < e, "{s} < {e}");
+        assert_eq!(score(&criteria("Okafor", "2021-11-04"), &swapped[0]), None);
     }
 
     #[test]
