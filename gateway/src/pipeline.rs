@@ -17,7 +17,12 @@ use tokio::time::Instant;
 
 use crate::access::{AccessRecord, Operation};
 use crate::federation::{Federation, Reports, SourceHealth};
-use crate::store::{Account, FlagRecord, Linked, Store, StoreError};
+use crate::store::{Account, FlagRecord, Linked, Shield, Store, StoreError};
+
+/// Who the register names for shields the gateway itself sets.
+const SYSTEM: &str = "childgraph";
+/// When a shield set for a possible match is due for review by a shield officer.
+const POSSIBLE_MATCH_REVIEW_DAYS: i64 = 30;
 
 /// Why a request for child data failed as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -197,17 +202,43 @@ impl Pipeline {
         }
         let register = self.complete_records(scope, &mut children).await?;
 
-        // Score each child as linked, and decide shield status.
+        // Decide shield status: the register, a source's restriction, and then every possible match of a shielded
+        // child among those found, so that a noisy duplicate of a shielded child is no way round the shield.
+        let mut shielded: Vec<bool> = children
+            .iter()
+            .map(|(id, records)| register.contains(id) || records.iter().any(|r| r.restricted))
+            .collect();
+        let found: Vec<&[PersonRecord]> = children.iter().map(|(_, r)| r.as_slice()).collect();
+        let before = shielded.clone();
+        childgraph_linkage::spread_shields(&found, &mut shielded);
+        // A shield spread this way is kept in the register, so that the child stays shielded when viewed by its id,
+        // and a shield officer can review it.
+        let review_due = Utc::now() + chrono::Duration::days(POSSIBLE_MATCH_REVIEW_DAYS);
+        for (i, (id, _)) in children.iter().enumerate() {
+            if shielded[i] && !before[i] {
+                self.store
+                    .put_shield(&Shield {
+                        child_id: id.clone(),
+                        reason: "a possible match of a shielded child".to_owned(),
+                        requested_by: SYSTEM.to_owned(),
+                        approved_by: SYSTEM.to_owned(),
+                        review_due,
+                    })
+                    .await?;
+                tracing::info!(child = %id, "shielded as a possible match of a shielded child");
+            }
+        }
+
+        // Score each child as linked.
         let mut scored = Vec::new();
-        for (id, records) in children {
+        for ((id, records), shielded) in children.into_iter().zip(shielded) {
             let cluster = childgraph_linkage::Cluster { records };
             if let Some(score) = childgraph_linkage::score(&criteria, &cluster) {
-                scored.push((score, id, cluster.records));
+                scored.push((score, id, cluster.records, shielded));
             }
         }
         let mut matches = Vec::new();
-        for (score, id, records) in scored {
-            let shielded = register.contains(&id) || records.iter().any(|r| r.restricted);
+        for (score, id, records, shielded) in scored {
             // A search that uses a field a shielded record hides must not find it, nor reveal that it exists.
             let situation = Situation {
                 shielded,

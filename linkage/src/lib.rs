@@ -70,6 +70,49 @@ pub fn match_probability(a: &PersonRecord, b: &PersonRecord, parameters: &Parame
     Parameters::probability(parameters.weight(a, b, &levels, &model::NoFrequencies))
 }
 
+/// The least probability at which two records are a possible match: not linked, but a shield on one covers the other.
+pub const POSSIBLE_THRESHOLD: f64 = 0.1;
+
+/// The probability that two records are the same child, for shielding: a source may hold a duplicate of a child, and
+/// names that differ do not rule a pair out. Only a different valid identifier does.
+pub fn possible_probability(a: &PersonRecord, b: &PersonRecord, parameters: &Parameters) -> f64 {
+    if let (Some(x), Some(y)) = (&a.nhs_number, &b.nhs_number) {
+        return if x == y { 1.0 } else { 0.0 };
+    }
+    if let (Some(x), Some(y)) = (&a.upn, &b.upn) {
+        return if x == y { 1.0 } else { 0.0 };
+    }
+    let levels = model::compare(a, b);
+    Parameters::probability(parameters.weight(a, b, &levels, &model::NoFrequencies))
+}
+
+/// Spreads shields from child to child along possible matches: a child any of whose records is a possible match for a
+/// record of a shielded child is shielded too, and so on. `shielded[i]` is the status of `children[i]`.
+pub fn spread_shields(children: &[&[PersonRecord]], shielded: &mut [bool]) {
+    let parameters = Parameters::default();
+    let possible = |a: &[PersonRecord], b: &[PersonRecord]| {
+        a.iter().any(|x| {
+            b.iter()
+                .any(|y| possible_probability(x, y, &parameters) >= POSSIBLE_THRESHOLD)
+        })
+    };
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for i in 0..children.len() {
+            if !shielded[i] {
+                continue;
+            }
+            for j in 0..children.len() {
+                if !shielded[j] && possible(children[i], children[j]) {
+                    shielded[j] = true;
+                    changed = true;
+                }
+            }
+        }
+    }
+}
+
 /// The given-name level "different" in [`model::Comparison::GivenName`]'s levels.
 const GIVEN_NAMES_DIFFER: u8 = 6;
 
@@ -345,6 +388,51 @@ mod tests {
         );
         assert!(s < e, "{s} < {e}");
         assert_eq!(score(&criteria("Okafor", "2021-11-04"), &swapped[0]), None);
+    }
+
+    #[test]
+    fn a_shield_covers_a_noisy_duplicate_and_a_twin_but_not_a_sibling() {
+        let shielded_child = [record(
+            SourceName::Health,
+            "h1",
+            "Noah",
+            "Okafor",
+            "2021-11-03",
+        )];
+        // A duplicate in the same source, family name misspelt and day and month swapped: never linked, still covered.
+        let duplicate = [record(
+            SourceName::Health,
+            "h2",
+            "Noah",
+            "Okafr",
+            "2021-03-11",
+        )];
+        let twin = [record(
+            SourceName::Health,
+            "h3",
+            "Zara",
+            "Okafor",
+            "2021-11-03",
+        )];
+        let sibling = [record(
+            SourceName::Health,
+            "h4",
+            "Ada",
+            "Okafor",
+            "2018-05-20",
+        )];
+        let stranger = [record(
+            SourceName::Health,
+            "h5",
+            "Noah",
+            "Smith",
+            "2015-01-30",
+        )];
+        let children: Vec<&[PersonRecord]> =
+            vec![&shielded_child, &duplicate, &twin, &sibling, &stranger];
+        let mut shielded = vec![true, false, false, false, false];
+        spread_shields(&children, &mut shielded);
+        assert_eq!(shielded, [true, true, true, false, false]);
     }
 
     #[test]
