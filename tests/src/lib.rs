@@ -60,13 +60,14 @@ impl TestGatewayBuilder {
             ..self.options
         };
         let (children, seed) = (options.children, options.seed);
-        let demo = Demo::start(options).await.expect("the demo starts");
+        let demo = Demo::start(options.clone()).await.expect("the demo starts");
         TestGateway {
             demo: Some(demo),
             dir,
             http: reqwest::Client::new(),
             children,
             seed,
+            options,
         }
     }
 }
@@ -80,6 +81,8 @@ pub struct TestGateway {
     pub http: reqwest::Client,
     children: usize,
     seed: u64,
+    /// What the gateway was started with, to start it again.
+    options: DemoOptions,
 }
 
 /// A GraphQL answer, with the HTTP status it came with.
@@ -233,6 +236,18 @@ impl TestGateway {
             .as_str()
             .expect("a source URL")
             .to_owned()
+    }
+
+    /// Stops the gateway and starts it again on the same data directory: the same store, key and population.
+    pub async fn restart(&mut self) {
+        if let Some(demo) = self.demo.take() {
+            demo.stop().await.expect("clean stop");
+        }
+        self.demo = Some(
+            Demo::start(self.options.clone())
+                .await
+                .expect("the demo starts again"),
+        );
     }
 
     pub async fn stop(mut self) {

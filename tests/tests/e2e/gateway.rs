@@ -757,3 +757,31 @@ async fn server_timing_tells_time_waiting_on_sources_from_the_gateways_own() {
     assert_eq!(me.timing("source"), Some(0.0), "{:?}", me.server_timing);
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_child_keeps_its_id_across_repeated_searches_and_restarts() {
+    let mut gateway = TestGateway::builder().spawn().await;
+    let id = |answer: &Answer| {
+        matches(answer)[0]["child"]["id"]
+            .as_str()
+            .expect("an id")
+            .to_owned()
+    };
+    let first = id(&search(&gateway, "gp", amelia()).await);
+    assert_eq!(id(&search(&gateway, "gp", amelia()).await), first);
+    gateway.restart().await;
+    assert_eq!(id(&search(&gateway, "gp", amelia()).await), first);
+    let viewed = gateway
+        .query_vars(
+            "gp",
+            "query($id: ID!) { child(id: $id, access: {purpose: SAFEGUARDING}) { id name { given } } }",
+            json!({ "id": first }),
+        )
+        .await;
+    assert_eq!(
+        viewed.body["data"]["child"]["name"]["given"], "Amelia",
+        "{:#}",
+        viewed.body
+    );
+    gateway.stop().await;
+}
