@@ -65,6 +65,18 @@ pub struct Shield {
     pub review_due: DateTime<Utc>,
 }
 
+/// A merge or a split of children, proposed or done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkEvent {
+    /// `merge-proposed`, `merge` or `split`.
+    pub kind: String,
+    pub child_ids: Vec<String>,
+    pub reason: String,
+    /// The linkage rule that scored the records.
+    pub rule: String,
+    pub at: String,
+}
+
 /// Children's links and shield status, as one lookup answers them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Linked {
@@ -233,10 +245,45 @@ impl Store {
                     records.push(record);
                 }
             }
+            if children.len() > 1 {
+                // Records of different children now score as one child: kept apart, and recorded for a person to decide.
+                let mut ids: Vec<&str> = children.iter().map(|(c, _)| c.as_str()).collect();
+                ids.sort_unstable();
+                sqlx::query(
+                    "INSERT INTO link_events (kind, child_ids, reason, rule, at) VALUES ('merge-proposed', ?, ?, ?, ?)
+                     ON CONFLICT (kind, child_ids) DO NOTHING",
+                )
+                .bind(ids.join(","))
+                .bind("records of these children score as one child")
+                .bind(rule)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+            }
             answer.push(children);
         }
         tx.commit().await?;
         Ok(answer)
+    }
+
+    /// The merges and splits recorded, oldest first.
+    pub async fn link_events(&self) -> Result<Vec<LinkEvent>, StoreError> {
+        let rows =
+            sqlx::query("SELECT kind, child_ids, reason, rule, at FROM link_events ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                let ids: String = r.try_get("child_ids")?;
+                Ok(LinkEvent {
+                    kind: r.try_get("kind")?,
+                    child_ids: ids.split(',').map(str::to_owned).collect(),
+                    reason: r.try_get("reason")?,
+                    rule: r.try_get("rule")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
     }
 
     /// The source records linked to a child.
@@ -500,7 +547,23 @@ mod tests {
             .link(&[vec![(a.clone(), 1.0), (b.clone(), 1.0)]], "test")
             .await
             .expect("link");
-        assert_eq!(joined[0], vec![(ca, vec![a]), (cb, vec![b])]);
+        assert_eq!(
+            joined[0],
+            vec![(ca.clone(), vec![a.clone()]), (cb.clone(), vec![b.clone()])]
+        );
+        // Kept apart, and a merge proposed once, with its reason, however often the records score as one child.
+        store
+            .link(&[vec![(a, 1.0), (b, 1.0)]], "test")
+            .await
+            .expect("link");
+        let events = store.link_events().await.expect("events");
+        assert_eq!(events.len(), 1, "{events:?}");
+        let mut expected = vec![ca, cb];
+        expected.sort();
+        assert_eq!(events[0].kind, "merge-proposed");
+        assert_eq!(events[0].child_ids, expected);
+        assert_eq!(events[0].rule, "test");
+        assert!(!events[0].reason.is_empty());
     }
 
     #[tokio::test]
