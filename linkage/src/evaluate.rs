@@ -216,6 +216,10 @@ pub fn link(
     let mut scored: Vec<(u32, u32, f64)> = candidates
         .iter()
         .filter_map(|(i, j, levels)| {
+            // The gateway's safety rule: given names that plainly differ never link on the other fields alone.
+            if levels[0] == crate::GIVEN_NAMES_DIFFER {
+                return None;
+            }
             let w = params.weight(&left[*i as usize], &right[*j as usize], levels, frequencies);
             let p = Parameters::probability(w);
             (p >= threshold).then_some((*i, *j, p))

@@ -114,7 +114,7 @@ pub fn spread_shields(children: &[&[PersonRecord]], shielded: &mut [bool]) {
 }
 
 /// The given-name level "different" in [`model::Comparison::GivenName`]'s levels.
-const GIVEN_NAMES_DIFFER: u8 = 6;
+pub(crate) const GIVEN_NAMES_DIFFER: u8 = 6;
 
 /// Groups records into children, at most one record per source in each.
 ///
