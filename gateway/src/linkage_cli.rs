@@ -23,14 +23,20 @@ const RECORD_COLUMNS: [&str; 7] = [
     "address",
 ];
 
-/// Reads a record file. The source name only labels the records in memory.
-pub fn read_records(path: &Path, source: SourceName) -> anyhow::Result<Vec<PersonRecord>> {
+/// Opens a CSV file and reads its header line.
+fn open(path: &Path) -> anyhow::Result<(csv::Reader<std::fs::File>, csv::StringRecord)> {
     let mut reader =
         csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
     let headers = reader
         .headers()
         .with_context(|| format!("{}: cannot read the header line", path.display()))?
         .clone();
+    Ok((reader, headers))
+}
+
+/// Reads a record file. The source name only labels the records in memory.
+pub fn read_records(path: &Path, source: SourceName) -> anyhow::Result<Vec<PersonRecord>> {
+    let (mut reader, headers) = open(path)?;
     let column = |name: &str| headers.iter().position(|h| h.trim() == name);
     let mut at = [0usize; 7];
     for (i, name) in RECORD_COLUMNS.iter().enumerate() {
@@ -96,12 +102,7 @@ pub fn read_records(path: &Path, source: SourceName) -> anyhow::Result<Vec<Perso
 
 /// Reads a truth file of `left_id,right_id` pairs.
 pub fn read_truth(path: &Path) -> anyhow::Result<HashSet<(String, String)>> {
-    let mut reader =
-        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let headers = reader
-        .headers()
-        .with_context(|| format!("{}: cannot read the header line", path.display()))?
-        .clone();
+    let (mut reader, headers) = open(path)?;
     let (Some(left), Some(right)) = (
         headers.iter().position(|h| h.trim() == "left_id"),
         headers.iter().position(|h| h.trim() == "right_id"),

@@ -217,7 +217,7 @@ pub fn link(
         .iter()
         .filter_map(|(i, j, levels)| {
             // The gateway's safety rule: given names that plainly differ never link on the other fields alone.
-            if levels[0] == crate::GIVEN_NAMES_DIFFER {
+            if crate::names_rule_out(levels) {
                 return None;
             }
             let w = params.weight(&left[*i as usize], &right[*j as usize], levels, frequencies);

@@ -57,17 +57,28 @@ pub fn match_probability(a: &PersonRecord, b: &PersonRecord, parameters: &Parame
     if a.source == b.source {
         return 0.0;
     }
-    if let (Some(x), Some(y)) = (&a.nhs_number, &b.nhs_number) {
-        return if x == y { 1.0 } else { 0.0 };
-    }
-    if let (Some(x), Some(y)) = (&a.upn, &b.upn) {
-        return if x == y { 1.0 } else { 0.0 };
-    }
     let levels = model::compare(a, b);
-    if levels[0] == GIVEN_NAMES_DIFFER {
+    if let Some(decided) = identifiers_decide(&levels) {
+        return decided;
+    }
+    if names_rule_out(&levels) {
         return 0.0;
     }
     Parameters::probability(parameters.weight(a, b, &levels, &model::NoFrequencies))
+}
+
+/// A valid identifier both records carry decides: the same links, a different one never does.
+fn identifiers_decide(levels: &model::Levels) -> Option<f64> {
+    let (nhs, upn) = (levels[5], levels[6]);
+    [nhs, upn]
+        .into_iter()
+        .find(|&level| level != 0)
+        .map(|level| if level == 1 { 1.0 } else { 0.0 })
+}
+
+/// Given names that plainly differ rule a link out, whatever else agrees: twins share everything else.
+pub(crate) fn names_rule_out(levels: &model::Levels) -> bool {
+    levels[0] == GIVEN_NAMES_DIFFER
 }
 
 /// The least probability at which two records are a possible match: not linked, but a shield on one covers the other.
@@ -76,13 +87,10 @@ pub const POSSIBLE_THRESHOLD: f64 = 0.1;
 /// The probability that two records are the same child, for shielding: a source may hold a duplicate of a child, and
 /// names that differ do not rule a pair out. Only a different valid identifier does.
 pub fn possible_probability(a: &PersonRecord, b: &PersonRecord, parameters: &Parameters) -> f64 {
-    if let (Some(x), Some(y)) = (&a.nhs_number, &b.nhs_number) {
-        return if x == y { 1.0 } else { 0.0 };
-    }
-    if let (Some(x), Some(y)) = (&a.upn, &b.upn) {
-        return if x == y { 1.0 } else { 0.0 };
-    }
     let levels = model::compare(a, b);
+    if let Some(decided) = identifiers_decide(&levels) {
+        return decided;
+    }
     Parameters::probability(parameters.weight(a, b, &levels, &model::NoFrequencies))
 }
 
@@ -114,7 +122,7 @@ pub fn spread_shields(children: &[&[PersonRecord]], shielded: &mut [bool]) {
 }
 
 /// The given-name level "different" in [`model::Comparison::GivenName`]'s levels.
-pub(crate) const GIVEN_NAMES_DIFFER: u8 = 6;
+const GIVEN_NAMES_DIFFER: u8 = 6;
 
 /// Groups records into children, at most one record per source in each.
 ///

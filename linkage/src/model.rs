@@ -187,16 +187,8 @@ fn birth_level(a: &PersonRecord, b: &PersonRecord) -> u8 {
 }
 
 fn sex_level(a: Option<Sex>, b: Option<Sex>) -> u8 {
-    match (a, b) {
-        (Some(x), Some(y)) if x != Sex::Unknown && y != Sex::Unknown => {
-            if x == y {
-                1
-            } else {
-                2
-            }
-        }
-        _ => 0,
-    }
+    let known = |s: Option<Sex>| s.filter(|s| *s != Sex::Unknown);
+    same_or_not(known(a), known(b))
 }
 
 fn postcode_of(r: &PersonRecord) -> Option<String> {
@@ -224,7 +216,7 @@ fn postcode_level(a: &PersonRecord, b: &PersonRecord) -> u8 {
     }
 }
 
-fn same_or_not(a: Option<&str>, b: Option<&str>) -> u8 {
+fn same_or_not<T: PartialEq>(a: Option<T>, b: Option<T>) -> u8 {
     match (a, b) {
         (Some(x), Some(y)) => {
             if x == y {

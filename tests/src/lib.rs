@@ -85,6 +85,15 @@ pub struct TestGateway {
     options: DemoOptions,
 }
 
+/// A metric's `dur` in a `Server-Timing` header value, in milliseconds.
+pub fn server_timing(header: &str, metric: &str) -> Option<f64> {
+    header.split(',').find_map(|entry| {
+        let mut parts = entry.trim().split(';');
+        (parts.next()? == metric).then_some(())?;
+        parts.find_map(|p| p.trim().strip_prefix("dur=")?.parse().ok())
+    })
+}
+
 /// A GraphQL answer, with the HTTP status it came with.
 #[derive(Debug)]
 pub struct Answer {
@@ -97,11 +106,7 @@ pub struct Answer {
 impl Answer {
     /// A metric's `dur` from the `Server-Timing` header, in milliseconds.
     pub fn timing(&self, metric: &str) -> Option<f64> {
-        self.server_timing.as_deref()?.split(',').find_map(|entry| {
-            let mut parts = entry.trim().split(';');
-            (parts.next()? == metric).then_some(())?;
-            parts.find_map(|p| p.trim().strip_prefix("dur=")?.parse().ok())
-        })
+        server_timing(self.server_timing.as_deref()?, metric)
     }
 
     /// The `extensions.code` of every error, in order.

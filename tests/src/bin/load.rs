@@ -993,12 +993,8 @@ impl SourceDelta {
 /// The p-th percentile (0 to 100) of sorted values.
 /// The `source` metric's duration of a `Server-Timing` header, in microseconds.
 fn source_wait_us(header: &str) -> Option<u64> {
-    header.split(',').find_map(|entry| {
-        let mut parts = entry.trim().split(';');
-        (parts.next()? == "source").then_some(())?;
-        let ms: f64 = parts.find_map(|p| p.trim().strip_prefix("dur=")?.parse().ok())?;
-        Some((ms * 1000.0).round() as u64)
-    })
+    let ms = childgraph_tests::server_timing(header, "source")?;
+    Some((ms * 1000.0).round() as u64)
 }
 
 fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
