@@ -105,6 +105,9 @@ enum LinkageCommand {
         /// Also prints the estimated m and u probabilities of every comparison level.
         #[arg(long)]
         parameters: bool,
+        /// Also prints each false and each missed link, by id, with the level of every comparison: for tuning.
+        #[arg(long)]
+        mistakes: bool,
     },
 }
 
@@ -201,9 +204,19 @@ async fn main() -> anyhow::Result<()> {
                     truth,
                     threshold,
                     parameters,
+                    mistakes,
                 },
         } => {
-            childgraph::linkage_cli::run(&left, &right, &truth, threshold, parameters)?;
+            childgraph::linkage_cli::run(
+                &left,
+                &right,
+                &truth,
+                &childgraph::linkage_cli::Report {
+                    threshold,
+                    parameters,
+                    mistakes,
+                },
+            )?;
             Ok(())
         }
         Command::Population {

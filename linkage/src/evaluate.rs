@@ -14,6 +14,8 @@ use crate::names::normalise;
 
 /// How many random pairs the u probabilities are estimated from: nearly all of them are different children.
 const U_SAMPLE: usize = 200_000;
+/// Below this many random pairs with both sides present, a comparison's u is not estimated: the starting values stand.
+const MIN_PAIRS_FOR_U: f64 = 1000.0;
 /// Rounds of expectation-maximisation for the m probabilities.
 const EM_ROUNDS: usize = 12;
 /// Added to every count, so that a level never seen still has a small probability.
@@ -140,17 +142,25 @@ pub fn estimate(
             counts[c][usize::from(level)] += 1.0;
         }
     }
-    params.u = normalised(&counts);
+    // A comparison seldom possible between the two lists (one of them has no postcodes, say) keeps its starting u.
+    for (c, u) in normalised(&counts).into_iter().enumerate() {
+        if counts[c][1..].iter().sum::<f64>() >= MIN_PAIRS_FOR_U {
+            params.u[c] = u;
+        }
+    }
 
-    // The prior: the share of candidate pairs that a strict rule calls the same child (given name, family name and
-    // date of birth all agreeing, allowing a nickname, a near spelling and a day-and-month swap), taking the rule to
-    // find four in five of them. Held fixed: estimated with m, it drifts towards siblings.
+    // The prior: the probability that two records drawn at random are the same child, as u is the probability of a
+    // level between two records drawn at random. It is the number of pairs that a strict rule calls the same child
+    // (given name, family name and date of birth all agreeing, allowing a nickname, a near spelling and a
+    // day-and-month swap), taking the rule to find four in five of them, over all pairs. Not the share among the
+    // candidates: blocking gathers pairs that agree on names, so that share would count a namesake born the same year
+    // as the same child. Held fixed: estimated with m, it drifts towards siblings.
     let strict = candidates
         .iter()
         .filter(|(_, _, l)| matches!(l[0], 1..=3) && matches!(l[1], 1 | 2) && matches!(l[2], 1 | 2))
         .count();
-    params.prior =
-        (strict as f64 / STRICT_RULE_RECALL / candidates.len().max(1) as f64).clamp(1e-6, 0.5);
+    let all_pairs = left.len() as f64 * right.len() as f64;
+    params.prior = (strict as f64 / STRICT_RULE_RECALL / all_pairs).clamp(1e-9, 0.5);
 
     // m: expectation-maximisation with u and the prior fixed, when there are enough likely matches to learn from.
     let frequencies = crate::model::NoFrequencies;
@@ -284,6 +294,8 @@ pub fn quality(linked: &[(String, String)], truth: &HashSet<(String, String)>) -
 #[derive(Debug, Clone)]
 pub struct Evaluation {
     pub quality: Quality,
+    /// The linked pairs of ids, with their match probability.
+    pub links: Vec<(String, String, f64)>,
     pub pairs_compared: usize,
     pub parameters: Parameters,
 }
@@ -310,12 +322,23 @@ pub fn evaluate(
         &frequencies,
         threshold,
     );
+    let links: Vec<(String, String, f64)> = links
+        .iter()
+        .map(|(i, j, p)| {
+            (
+                left[*i as usize].id.clone(),
+                right[*j as usize].id.clone(),
+                *p,
+            )
+        })
+        .collect();
     let linked: Vec<(String, String)> = links
         .iter()
-        .map(|(i, j, _)| (left[*i as usize].id.clone(), right[*j as usize].id.clone()))
+        .map(|(l, r, _)| (l.clone(), r.clone()))
         .collect();
     Evaluation {
         quality: quality(&linked, truth),
+        links,
         pairs_compared: candidates.len(),
         parameters,
     }
@@ -404,6 +427,68 @@ mod tests {
             .collect();
         named.sort();
         assert_eq!(named, [("h-ava", "s-ava"), ("h-isla", "s-isla")]);
+    }
+
+    #[test]
+    fn a_namesake_born_the_same_year_is_not_linked_when_the_lists_share_few_children() {
+        // 400 children on the left; the right holds 20 of them and a namesake of one more, born the same year. Few
+        // shared children make the share of matches among the candidates high; the prior must still be that of two
+        // records drawn at random.
+        let given = [
+            "Theodore", "Amelia", "Noah", "Isla", "Oscar", "Freya", "Arthur", "Ivy",
+        ];
+        let family = [
+            "Hartley",
+            "Okafor",
+            "Brennan",
+            "Nowak",
+            "Patel",
+            "Lindqvist",
+            "Adeyemi",
+            "Moreau",
+            "Fischer",
+            "Kowalski",
+        ];
+        let mut left = Vec::new();
+        for i in 0..400usize {
+            let dob = format!(
+                "{}-{:02}-{:02}",
+                2010 + i % 12,
+                1 + i % 12,
+                1 + (i * 7) % 28
+            );
+            left.push(record(
+                &format!("l{i}"),
+                given[i % given.len()],
+                family[(i / given.len()) % family.len()],
+                &dob,
+            ));
+        }
+        let mut right: Vec<PersonRecord> = left[..20]
+            .iter()
+            .map(|r| PersonRecord {
+                id: format!("r{}", r.id),
+                ..r.clone()
+            })
+            .collect();
+        let namesake = &left[100];
+        let born = namesake.date_of_birth.expect("dob");
+        let mut other = namesake.clone();
+        other.id = "namesake".into();
+        other.date_of_birth = born.with_month(if born.month() == 6 { 9 } else { 6 });
+        other.date_of_birth = other.date_of_birth.and_then(|d| d.with_day(27));
+        right.push(other);
+        let truth: HashSet<(String, String)> = left[..20]
+            .iter()
+            .map(|r| (r.id.clone(), format!("r{}", r.id)))
+            .collect();
+        let evaluation = evaluate(&left, &right, &truth, 0.5, 1);
+        assert!(
+            evaluation.links.iter().all(|(_, r, _)| r != "namesake"),
+            "{:?}",
+            evaluation.links
+        );
+        assert_eq!(evaluation.quality.correct, 20);
     }
 
     #[test]
