@@ -140,6 +140,26 @@ pub fn birth_dates(criteria: &SearchCriteria) -> Vec<chrono::NaiveDate> {
     dates
 }
 
+/// How many leading characters of each name the name block asks for.
+pub const NAME_PREFIX: usize = 3;
+
+/// The name block of a search: the first [`NAME_PREFIX`] characters of the given name and of the family name, so that
+/// a child whose date of birth is mistyped in a source (one digit, or the year) is still found there. Only when both
+/// names are given: a family-name prefix alone would ask a source for a large share of its children.
+pub fn name_prefixes(criteria: &SearchCriteria) -> Option<(String, String)> {
+    let prefix = |name: &str| -> Option<String> {
+        let p: String = name.trim().chars().take(NAME_PREFIX).collect();
+        (!p.is_empty()).then_some(p)
+    };
+    let given = criteria.given_name.as_deref()?.split_whitespace().next()?;
+    Some((prefix(given)?, prefix(criteria.family_name.as_deref()?)?))
+}
+
+/// Whether `name` begins with `prefix`, ignoring case: for sources whose filter only finds names containing a value.
+pub fn starts_with_ignoring_case(name: &str, prefix: &str) -> bool {
+    name.to_lowercase().starts_with(&prefix.to_lowercase())
+}
+
 /// A source system, seen through its protocol.
 ///
 /// Every method takes many ids at once, so that the number of requests to a source depends on the shape of a query, not on how many children it returns.

@@ -43,18 +43,10 @@ impl EarlyYearsConnector {
         })
     }
 
-    /// `children?family_name=…&date_of_birth=…`, each value percent-encoded; a `None` parameter is left out.
-    pub fn search_url(&self, family_name: Option<&str>, date_of_birth: Option<&str>) -> Url {
+    /// `children?name=value&…`, each value percent-encoded.
+    pub fn search_url(&self, params: &[(&str, &str)]) -> Url {
         let mut url = self.http.endpoint(&["children"]);
-        {
-            let mut query = url.query_pairs_mut();
-            if let Some(family_name) = family_name {
-                query.append_pair("family_name", family_name);
-            }
-            if let Some(date_of_birth) = date_of_birth {
-                query.append_pair("date_of_birth", date_of_birth);
-            }
-        }
+        url.query_pairs_mut().extend_pairs(params);
         url
     }
 
@@ -141,7 +133,9 @@ impl Connector for EarlyYearsConnector {
         self.http.stats()
     }
 
-    /// With a date of birth: `children?family_name=F&date_of_birth=D` when there is a family name, and `children?date_of_birth=D`, concurrently, following `next`.
+    /// With a date of birth: `children?family_name=F&date_of_birth=D` when there is a family name, `children?date_of_birth=D`
+    /// for the date and for the date with day and month swapped, and `children?given_name=G&family_name=F` with the first
+    /// letters of each name when both are given; concurrently, each following `next`.
     /// The narrower search finds the name matches even when the wider one is cut off at `max_search_results`.
     /// Without a date of birth the API has nothing to search by, and no request is sent.
     async fn search(&self, criteria: &SearchCriteria) -> Result<Vec<PersonRecord>, ConnectorError> {
@@ -154,11 +148,15 @@ impl Connector for EarlyYearsConnector {
         };
         let mut urls = Vec::new();
         if let Some(family_name) = &criteria.family_name {
-            urls.push(self.search_url(Some(family_name), Some(date)));
+            urls.push(self.search_url(&[("family_name", family_name), ("date_of_birth", date)]));
         }
         // Every child born on the date, or on the date with day and month swapped.
         for date in &dates {
-            urls.push(self.search_url(None, Some(date)));
+            urls.push(self.search_url(&[("date_of_birth", date)]));
+        }
+        // The API matches the start of names, ignoring case.
+        if let Some((given, family)) = crate::connector::name_prefixes(criteria) {
+            urls.push(self.search_url(&[("given_name", &given), ("family_name", &family)]));
         }
         let found = try_join_all(urls.into_iter().map(|url| self.search_all(url))).await?;
         let mut records = records_from(found.into_iter().flatten().collect());
@@ -265,7 +263,7 @@ mod tests {
         // A query-string separator with another parameter, and percent signs and a fragment marker.
         hostile.extend(["a&date_of_birth=2000-01-01", "a+b%20c#d"].map(String::from));
         for name in hostile {
-            let url = c.search_url(Some(&name), Some("2019-06-14"));
+            let url = c.search_url(&[("family_name", &name), ("date_of_birth", "2019-06-14")]);
             assert_eq!(url.path(), "/api/v1/children");
             assert_eq!(url.fragment(), None);
             let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();

@@ -306,7 +306,7 @@ impl Connector for FhirConnector {
         self.http.stats()
     }
 
-    /// Sends `Patient?identifier=…nhs-number|N` when the criteria carry an NHS number and `Patient?birthdate=D` when they carry a date of birth (and again for the date with day and month swapped), concurrently.
+    /// Sends `Patient?identifier=…nhs-number|N` when the criteria carry an NHS number, `Patient?birthdate=D` when they carry a date of birth (and again for the date with day and month swapped), and `Patient?given=G&family=F` with the first letters of each name when both are given, concurrently.
     async fn search(&self, criteria: &SearchCriteria) -> Result<Vec<PersonRecord>, ConnectorError> {
         let mut blocks = Vec::new();
         if let Some(nhs_number) = &criteria.nhs_number {
@@ -319,6 +319,16 @@ impl Connector for FhirConnector {
         for date in crate::connector::birth_dates(criteria) {
             let value = date.format("%Y-%m-%d").to_string();
             blocks.push(self.search_url("Patient", &[("birthdate", &value)]));
+        }
+        // FHIR string parameters match the start of a name, ignoring case and accents.
+        if let Some((given, family)) = crate::connector::name_prefixes(criteria) {
+            blocks.push(self.search_url(
+                "Patient",
+                &[
+                    ("given", &escape_search_value(&given)),
+                    ("family", &escape_search_value(&family)),
+                ],
+            ));
         }
         let searches = blocks
             .into_iter()

@@ -207,7 +207,7 @@ impl Connector for OneRosterConnector {
         self.http.stats()
     }
 
-    /// Sends `users?filter=identifier='UPN'` when the criteria carry a UPN and `demographics?filter=birthDate='D'` when they carry a date of birth, concurrently;
+    /// Sends `users?filter=identifier='UPN'` when the criteria carry a UPN, `demographics?filter=birthDate='D'` when they carry a date of birth, and `users?filter=givenName~'G' AND familyName~'F'` with the first letters of each name when both are given, concurrently;
     /// then `users?filter=sourcedId='a' OR …` for the demographics found, and `demographics?filter=sourcedId='a' OR …` for UPN matches without them.
     async fn search(&self, criteria: &SearchCriteria) -> Result<Vec<PersonRecord>, ConnectorError> {
         let cap = self.max_search_results;
@@ -237,7 +237,32 @@ impl Connector for OneRosterConnector {
             self.list::<DemographicsList>("demographics", filter, cap)
                 .await
         };
-        let (mut users, born) = futures::try_join!(by_upn, by_birth)?;
+        let by_name = async {
+            // OneRoster's `~` finds names containing a value; only those starting with it are kept, and only students.
+            let Some((given, family)) = crate::connector::name_prefixes(criteria) else {
+                return Ok(Vec::new());
+            };
+            let filter = format!(
+                "givenName~{} AND familyName~{}",
+                quote(&given),
+                quote(&family)
+            );
+            let users = self.list::<Users>("users", filter, cap).await?;
+            Ok(users
+                .into_iter()
+                .filter(|u| {
+                    mapping::is_student(u)
+                        && u.given_name
+                            .as_deref()
+                            .is_some_and(|g| crate::connector::starts_with_ignoring_case(g, &given))
+                        && u.family_name.as_deref().is_some_and(|f| {
+                            crate::connector::starts_with_ignoring_case(f, &family)
+                        })
+                })
+                .collect::<Vec<_>>())
+        };
+        let (mut users, born, named) = futures::try_join!(by_upn, by_birth, by_name)?;
+        users.extend(named);
         let known: HashSet<String> = users.iter().map(|u| u.sourced_id.clone()).collect();
         let to_fetch: Vec<String> = born
             .iter()

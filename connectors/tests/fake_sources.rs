@@ -743,3 +743,82 @@ async fn every_source_also_blocks_on_the_birth_date_with_day_and_month_swapped()
         .unwrap();
     assert_eq!(fake.seen().len() - before, 1);
 }
+
+#[tokio::test]
+async fn every_source_also_blocks_on_the_first_letters_of_both_names() {
+    let fake = Fake::spawn(|req, _| match req.path.as_str() {
+        p if p.starts_with("/fhir") => ok(bundle(Vec::new(), None)),
+        p if p.ends_with("/demographics") => ok(serde_json::json!({"demographics": [
+            {"sourcedId": "s1", "birthDate": "2019-06-15"}
+        ]})),
+        // OneRoster's `~` finds names containing the value: a teacher and a pupil whose name only contains it come back too.
+        p if p.ends_with("/users") && req.param("filter").is_some_and(|f| f.contains('~')) => {
+            ok(serde_json::json!({"users": [
+                {"sourcedId": "s1", "givenName": "Amelia", "familyName": "O'Hartley",
+                 "roles": [{"roleType": "primary", "role": "student"}]},
+                {"sourcedId": "s2", "givenName": "Pamela", "familyName": "Shao'Har",
+                 "roles": [{"roleType": "primary", "role": "student"}]},
+                {"sourcedId": "t1", "givenName": "Amelie", "familyName": "O'Hara",
+                 "roles": [{"roleType": "primary", "role": "teacher"}]}
+            ]}))
+        }
+        p if p.ends_with("/users") => ok(serde_json::json!({"users": []})),
+        _ => {
+            ok(serde_json::json!({"items": [], "total": 0, "limit": 50, "offset": 0, "next": null}))
+        }
+    })
+    .await;
+    let criteria = SearchCriteria {
+        given_name: Some("Amelia Rose".into()),
+        family_name: Some("O'Hartley".into()),
+        date_of_birth: NaiveDate::from_ymd_opt(2019, 6, 14),
+        ..Default::default()
+    };
+    FhirConnector::new(fake.config("/fhir"))
+        .unwrap()
+        .search(&criteria)
+        .await
+        .unwrap();
+    let school = OneRosterConnector::new(fake.config("/ims/oneroster/rostering/v1p2"), 2)
+        .unwrap()
+        .search(&criteria)
+        .await
+        .unwrap();
+    EarlyYearsConnector::new(fake.config("/api/v1"))
+        .unwrap()
+        .search(&criteria)
+        .await
+        .unwrap();
+    let seen = fake.seen();
+    let fhir: Vec<(Option<&str>, Option<&str>)> = seen
+        .iter()
+        .filter(|s| s.path.starts_with("/fhir") && s.param("given").is_some())
+        .map(|s| (s.param("given"), s.param("family")))
+        .collect();
+    assert_eq!(fhir, [(Some("Ame"), Some("O'H"))]);
+    let filters: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.path.ends_with("/users"))
+        .filter_map(|s| s.param("filter"))
+        .filter(|f| f.contains('~'))
+        .collect();
+    assert_eq!(filters, ["givenName~'Ame' AND familyName~'O''H'"]);
+    // Only the pupil whose names start with the letters is a candidate; her one-digit-off birth date is for the model.
+    let ids: Vec<&str> = school.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["s1"]);
+    let early_years: Vec<(Option<&str>, Option<&str>)> = seen
+        .iter()
+        .filter(|s| s.path.ends_with("/children") && s.param("given_name").is_some())
+        .map(|s| (s.param("given_name"), s.param("family_name")))
+        .collect();
+    assert_eq!(early_years, [(Some("Ame"), Some("O'H"))]);
+
+    // Without a given name there is no name block.
+    let before = fake.seen().len();
+    FhirConnector::new(fake.config("/fhir"))
+        .unwrap()
+        .search(&by_birth("2019-06-14"))
+        .await
+        .unwrap();
+    assert_eq!(fake.seen().len() - before, 1);
+}

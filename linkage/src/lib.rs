@@ -94,16 +94,19 @@ pub fn possible_probability(a: &PersonRecord, b: &PersonRecord, parameters: &Par
     Parameters::probability(parameters.weight(a, b, &levels, &model::NoFrequencies))
 }
 
+/// Whether two children are a possible match: a record of one is a possible match for a record of the other.
+pub fn possible_match(a: &[PersonRecord], b: &[PersonRecord]) -> bool {
+    let parameters = Parameters::default();
+    a.iter().any(|x| {
+        b.iter()
+            .any(|y| possible_probability(x, y, &parameters) >= POSSIBLE_THRESHOLD)
+    })
+}
+
 /// Spreads shields from child to child along possible matches: a child any of whose records is a possible match for a
 /// record of a shielded child is shielded too, and so on. `shielded[i]` is the status of `children[i]`.
 pub fn spread_shields(children: &[&[PersonRecord]], shielded: &mut [bool]) {
-    let parameters = Parameters::default();
-    let possible = |a: &[PersonRecord], b: &[PersonRecord]| {
-        a.iter().any(|x| {
-            b.iter()
-                .any(|y| possible_probability(x, y, &parameters) >= POSSIBLE_THRESHOLD)
-        })
-    };
+    let possible = possible_match;
     let mut changed = true;
     while changed {
         changed = false;
@@ -202,8 +205,11 @@ pub fn cluster(records: Vec<PersonRecord>) -> Vec<Cluster> {
 
 /// How well a cluster matches the criteria, in [0, 1]; `None` when it does not match them at all.
 ///
-/// A matching identifier is decisive. Otherwise the family name and date of birth must agree, and the given name,
-/// sex and postcode raise or lower the score.
+/// A matching identifier is decisive, and so is a different one. Otherwise the family name must be near, the date of
+/// birth the same or with day and month swapped, and the given name, when searched for, must agree: a search never
+/// shows a child its criteria only loosely describe. The score is then the Fellegi-Sunter probability that the best of
+/// the cluster's records is the child described, with the configured parameters: the criteria are compared with each
+/// record as if they were a record themselves.
 pub fn score(criteria: &SearchCriteria, cluster: &Cluster) -> Option<f64> {
     let records = &cluster.records;
     let nhs = criteria
@@ -217,6 +223,14 @@ pub fn score(criteria: &SearchCriteria, cluster: &Cluster) -> Option<f64> {
     if nhs == Some(true) || upn == Some(true) {
         return Some(1.0);
     }
+    // A child one of whose records carries a different identifier is another child.
+    let differs = records.iter().any(|r| {
+        matches!((&criteria.nhs_number, &r.nhs_number), (Some(a), Some(b)) if a != b)
+            || matches!((&criteria.upn, &r.upn), (Some(a), Some(b)) if a != b)
+    });
+    if differs {
+        return None;
+    }
     let family = criteria.family_name.as_deref()?;
     let birth = criteria.date_of_birth?;
     let best_family = records
@@ -224,53 +238,59 @@ pub fn score(criteria: &SearchCriteria, cluster: &Cluster) -> Option<f64> {
         .filter_map(|r| r.family_name.as_deref())
         .map(|f| jaro_winkler(&normalise(family), &normalise(f)))
         .fold(0.0, f64::max);
-    let birth_agrees = records.iter().any(|r| r.date_of_birth == Some(birth));
     // A record with the day and month the other way round is the same birth date mistyped: found, ranked lower.
-    let birth_swapped = records.iter().any(|r| {
-        r.date_of_birth.is_some_and(|d| {
-            use chrono::Datelike;
-            d != birth
-                && d.year() == birth.year()
-                && d.day() == birth.month()
-                && d.month() == birth.day()
-        })
+    let birth_near = records.iter().any(|r| {
+        r.date_of_birth
+            .is_some_and(|d| d == birth || model::day_and_month_swapped(d, birth))
     });
-    if best_family < FAMILY_NAME_SIMILARITY || !(birth_agrees || birth_swapped) {
+    if best_family < FAMILY_NAME_SIMILARITY || !birth_near {
         return None;
     }
-    let mut points = 0.5 + 0.3 * best_family;
-    if !birth_agrees {
-        points -= 0.1;
-    }
-    let mut possible = 0.8;
-    if let Some(given) = criteria.given_name.as_deref() {
-        possible += 0.12;
-        if records
+    if let Some(given) = criteria.given_name.as_deref()
+        && !records
             .iter()
             .flat_map(|r| &r.given_names)
             .any(|g| given_names_agree(given, g))
-        {
-            points += 0.12;
-        } else {
-            return None;
-        }
+    {
+        return None;
     }
-    if let Some(sex) = criteria.sex {
-        possible += 0.04;
-        if records.iter().any(|r| r.sex == Some(sex)) {
-            points += 0.04;
-        }
+    let described = criteria_record(criteria);
+    let parameters = Parameters::default();
+    let best = records
+        .iter()
+        .map(|r| {
+            let levels = model::compare(&described, r);
+            Parameters::probability(parameters.weight(
+                &described,
+                r,
+                &levels,
+                &model::NoFrequencies,
+            ))
+        })
+        .fold(0.0, f64::max);
+    Some(best.clamp(0.0, 1.0))
+}
+
+/// The criteria as a record, to compare with source records.
+fn criteria_record(criteria: &SearchCriteria) -> PersonRecord {
+    PersonRecord {
+        source: SourceName::Health,
+        id: String::new(),
+        given_names: criteria.given_name.iter().cloned().collect(),
+        family_name: criteria.family_name.clone(),
+        date_of_birth: criteria.date_of_birth,
+        sex: criteria.sex,
+        nhs_number: criteria.nhs_number.clone(),
+        upn: criteria.upn.clone(),
+        address: criteria
+            .postcode
+            .as_ref()
+            .map(|p| childgraph_schema::Address {
+                lines: Vec::new(),
+                postcode: Some(p.clone()),
+            }),
+        restricted: false,
     }
-    if let Some(postcode) = criteria.postcode.as_deref() {
-        possible += 0.04;
-        if records
-            .iter()
-            .any(|r| r.address.as_ref().and_then(|a| a.postcode.as_deref()) == Some(postcode))
-        {
-            points += 0.04;
-        }
-    }
-    Some((points / possible).clamp(0.0, 1.0))
 }
 
 #[cfg(test)]
@@ -459,6 +479,43 @@ mod tests {
             score(&criteria("Hartley", "2019-06-14"), &clusters[0]),
             None
         );
+    }
+
+    #[test]
+    fn matches_rank_by_how_well_they_agree_with_the_criteria() {
+        let one = |given: &str, family: &str, dob: &str| {
+            cluster(vec![record(SourceName::Health, "h", given, family, dob)]).remove(0)
+        };
+        let mut c = criteria("Hartley", "2019-06-04");
+        c.given_name = Some("Amelia".into());
+        let exact = score(&c, &one("Amelia", "Hartley", "2019-06-04")).expect("exact");
+        let nickname = score(&c, &one("Millie", "Hartley", "2019-06-04")).expect("nickname");
+        let misspelt = score(&c, &one("Amelia", "Hartly", "2019-06-04")).expect("misspelt");
+        let swapped = score(&c, &one("Amelia", "Hartly", "2019-04-06")).expect("swapped");
+        assert!(exact > 0.99, "{exact}");
+        assert!(
+            exact > nickname && nickname > swapped && misspelt > swapped,
+            "{exact} {nickname} {misspelt} {swapped}"
+        );
+        assert!(swapped > 0.5, "{swapped}");
+        // A sibling and a twin are not the child searched for, however close.
+        assert_eq!(score(&c, &one("Amelia", "Hartley", "2018-06-04")), None);
+        assert_eq!(score(&c, &one("Zara", "Hartley", "2019-06-04")), None);
+    }
+
+    #[test]
+    fn a_different_identifier_rules_a_match_out_and_the_same_one_decides() {
+        let nhs = |n: &str| childgraph_schema::NhsNumber::parse(n).expect("valid NHS number");
+        let mut r = record(SourceName::Health, "h1", "Amelia", "Hartley", "2019-06-14");
+        r.nhs_number = Some(nhs("9434765919"));
+        let child = cluster(vec![r]).remove(0);
+        let mut c = criteria("Hartley", "2019-06-14");
+        assert!(score(&c, &child).is_some());
+        c.nhs_number = Some(nhs("9434765870"));
+        assert_eq!(score(&c, &child), None);
+        c.nhs_number = Some(nhs("9434765919"));
+        c.family_name = Some("Smith".into());
+        assert_eq!(score(&c, &child), Some(1.0));
     }
 
     #[test]

@@ -162,6 +162,11 @@ fn swapped(a: &PersonRecord, b: &PersonRecord) -> bool {
         && b.given_names.iter().any(|g| normalise(g) == fa)
 }
 
+/// Whether two different dates are one date with its day and month the other way round.
+pub fn day_and_month_swapped(x: chrono::NaiveDate, y: chrono::NaiveDate) -> bool {
+    x != y && x.year() == y.year() && x.month() == y.day() && x.day() == y.month()
+}
+
 fn birth_level(a: &PersonRecord, b: &PersonRecord) -> u8 {
     let (Some(x), Some(y)) = (a.date_of_birth, b.date_of_birth) else {
         return 0;
@@ -169,7 +174,7 @@ fn birth_level(a: &PersonRecord, b: &PersonRecord) -> u8 {
     if x == y {
         return 1;
     }
-    if x.year() == y.year() && x.month() == y.day() && x.day() == y.month() {
+    if day_and_month_swapped(x, y) {
         return 2;
     }
     let (sx, sy) = (
