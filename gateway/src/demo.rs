@@ -394,7 +394,8 @@ fn cast_records(member: &cast::CastMember) -> Vec<(RecordRef, f64)> {
     .collect()
 }
 
-/// Links the demo cast, shields Noah (two shield officers), and has the GP flag Amelia, so the demo shows each.
+/// Links the demo cast (all but Maya's early-years record, which the gateway finds and links itself), shields Noah and
+/// Maya (two shield officers), and has the GP flag Amelia, so the demo shows each.
 async fn seed_cast(store: &Store) -> anyhow::Result<()> {
     let groups: Vec<_> = cast::MEMBERS.iter().map(cast_records).collect();
     let linked = store.link(&groups, "demo-cast").await?;
@@ -405,10 +406,13 @@ async fn seed_cast(store: &Store) -> anyhow::Result<()> {
             .and_then(|i| linked[i].first())
             .map(|(id, _)| id.clone())
     };
-    if let Some(noah) = child_of(cast::NOAH.key) {
+    for shielded in [cast::NOAH.key, cast::MAYA.key]
+        .into_iter()
+        .filter_map(child_of)
+    {
         store
             .put_shield(&Shield {
-                child_id: noah,
+                child_id: shielded,
                 reason: "risk of harm from a person seeking the child's whereabouts".to_owned(),
                 requested_by: "shield-officer-1".to_owned(),
                 approved_by: "shield-officer-2".to_owned(),

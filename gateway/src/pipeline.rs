@@ -179,14 +179,21 @@ impl Pipeline {
             .federation
             .search(&criteria, scope.phase_deadline(), &scope.reports)
             .await;
-        // Each cluster is scored once; clusters that do not match the criteria are neither linked nor shown.
+        // Each cluster is scored once; clusters that do not match the criteria are neither linked nor shown, but are
+        // kept aside: one of them may be a shielded child whose shield covers a child found.
+        let mut others = Vec::new();
         let (clusters, groups): (Vec<_>, Vec<Vec<(RecordRef, f64)>>) =
             childgraph_linkage::cluster(candidates)
                 .into_iter()
-                .filter_map(|c| {
-                    let score = childgraph_linkage::score(&criteria, &c)?;
-                    let group = c.records.iter().map(|r| (r.record_ref(), score)).collect();
-                    Some((c, group))
+                .filter_map(|c| match childgraph_linkage::score(&criteria, &c) {
+                    Some(score) => {
+                        let group = c.records.iter().map(|r| (r.record_ref(), score)).collect();
+                        Some((c, group))
+                    }
+                    None => {
+                        others.push(c.records);
+                        None
+                    }
                 })
                 .unzip();
         let linked = self.store.link(&groups, "fellegi-sunter-v1").await?;
@@ -195,10 +202,15 @@ impl Pipeline {
             .flat_map(|c| c.records)
             .map(|r| (r.record_ref(), r))
             .collect();
+        // A child whose records fell into different clusters is still one child (the store has proposed a split): its
+        // records are shown together, once.
         let mut children: Vec<(String, Vec<PersonRecord>)> = Vec::new();
         for (child_id, refs) in linked.into_iter().flatten() {
-            let records = refs.iter().filter_map(|r| found.remove(r)).collect();
-            children.push((child_id, records));
+            let records = refs.iter().filter_map(|r| found.remove(r));
+            match children.iter_mut().find(|(id, _)| *id == child_id) {
+                Some((_, known)) => known.extend(records),
+                None => children.push((child_id, records.collect())),
+            }
         }
         let register = self.complete_records(scope, &mut children).await?;
 
@@ -208,9 +220,35 @@ impl Pipeline {
             .iter()
             .map(|(id, records)| register.contains(id) || records.iter().any(|r| r.restricted))
             .collect();
-        let found: Vec<&[PersonRecord]> = children.iter().map(|(_, r)| r.as_slice()).collect();
         let before = shielded.clone();
+        let mut found: Vec<&[PersonRecord]> = children.iter().map(|(_, r)| r.as_slice()).collect();
+        // The candidates that did not match the criteria but are a possible match of a child found take part too,
+        // shielded when a source restricts them or the register shields the child they are linked to: a search on a
+        // duplicate's misspelt name must not show it unshielded because the shielded child itself did not match.
+        let near: Vec<&[PersonRecord]> = others
+            .iter()
+            .map(Vec::as_slice)
+            .filter(|o| {
+                found
+                    .iter()
+                    .any(|f| childgraph_linkage::possible_match(o, f))
+            })
+            .collect();
+        if !near.is_empty() {
+            let refs: Vec<RecordRef> = near
+                .iter()
+                .flat_map(|o| o.iter())
+                .map(PersonRecord::record_ref)
+                .collect();
+            let in_register = self.store.shielded_records(&refs).await?;
+            shielded.extend(near.iter().map(|o| {
+                o.iter()
+                    .any(|r| r.restricted || in_register.contains(&r.record_ref()))
+            }));
+            found.extend(near);
+        }
         childgraph_linkage::spread_shields(&found, &mut shielded);
+        shielded.truncate(children.len());
         // A shield spread this way is kept in the register, so that the child stays shielded when viewed by its id,
         // and a shield officer can review it.
         let review_due = Utc::now() + chrono::Duration::days(POSSIBLE_MATCH_REVIEW_DAYS);

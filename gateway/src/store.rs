@@ -68,7 +68,7 @@ pub struct Shield {
 /// A merge or a split of children, proposed or done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkEvent {
-    /// `merge-proposed`, `merge` or `split`.
+    /// `merge-proposed` or `split-proposed`.
     pub kind: String,
     pub child_ids: Vec<String>,
     pub reason: String,
@@ -190,6 +190,27 @@ impl Store {
         Ok(found)
     }
 
+    /// Which of these records are linked to a child the register shields, in one query per 200 records.
+    pub async fn shielded_records(
+        &self,
+        records: &[RecordRef],
+    ) -> Result<HashSet<RecordRef>, StoreError> {
+        let mut found = HashSet::new();
+        for chunk in records.chunks(200) {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT l.source, l.record_id FROM links l JOIN shields s ON s.child_id = l.child_id
+                 WHERE (l.source, l.record_id) IN ",
+            );
+            q.push_tuples(chunk, |mut b, r| {
+                b.push_bind(r.source.as_str()).push_bind(&r.id);
+            });
+            for row in q.build().fetch_all(&self.pool).await? {
+                found.insert(record_ref(&row)?);
+            }
+        }
+        Ok(found)
+    }
+
     /// Gives each group of records one child id: the id one of them already has, or a new one.
     ///
     /// A record already linked to a child stays with it: links are never reassigned silently.
@@ -261,6 +282,32 @@ impl Store {
                 .await?;
             }
             answer.push(children);
+        }
+        // A child whose records now fall into different groups no longer scores as one child: its links stand, and a
+        // proposed split is recorded for a person to decide.
+        let mut groups_of: HashMap<&str, usize> = HashMap::new();
+        for children in &answer {
+            for (child, _) in children {
+                *groups_of.entry(child.as_str()).or_default() += 1;
+            }
+        }
+        let mut split: Vec<&str> = groups_of
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(child, _)| child)
+            .collect();
+        split.sort_unstable();
+        for child in split {
+            sqlx::query(
+                "INSERT INTO link_events (kind, child_ids, reason, rule, at) VALUES ('split-proposed', ?, ?, ?, ?)
+                 ON CONFLICT (kind, child_ids) DO NOTHING",
+            )
+            .bind(child)
+            .bind("records of this child no longer score as one child")
+            .bind(rule)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(answer)
@@ -563,6 +610,38 @@ mod tests {
         assert_eq!(events[0].kind, "merge-proposed");
         assert_eq!(events[0].child_ids, expected);
         assert_eq!(events[0].rule, "test");
+        assert!(!events[0].reason.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_child_whose_records_no_longer_score_as_one_keeps_them_and_a_split_is_proposed() {
+        let (_dir, store) = store().await;
+        let a = RecordRef::new(SourceName::Health, "p1");
+        let b = RecordRef::new(SourceName::School, "u1");
+        let linked = store
+            .link(&[vec![(a.clone(), 1.0), (b.clone(), 1.0)]], "test")
+            .await
+            .expect("link");
+        let child = linked[0][0].0.clone();
+        // The same records, now in two groups: the child keeps both, each group answers with it.
+        let apart = store
+            .link(&[vec![(a.clone(), 1.0)], vec![(b.clone(), 1.0)]], "test")
+            .await
+            .expect("link");
+        assert_eq!(apart[0], vec![(child.clone(), vec![a.clone()])]);
+        assert_eq!(apart[1], vec![(child.clone(), vec![b.clone()])]);
+        assert_eq!(
+            store.records_of(&child).await.expect("records"),
+            vec![a.clone(), b.clone()]
+        );
+        store
+            .link(&[vec![(a, 1.0)], vec![(b, 1.0)]], "test")
+            .await
+            .expect("link");
+        let events = store.link_events().await.expect("events");
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].kind, "split-proposed");
+        assert_eq!(events[0].child_ids, vec![child]);
         assert!(!events[0].reason.is_empty());
     }
 

@@ -10,6 +10,7 @@
 //! | `c0000002` | Isla Brennan, twin, 2017-01-22 | `pat-c2cea4f6` | `stu-7188aa81` | none |
 //! | `c0000003` | Ava Brennan, twin, 2017-01-22 | `pat-29ef8458` | `stu-082d022f` | none |
 //! | `c0000004` | Leo Fernandes, 2012-09-05 | `pat-3c26edee` (restricted R, social care) | `stu-cd389e68` | none |
+//! | `c0000005` | Maya Kowalczyk, 2023-03-08 | `pat-6ff8151b` | none | `chd-ab6e9272` ("Kowalcyzk", 2023-08-03, no NHS number; not linked by the demo) |
 //!
 //! The organisations and practitioners are the first of each kind (index 0), renamed.
 
@@ -77,8 +78,27 @@ pub const LEO: CastMember = CastMember {
     early_years_id: None,
 };
 
+/// Shielded in the demo. Her early-years record is a noisy duplicate that the demo does not link: the gateway must find it
+/// live, and shield it too. See [`MAYA_EARLY_YEARS_ID`].
+pub const MAYA: CastMember = CastMember {
+    key: "c0000005",
+    given: "Maya",
+    family: "Kowalczyk",
+    date_of_birth: "2023-03-08",
+    health_id: Some("pat-6ff8151b"),
+    school_id: None,
+    early_years_id: None,
+};
+
+/// Maya's early-years record: family name misspelt, day and month swapped, and no NHS number.
+pub const MAYA_EARLY_YEARS_ID: &str = "chd-ab6e9272";
+/// The early-years register's spelling of Maya's family name.
+pub const MAYA_EARLY_YEARS_FAMILY: &str = "Kowalcyzk";
+/// The early-years register's date of birth for Maya, day and month the other way round.
+pub const MAYA_EARLY_YEARS_DATE_OF_BIRTH: &str = "2023-08-03";
+
 /// Every cast member, in child-number order.
-pub const MEMBERS: &[CastMember] = &[AMELIA, NOAH, ISLA, AVA, LEO];
+pub const MEMBERS: &[CastMember] = &[AMELIA, NOAH, ISLA, AVA, LEO, MAYA];
 
 /// OneRoster org sourcedId of "Riverside Primary School" (Amelia, Isla, Ava).
 pub const SCHOOL_ORG_ID: &str = "sch-00000";

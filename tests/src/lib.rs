@@ -151,6 +151,13 @@ impl TestGateway {
         self.seed
     }
 
+    /// The gateway's own store, opened a second time: for what no API does yet, such as placing a shield.
+    pub async fn store(&self) -> childgraph::store::Store {
+        childgraph::store::Store::open_sqlite(&self.dir.path().join(childgraph::demo::STORE_FILE))
+            .await
+            .expect("the store opens")
+    }
+
     pub fn demo(&self) -> &Demo {
         self.demo.as_ref().expect("running")
     }

@@ -880,7 +880,8 @@ impl Generator<'_> {
         }
     }
 
-    /// The cast's families, exactly as documented in [`crate::cast`], without noise except the school's misspelling of Hartley.
+    /// The cast's families, exactly as documented in [`crate::cast`], without noise except the school's misspelling of Hartley
+    /// and Maya's early-years record.
     fn cast_families(&self) -> Vec<FamilyDraft> {
         let family = |number: u32, carers: Vec<Carer>, address: Address| Family {
             number,
@@ -1008,6 +1009,42 @@ impl Generator<'_> {
             }],
         };
 
-        vec![hartley, okafor, brennan, fernandes]
+        let maya = self.cast_child(5, &cast::MAYA, Sex::Female);
+        let mut maya_health = self.cast_health(&maya, 1);
+        maya_health.mch = Some(Mch {
+            centre: 0,
+            nurse: 0,
+            missed: 0,
+        });
+        let mut maya_early_years = self.cast_early_years(
+            &maya,
+            Enrolment {
+                setting: 0,
+                key_worker: 0,
+                programme: Programme::Kindergarten,
+                hours_per_week: 15,
+                status: EnrolmentStatus::Active,
+                start: date("2024-09-02"),
+                end: None,
+            },
+        );
+        maya_early_years.family = cast::MAYA_EARLY_YEARS_FAMILY.into();
+        maya_early_years.birth_date = date(cast::MAYA_EARLY_YEARS_DATE_OF_BIRTH);
+        maya_early_years.nhs_number = None;
+        let kowalczyk = FamilyDraft {
+            family: family(
+                4,
+                vec![cast_carer("Anna", "Kowalczyk", Relationship::Mother, 141)],
+                cast_address("9 Linden Court", "Hartfield", "HF2 3RW"),
+            ),
+            children: vec![ChildDraft {
+                child: maya,
+                health: maya_health,
+                school: None,
+                early_years: Some(maya_early_years),
+            }],
+        };
+
+        vec![hartley, okafor, brennan, fernandes, kowalczyk]
     }
 }

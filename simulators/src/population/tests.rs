@@ -280,6 +280,18 @@ fn cast_date(m: &cast::CastMember) -> NaiveDate {
 #[test]
 fn cast_is_present_as_documented() {
     let p = Population::generate(&config(3000, 42));
+    assert_eq!(
+        p.child_key_of(SourceName::EarlyYears, cast::MAYA_EARLY_YEARS_ID)
+            .as_deref(),
+        Some(cast::MAYA.key)
+    );
+    let duplicate = &p.early_years[p.index.early_years_by_id[cast::MAYA_EARLY_YEARS_ID] as usize];
+    assert_eq!(&*duplicate.family, cast::MAYA_EARLY_YEARS_FAMILY);
+    assert_eq!(
+        duplicate.birth_date.to_string(),
+        cast::MAYA_EARLY_YEARS_DATE_OF_BIRTH
+    );
+    assert_eq!(duplicate.nhs_number, None);
     for (i, m) in cast::MEMBERS.iter().enumerate() {
         let child = &p.children[i];
         assert_eq!(child.key(), m.key);

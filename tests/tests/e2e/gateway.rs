@@ -246,6 +246,99 @@ async fn a_shielded_child_shows_identity_only_and_hides_from_searches_on_hidden_
 }
 
 #[tokio::test]
+async fn a_noisy_duplicate_of_a_shielded_child_in_another_source_is_shielded_too() {
+    use childgraph_simulators::cast;
+    // Maya is shielded. The early-years register misspells her family name, has her day and month of birth the other
+    // way round and no NHS number, and nothing links that record to her beforehand: the gateway meets it live.
+    let gateway = TestGateway::builder().spawn().await;
+    let duplicate = json!({
+        "familyName": cast::MAYA_EARLY_YEARS_FAMILY,
+        "dateOfBirth": cast::MAYA_EARLY_YEARS_DATE_OF_BIRTH,
+    });
+    let true_details = json!({
+        "givenName": cast::MAYA.given,
+        "familyName": cast::MAYA.family,
+        "dateOfBirth": cast::MAYA.date_of_birth,
+    });
+    let mut ids = Vec::new();
+    for (user, criteria) in [
+        ("kinder-educator", duplicate.clone()),
+        ("teacher", duplicate),
+        ("mch-nurse", true_details),
+    ] {
+        let answer = search(&gateway, user, criteria.clone()).await;
+        let found = matches(&answer);
+        assert!(!found.is_empty(), "{user} {criteria}: {:#}", answer.body);
+        for m in &found {
+            let child = &m["child"];
+            assert_eq!(child["shielded"], true, "{user} {criteria}: {child:#}");
+            assert!(child["participation"].is_null(), "{child:#}");
+            assert!(child["address"].is_null(), "{child:#}");
+            ids.push(child["id"].as_str().expect("id").to_owned());
+        }
+        // Nothing of where she goes or lives reached the answer.
+        let text = answer.body.to_string();
+        for secret in [cast::KINDERGARTEN_NAME, "HF2 3RW", "Linden Court"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+    }
+    // Viewed by id afterwards, each child found is still shielded.
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        let answer = gateway
+            .query_vars(
+                "kinder-educator",
+                "query($id: ID!) { child(id: $id, access: { purpose: SAFEGUARDING }) { id shielded participation { source } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(
+            answer.body["data"]["child"]["shielded"], true,
+            "{:#}",
+            answer.body
+        );
+        assert!(answer.body["data"]["child"]["participation"].is_null());
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_shield_covers_a_possible_match_that_the_search_found_and_the_shielded_child_did_not() {
+    // Isla is shielded; her twin Ava is a possible match of her (same family name, birth date and address). A search
+    // for Ava by her given name does not match Isla, yet Ava must come back shielded.
+    let gateway = TestGateway::builder().spawn().await;
+    let isla = json!({ "givenName": "Isla", "familyName": "Brennan", "dateOfBirth": "2017-01-22" });
+    let answer = search(&gateway, "gp", isla).await;
+    let isla_id = matches(&answer)[0]["child"]["id"]
+        .as_str()
+        .expect("Isla's id")
+        .to_owned();
+    gateway
+        .store()
+        .await
+        .put_shield(&childgraph::store::Shield {
+            child_id: isla_id.clone(),
+            reason: "test".into(),
+            requested_by: "shield-officer-1".into(),
+            approved_by: "shield-officer-2".into(),
+            review_due: chrono::Utc::now() + chrono::Duration::days(30),
+        })
+        .await
+        .expect("shield");
+    let ava = json!({ "givenName": "Ava", "familyName": "Brennan", "dateOfBirth": "2017-01-22" });
+    let answer = search(&gateway, "teacher", ava).await;
+    let found = matches(&answer);
+    assert_eq!(found.len(), 1, "{:#}", answer.body);
+    let child = &found[0]["child"];
+    assert_eq!(child["name"]["given"], "Ava");
+    assert_ne!(child["id"], isla_id.as_str());
+    assert_eq!(child["shielded"], true, "{child:#}");
+    assert!(child["address"].is_null(), "{child:#}");
+    gateway.stop().await;
+}
+
+#[tokio::test]
 async fn a_record_restricted_at_source_shields_the_child() {
     let gateway = TestGateway::builder().spawn().await;
     let answer = search(
