@@ -31,6 +31,8 @@ pub struct Config {
     pub policy: Option<PathBuf>,
     #[serde(default)]
     pub request: RequestConfig,
+    #[serde(default)]
+    pub linkage: LinkageConfig,
     pub auth: AuthConfig,
     pub sources: SourcesConfig,
 }
@@ -40,6 +42,50 @@ pub struct Config {
 pub struct StoreConfig {
     /// The SQLite database file, created if missing.
     pub sqlite: PathBuf,
+}
+
+/// How records are linked into children.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkageConfig {
+    /// A parameters file written by `childgraph linkage evaluate --save-parameters`; the built-in defaults when absent.
+    #[serde(default)]
+    pub parameters: Option<PathBuf>,
+    /// The least match probability at which records from different sources are joined into one child.
+    #[serde(default = "default_link_threshold")]
+    pub link_threshold: f64,
+    /// The least match probability at which records are a possible match, which a shield covers.
+    #[serde(default = "default_possible_threshold")]
+    pub possible_threshold: f64,
+}
+
+impl Default for LinkageConfig {
+    fn default() -> Self {
+        Self {
+            parameters: None,
+            link_threshold: default_link_threshold(),
+            possible_threshold: default_possible_threshold(),
+        }
+    }
+}
+
+fn default_link_threshold() -> f64 {
+    childgraph_linkage::LINK_THRESHOLD
+}
+fn default_possible_threshold() -> f64 {
+    childgraph_linkage::POSSIBLE_THRESHOLD
+}
+
+impl LinkageConfig {
+    /// The linker: the parameters file read and checked, with the thresholds.
+    pub fn linker(&self) -> anyhow::Result<childgraph_linkage::Linker> {
+        let parameters = match &self.parameters {
+            Some(path) => crate::linkage_cli::load_parameters(path)?,
+            None => childgraph_linkage::model::Parameters::default(),
+        };
+        childgraph_linkage::Linker::new(parameters, self.link_threshold, self.possible_threshold)
+            .map_err(|e| anyhow::anyhow!("linkage: {e}"))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -374,6 +420,13 @@ impl Config {
         if config.request.max_results == 0 {
             return Err(invalid("request.max_results: must be at least 1".into()));
         }
+        if let Err(e) = childgraph_linkage::Linker::new(
+            childgraph_linkage::model::Parameters::default(),
+            config.linkage.link_threshold,
+            config.linkage.possible_threshold,
+        ) {
+            return Err(invalid(format!("linkage: {e}")));
+        }
         if config.sources.school.filter_max_predicates == 0 {
             return Err(invalid(
                 "sources.school.filter_max_predicates: must be at least 1".into(),
@@ -462,6 +515,26 @@ mod tests {
             .to_string();
         assert!(
             err.contains("HEALTH_TOKEN") && !err.contains("secret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn linkage_thresholds_must_leave_a_possible_band_below_the_link() {
+        let text = EXAMPLE.replace("possible_threshold: 0.1", "possible_threshold: 0.95");
+        let err = Config::parse(&text, Path::new("c.yaml"), env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("linkage: the thresholds"), "{err}");
+        let config = Config::parse(EXAMPLE, Path::new("c.yaml"), env).expect("valid");
+        assert_eq!(config.linkage.link_threshold, 0.9);
+        let missing = LinkageConfig {
+            parameters: Some("/nonexistent/linkage.yaml".into()),
+            ..LinkageConfig::default()
+        };
+        let err = format!("{:#}", missing.linker().unwrap_err());
+        assert!(
+            err.contains("cannot read /nonexistent/linkage.yaml"),
             "{err}"
         );
     }

@@ -282,6 +282,7 @@ impl Demo {
             leeway_seconds: 30,
             account_cache: options.account_cache,
             request: options.request.clone(),
+            linker: childgraph_linkage::Linker::default(),
         })?;
         let listener = TcpListener::bind(options.listen).await.with_context(|| {
             format!(

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use childgraph_linkage::evaluate::{Evaluation, describe, evaluate};
-use childgraph_linkage::model::{Comparison, compare};
+use childgraph_linkage::model::{Comparison, Parameters, compare};
 use childgraph_schema::{Address, PersonRecord, Sex, SourceName};
 use chrono::NaiveDate;
 
@@ -131,8 +131,65 @@ pub fn read_truth(path: &Path) -> anyhow::Result<HashSet<(String, String)>> {
     Ok(truth)
 }
 
+/// Writes parameters as the YAML file the gateway's `linkage.parameters` names: the prior, then per comparison each
+/// level's m and u.
+pub fn save_parameters(path: &Path, parameters: &Parameters) -> anyhow::Result<()> {
+    let mut text = String::from(
+        "# Fellegi-Sunter parameters for childgraph: the prior probability that two records are the same child, and for\n\
+         # each level of each comparison, m (its probability between records of the same child) and u (between records\n\
+         # of different children). Written by `childgraph linkage evaluate --save-parameters`; set as `linkage.parameters`.\n",
+    );
+    text.push_str(&format!("prior: {}\n", parameters.prior));
+    let mut current = None;
+    for (comparison, level, m, u) in parameters.levels() {
+        if current != Some(comparison) {
+            text.push_str(&format!("{}:\n", comparison.name()));
+            current = Some(comparison);
+        }
+        text.push_str(&format!("  \"{level}\": {{ m: {m}, u: {u} }}\n"));
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// One level in a parameters file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LevelFile {
+    m: f64,
+    u: f64,
+}
+
+/// Reads a parameters file written by [`save_parameters`]. Errors name the file and the key, or the line and column.
+pub fn load_parameters(path: &Path) -> anyhow::Result<Parameters> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut file: std::collections::BTreeMap<String, serde_yaml_ng::Value> =
+        serde_yaml_ng::from_str(&text)
+            .with_context(|| format!("{} is not a linkage parameters file", path.display()))?;
+    let prior = file
+        .remove("prior")
+        .and_then(|p| p.as_f64())
+        .with_context(|| format!("{}: prior: a number is needed", path.display()))?;
+    let mut levels = Vec::new();
+    for (comparison, value) in file {
+        let named: std::collections::BTreeMap<String, LevelFile> = serde_yaml_ng::from_value(value)
+            .with_context(|| {
+                format!(
+                    "{}: {comparison}: each level needs an m and a u, and nothing else",
+                    path.display()
+                )
+            })?;
+        levels.extend(
+            named
+                .into_iter()
+                .map(|(level, p)| (comparison.clone(), level, p.m, p.u)),
+        );
+    }
+    Parameters::from_levels(prior, levels).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// What `run` prints besides the figures.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Report {
     /// The least match probability that links a pair.
     pub threshold: f64,
@@ -140,6 +197,8 @@ pub struct Report {
     pub parameters: bool,
     /// Print every false and missed link, by id, with its comparison levels.
     pub mistakes: bool,
+    /// Write the estimated parameters to this file, for the gateway's `linkage.parameters`.
+    pub save_parameters: Option<std::path::PathBuf>,
 }
 
 impl Default for Report {
@@ -148,6 +207,7 @@ impl Default for Report {
             threshold: 0.5,
             parameters: false,
             mistakes: false,
+            save_parameters: None,
         }
     }
 }
@@ -169,6 +229,10 @@ pub fn run(left: &Path, right: &Path, truth: &Path, report: &Report) -> anyhow::
         for line in describe(&evaluation.parameters) {
             println!("{line}");
         }
+    }
+    if let Some(path) = &report.save_parameters {
+        save_parameters(path, &evaluation.parameters)?;
+        println!("parameters written to {}", path.display());
     }
     if report.mistakes {
         for line in mistakes(&left_records, &right_records, &truth, &evaluation) {
@@ -281,6 +345,52 @@ mod tests {
             assert!(q.precision >= 0.995, "{left}-{right}: {q:?}");
             assert!(q.recall >= 0.99, "{left}-{right}: {q:?}");
         }
+    }
+
+    #[test]
+    fn estimated_parameters_are_saved_and_read_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        export(
+            &PopulationConfig {
+                children: 1500,
+                seed: 5,
+                ..PopulationConfig::default()
+            },
+            dir.path(),
+        )
+        .expect("export");
+        let saved = dir.path().join("linkage.yaml");
+        let evaluation = run(
+            &dir.path().join("health.csv"),
+            &dir.path().join("school.csv"),
+            &dir.path().join("truth_health_school.csv"),
+            &Report {
+                save_parameters: Some(saved.clone()),
+                ..Report::default()
+            },
+        )
+        .expect("evaluates");
+        let read = load_parameters(&saved).expect("reads back");
+        assert_eq!(read.prior, evaluation.parameters.prior);
+        for (a, b) in read.levels().iter().zip(evaluation.parameters.levels()) {
+            assert_eq!((a.0, a.1), (b.0, b.1));
+            assert!(
+                (a.2 - b.2).abs() < 1e-12 && (a.3 - b.3).abs() < 1e-12,
+                "{a:?} {b:?}"
+            );
+        }
+        // A level left out, or a misspelt key, is named.
+        let text = std::fs::read_to_string(&saved).expect("read");
+        let cut = dir.path().join("cut.yaml");
+        std::fs::write(&cut, text.replace("  \"same sector\"", "  \"same sectr\"")).expect("write");
+        let error = format!("{:#}", load_parameters(&cut).unwrap_err());
+        assert!(
+            error.contains("postcode.same sectr: not a level"),
+            "{error}"
+        );
+        std::fs::write(&cut, text.replace("m: ", "mm: ")).expect("write");
+        let error = format!("{:#}", load_parameters(&cut).unwrap_err());
+        assert!(error.contains("each level needs an m and a u"), "{error}");
     }
 
     #[test]

@@ -108,6 +108,9 @@ enum LinkageCommand {
         /// Also prints each false and each missed link, by id, with the level of every comparison: for tuning.
         #[arg(long)]
         mistakes: bool,
+        /// Writes the estimated parameters to this YAML file, for the gateway's `linkage.parameters`.
+        #[arg(long, value_name = "FILE")]
+        save_parameters: Option<PathBuf>,
     },
 }
 
@@ -192,7 +195,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
-            childgraph::config::Config::load(&file)?;
+            let config = childgraph::config::Config::load(&file)?;
+            config.linkage.linker()?;
             println!("{} is valid", file.display());
             Ok(())
         }
@@ -205,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
                     threshold,
                     parameters,
                     mistakes,
+                    save_parameters,
                 },
         } => {
             childgraph::linkage_cli::run(
@@ -215,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
                     threshold,
                     parameters,
                     mistakes,
+                    save_parameters,
                 },
             )?;
             Ok(())

@@ -49,6 +49,8 @@ pub struct Pipeline {
     pub store: Store,
     pub federation: Federation,
     pub limits: Limits,
+    /// The linkage model and thresholds.
+    pub linker: Arc<childgraph_linkage::Linker>,
 }
 
 /// Why the user is asking, as they declared it.
@@ -182,20 +184,21 @@ impl Pipeline {
         // Each cluster is scored once; clusters that do not match the criteria are neither linked nor shown, but are
         // kept aside: one of them may be a shielded child whose shield covers a child found.
         let mut others = Vec::new();
-        let (clusters, groups): (Vec<_>, Vec<Vec<(RecordRef, f64)>>) =
-            childgraph_linkage::cluster(candidates)
-                .into_iter()
-                .filter_map(|c| match childgraph_linkage::score(&criteria, &c) {
-                    Some(score) => {
-                        let group = c.records.iter().map(|r| (r.record_ref(), score)).collect();
-                        Some((c, group))
-                    }
-                    None => {
-                        others.push(c.records);
-                        None
-                    }
-                })
-                .unzip();
+        let (clusters, groups): (Vec<_>, Vec<Vec<(RecordRef, f64)>>) = self
+            .linker
+            .cluster(candidates)
+            .into_iter()
+            .filter_map(|c| match self.linker.score(&criteria, &c) {
+                Some(score) => {
+                    let group = c.records.iter().map(|r| (r.record_ref(), score)).collect();
+                    Some((c, group))
+                }
+                None => {
+                    others.push(c.records);
+                    None
+                }
+            })
+            .unzip();
         let linked = self.store.link(&groups, "fellegi-sunter-v1").await?;
         let mut found: HashMap<RecordRef, PersonRecord> = clusters
             .into_iter()
@@ -228,11 +231,7 @@ impl Pipeline {
         let near: Vec<&[PersonRecord]> = others
             .iter()
             .map(Vec::as_slice)
-            .filter(|o| {
-                found
-                    .iter()
-                    .any(|f| childgraph_linkage::possible_match(o, f))
-            })
+            .filter(|o| found.iter().any(|f| self.linker.possible_match(o, f)))
             .collect();
         if !near.is_empty() {
             let refs: Vec<RecordRef> = near
@@ -247,7 +246,7 @@ impl Pipeline {
             }));
             found.extend(near);
         }
-        childgraph_linkage::spread_shields(&found, &mut shielded);
+        self.linker.spread_shields(&found, &mut shielded);
         shielded.truncate(children.len());
         // A shield spread this way is kept in the register, so that the child stays shielded when viewed by its id,
         // and a shield officer can review it.
@@ -271,7 +270,7 @@ impl Pipeline {
         let mut scored = Vec::new();
         for ((id, records), shielded) in children.into_iter().zip(shielded) {
             let cluster = childgraph_linkage::Cluster { records };
-            if let Some(score) = childgraph_linkage::score(&criteria, &cluster) {
+            if let Some(score) = self.linker.score(&criteria, &cluster) {
                 scored.push((score, id, cluster.records, shielded));
             }
         }

@@ -29,6 +29,7 @@ pub struct Parts {
     /// How long an active account is kept between reads of the store.
     pub account_cache: std::time::Duration,
     pub request: RequestConfig,
+    pub linker: childgraph_linkage::Linker,
 }
 
 /// Puts the parts together into the state the server runs on.
@@ -41,6 +42,7 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
             max_results: parts.request.max_results,
             deadline: parts.request.deadline(),
         },
+        linker: Arc::new(parts.linker),
     };
     let auth = Authenticator::new(parts.issuers, parts.leeway_seconds, parts.store)
         .context("loading trusted keys")?
@@ -99,6 +101,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         leeway_seconds: config.auth.leeway_seconds,
         account_cache: std::time::Duration::from_secs(config.auth.account_cache_seconds),
         request: config.request.clone(),
+        linker: config.linkage.linker()?,
     })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -94,181 +94,223 @@ pub fn possible_probability(a: &PersonRecord, b: &PersonRecord, parameters: &Par
     Parameters::probability(parameters.weight(a, b, &levels, &model::NoFrequencies))
 }
 
-/// Whether two children are a possible match: a record of one is a possible match for a record of the other.
-pub fn possible_match(a: &[PersonRecord], b: &[PersonRecord]) -> bool {
-    let parameters = Parameters::default();
-    a.iter().any(|x| {
-        b.iter()
-            .any(|y| possible_probability(x, y, &parameters) >= POSSIBLE_THRESHOLD)
-    })
+/// The given-name level "different" in [`model::Comparison::GivenName`]'s levels.
+const GIVEN_NAMES_DIFFER: u8 = 6;
+
+/// The model and thresholds records are linked with: the configured defaults, or parameters estimated by
+/// `childgraph linkage evaluate` and set in the gateway's config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Linker {
+    pub parameters: Parameters,
+    /// The least match probability at which two records from different sources are one child.
+    pub link_threshold: f64,
+    /// The least probability at which two records are a possible match: not linked, but a shield on one covers the
+    /// other.
+    pub possible_threshold: f64,
 }
 
-/// Spreads shields from child to child along possible matches: a child any of whose records is a possible match for a
-/// record of a shielded child is shielded too, and so on. `shielded[i]` is the status of `children[i]`.
-pub fn spread_shields(children: &[&[PersonRecord]], shielded: &mut [bool]) {
-    let possible = possible_match;
-    let mut changed = true;
-    while changed {
-        changed = false;
-        for i in 0..children.len() {
-            if !shielded[i] {
-                continue;
-            }
-            for j in 0..children.len() {
-                if !shielded[j] && possible(children[i], children[j]) {
-                    shielded[j] = true;
-                    changed = true;
+impl Default for Linker {
+    fn default() -> Self {
+        Self {
+            parameters: Parameters::default(),
+            link_threshold: LINK_THRESHOLD,
+            possible_threshold: POSSIBLE_THRESHOLD,
+        }
+    }
+}
+
+impl Linker {
+    /// A linker with these parameters and thresholds; the possible band must lie below the link threshold.
+    pub fn new(
+        parameters: Parameters,
+        link_threshold: f64,
+        possible_threshold: f64,
+    ) -> Result<Self, String> {
+        if !(possible_threshold > 0.0
+            && possible_threshold < link_threshold
+            && link_threshold < 1.0)
+        {
+            return Err(format!(
+                "the thresholds must satisfy 0 < possible ({possible_threshold}) < link ({link_threshold}) < 1"
+            ));
+        }
+        Ok(Self {
+            parameters,
+            link_threshold,
+            possible_threshold,
+        })
+    }
+
+    /// Whether two children are a possible match: a record of one is a possible match for a record of the other.
+    pub fn possible_match(&self, a: &[PersonRecord], b: &[PersonRecord]) -> bool {
+        a.iter().any(|x| {
+            b.iter()
+                .any(|y| possible_probability(x, y, &self.parameters) >= self.possible_threshold)
+        })
+    }
+
+    /// Spreads shields from child to child along possible matches: a child any of whose records is a possible match for a
+    /// record of a shielded child is shielded too, and so on. `shielded[i]` is the status of `children[i]`.
+    pub fn spread_shields(&self, children: &[&[PersonRecord]], shielded: &mut [bool]) {
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for i in 0..children.len() {
+                if !shielded[i] {
+                    continue;
+                }
+                for j in 0..children.len() {
+                    if !shielded[j] && self.possible_match(children[i], children[j]) {
+                        shielded[j] = true;
+                        changed = true;
+                    }
                 }
             }
         }
     }
-}
 
-/// The given-name level "different" in [`model::Comparison::GivenName`]'s levels.
-const GIVEN_NAMES_DIFFER: u8 = 6;
-
-/// Groups records into children, at most one record per source in each.
-///
-/// Every pair of records from different sources is scored; pairs at or above [`LINK_THRESHOLD`] are joined best first,
-/// unless that would put two records of one source in the same child. The result depends only on the records and
-/// their order, not on timing.
-pub fn cluster(records: Vec<PersonRecord>) -> Vec<Cluster> {
-    let parameters = Parameters::default();
-    let n = records.len();
-    // Only records that share a blocking key or an identifier are scored: a search can return hundreds.
-    let mut by_key: std::collections::HashMap<String, Vec<usize>> =
-        std::collections::HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        let mut keys = evaluate::blocking_keys(r);
-        keys.extend(r.nhs_number.as_ref().map(|x| format!("nhs:{}", x.as_str())));
-        keys.extend(r.upn.as_ref().map(|x| format!("upn:{}", x.as_str())));
-        for key in keys {
-            by_key.entry(key).or_default().push(i);
-        }
-    }
-    let mut candidates: Vec<(usize, usize)> = by_key
-        .values()
-        .flat_map(|group| {
-            group
-                .iter()
-                .enumerate()
-                .flat_map(move |(k, &i)| group[k + 1..].iter().map(move |&j| (i.min(j), i.max(j))))
-        })
-        .collect();
-    candidates.sort_unstable();
-    candidates.dedup();
-    let mut pairs = Vec::new();
-    for (i, j) in candidates {
-        let p = match_probability(&records[i], &records[j], &parameters);
-        if p >= LINK_THRESHOLD {
-            pairs.push((p, i, j));
-        }
-    }
-    pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    // Union-find over record indices, each root knowing the sources of its child.
-    let mut parent: Vec<usize> = (0..n).collect();
-    let mut sources: Vec<Vec<SourceName>> = records.iter().map(|r| vec![r.source]).collect();
-    fn root(parent: &mut [usize], mut i: usize) -> usize {
-        while parent[i] != i {
-            parent[i] = parent[parent[i]];
-            i = parent[i];
-        }
-        i
-    }
-    for (_, i, j) in pairs {
-        let (ri, rj) = (root(&mut parent, i), root(&mut parent, j));
-        if ri == rj || sources[ri].iter().any(|s| sources[rj].contains(s)) {
-            continue;
-        }
-        let (keep, join) = if ri < rj { (ri, rj) } else { (rj, ri) };
-        parent[join] = keep;
-        let moved = std::mem::take(&mut sources[join]);
-        sources[keep].extend(moved);
-    }
-    // Children in the order of their first record.
-    let mut index_of_root: Vec<Option<usize>> = vec![None; n];
-    let mut clusters: Vec<Cluster> = Vec::new();
-    for (i, record) in records.into_iter().enumerate() {
-        let r = root(&mut parent, i);
-        match index_of_root[r] {
-            Some(c) => clusters[c].records.push(record),
-            None => {
-                index_of_root[r] = Some(clusters.len());
-                clusters.push(Cluster {
-                    records: vec![record],
-                });
+    /// Groups records into children, at most one record per source in each.
+    ///
+    /// Every pair of records from different sources is scored; pairs at or above the link threshold are joined best first,
+    /// unless that would put two records of one source in the same child. The result depends only on the records and
+    /// their order, not on timing.
+    pub fn cluster(&self, records: Vec<PersonRecord>) -> Vec<Cluster> {
+        let parameters = &self.parameters;
+        let n = records.len();
+        // Only records that share a blocking key or an identifier are scored: a search can return hundreds.
+        let mut by_key: std::collections::HashMap<String, Vec<usize>> =
+            std::collections::HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            let mut keys = evaluate::blocking_keys(r);
+            keys.extend(r.nhs_number.as_ref().map(|x| format!("nhs:{}", x.as_str())));
+            keys.extend(r.upn.as_ref().map(|x| format!("upn:{}", x.as_str())));
+            for key in keys {
+                by_key.entry(key).or_default().push(i);
             }
         }
+        let mut candidates: Vec<(usize, usize)> = by_key
+            .values()
+            .flat_map(|group| {
+                group.iter().enumerate().flat_map(move |(k, &i)| {
+                    group[k + 1..].iter().map(move |&j| (i.min(j), i.max(j)))
+                })
+            })
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut pairs = Vec::new();
+        for (i, j) in candidates {
+            let p = match_probability(&records[i], &records[j], parameters);
+            if p >= self.link_threshold {
+                pairs.push((p, i, j));
+            }
+        }
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        // Union-find over record indices, each root knowing the sources of its child.
+        let mut parent: Vec<usize> = (0..n).collect();
+        let mut sources: Vec<Vec<SourceName>> = records.iter().map(|r| vec![r.source]).collect();
+        fn root(parent: &mut [usize], mut i: usize) -> usize {
+            while parent[i] != i {
+                parent[i] = parent[parent[i]];
+                i = parent[i];
+            }
+            i
+        }
+        for (_, i, j) in pairs {
+            let (ri, rj) = (root(&mut parent, i), root(&mut parent, j));
+            if ri == rj || sources[ri].iter().any(|s| sources[rj].contains(s)) {
+                continue;
+            }
+            let (keep, join) = if ri < rj { (ri, rj) } else { (rj, ri) };
+            parent[join] = keep;
+            let moved = std::mem::take(&mut sources[join]);
+            sources[keep].extend(moved);
+        }
+        // Children in the order of their first record.
+        let mut index_of_root: Vec<Option<usize>> = vec![None; n];
+        let mut clusters: Vec<Cluster> = Vec::new();
+        for (i, record) in records.into_iter().enumerate() {
+            let r = root(&mut parent, i);
+            match index_of_root[r] {
+                Some(c) => clusters[c].records.push(record),
+                None => {
+                    index_of_root[r] = Some(clusters.len());
+                    clusters.push(Cluster {
+                        records: vec![record],
+                    });
+                }
+            }
+        }
+        clusters
     }
-    clusters
-}
 
-/// How well a cluster matches the criteria, in [0, 1]; `None` when it does not match them at all.
-///
-/// A matching identifier is decisive, and so is a different one. Otherwise the family name must be near, the date of
-/// birth the same or with day and month swapped, and the given name, when searched for, must agree: a search never
-/// shows a child its criteria only loosely describe. The score is then the Fellegi-Sunter probability that the best of
-/// the cluster's records is the child described, with the configured parameters: the criteria are compared with each
-/// record as if they were a record themselves.
-pub fn score(criteria: &SearchCriteria, cluster: &Cluster) -> Option<f64> {
-    let records = &cluster.records;
-    let nhs = criteria
-        .nhs_number
-        .as_ref()
-        .map(|n| records.iter().any(|r| r.nhs_number.as_ref() == Some(n)));
-    let upn = criteria
-        .upn
-        .as_ref()
-        .map(|u| records.iter().any(|r| r.upn.as_ref() == Some(u)));
-    if nhs == Some(true) || upn == Some(true) {
-        return Some(1.0);
-    }
-    // A child one of whose records carries a different identifier is another child.
-    let differs = records.iter().any(|r| {
-        matches!((&criteria.nhs_number, &r.nhs_number), (Some(a), Some(b)) if a != b)
-            || matches!((&criteria.upn, &r.upn), (Some(a), Some(b)) if a != b)
-    });
-    if differs {
-        return None;
-    }
-    let family = criteria.family_name.as_deref()?;
-    let birth = criteria.date_of_birth?;
-    let best_family = records
-        .iter()
-        .filter_map(|r| r.family_name.as_deref())
-        .map(|f| jaro_winkler(&normalise(family), &normalise(f)))
-        .fold(0.0, f64::max);
-    // A record with the day and month the other way round is the same birth date mistyped: found, ranked lower.
-    let birth_near = records.iter().any(|r| {
-        r.date_of_birth
-            .is_some_and(|d| d == birth || model::day_and_month_swapped(d, birth))
-    });
-    if best_family < FAMILY_NAME_SIMILARITY || !birth_near {
-        return None;
-    }
-    if let Some(given) = criteria.given_name.as_deref()
-        && !records
+    /// How well a cluster matches the criteria, in [0, 1]; `None` when it does not match them at all.
+    ///
+    /// A matching identifier is decisive, and so is a different one. Otherwise the family name must be near, the date of
+    /// birth the same or with day and month swapped, and the given name, when searched for, must agree: a search never
+    /// shows a child its criteria only loosely describe. The score is then the Fellegi-Sunter probability that the best of
+    /// the cluster's records is the child described, with the linker's parameters: the criteria are compared with each
+    /// record as if they were a record themselves.
+    pub fn score(&self, criteria: &SearchCriteria, cluster: &Cluster) -> Option<f64> {
+        let records = &cluster.records;
+        let nhs = criteria
+            .nhs_number
+            .as_ref()
+            .map(|n| records.iter().any(|r| r.nhs_number.as_ref() == Some(n)));
+        let upn = criteria
+            .upn
+            .as_ref()
+            .map(|u| records.iter().any(|r| r.upn.as_ref() == Some(u)));
+        if nhs == Some(true) || upn == Some(true) {
+            return Some(1.0);
+        }
+        // A child one of whose records carries a different identifier is another child.
+        let differs = records.iter().any(|r| {
+            matches!((&criteria.nhs_number, &r.nhs_number), (Some(a), Some(b)) if a != b)
+                || matches!((&criteria.upn, &r.upn), (Some(a), Some(b)) if a != b)
+        });
+        if differs {
+            return None;
+        }
+        let family = criteria.family_name.as_deref()?;
+        let birth = criteria.date_of_birth?;
+        let best_family = records
             .iter()
-            .flat_map(|r| &r.given_names)
-            .any(|g| given_names_agree(given, g))
-    {
-        return None;
+            .filter_map(|r| r.family_name.as_deref())
+            .map(|f| jaro_winkler(&normalise(family), &normalise(f)))
+            .fold(0.0, f64::max);
+        // A record with the day and month the other way round is the same birth date mistyped: found, ranked lower.
+        let birth_near = records.iter().any(|r| {
+            r.date_of_birth
+                .is_some_and(|d| d == birth || model::day_and_month_swapped(d, birth))
+        });
+        if best_family < FAMILY_NAME_SIMILARITY || !birth_near {
+            return None;
+        }
+        if let Some(given) = criteria.given_name.as_deref()
+            && !records
+                .iter()
+                .flat_map(|r| &r.given_names)
+                .any(|g| given_names_agree(given, g))
+        {
+            return None;
+        }
+        let described = criteria_record(criteria);
+        let parameters = &self.parameters;
+        let best = records
+            .iter()
+            .map(|r| {
+                let levels = model::compare(&described, r);
+                Parameters::probability(parameters.weight(
+                    &described,
+                    r,
+                    &levels,
+                    &model::NoFrequencies,
+                ))
+            })
+            .fold(0.0, f64::max);
+        Some(best.clamp(0.0, 1.0))
     }
-    let described = criteria_record(criteria);
-    let parameters = Parameters::default();
-    let best = records
-        .iter()
-        .map(|r| {
-            let levels = model::compare(&described, r);
-            Parameters::probability(parameters.weight(
-                &described,
-                r,
-                &levels,
-                &model::NoFrequencies,
-            ))
-        })
-        .fold(0.0, f64::max);
-    Some(best.clamp(0.0, 1.0))
 }
 
 /// The criteria as a record, to compare with source records.
@@ -296,6 +338,18 @@ fn criteria_record(criteria: &SearchCriteria) -> PersonRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cluster(records: Vec<PersonRecord>) -> Vec<Cluster> {
+        Linker::default().cluster(records)
+    }
+
+    fn score(criteria: &SearchCriteria, cluster: &Cluster) -> Option<f64> {
+        Linker::default().score(criteria, cluster)
+    }
+
+    fn spread_shields(children: &[&[PersonRecord]], shielded: &mut [bool]) {
+        Linker::default().spread_shields(children, shielded)
+    }
     use chrono::NaiveDate;
 
     fn record(source: SourceName, id: &str, given: &str, family: &str, dob: &str) -> PersonRecord {

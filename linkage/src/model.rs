@@ -67,6 +67,11 @@ impl Comparison {
         }
     }
 
+    /// The comparison of this name, as [`Comparison::name`] gives it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Comparison::GivenName => "given_name",
@@ -340,6 +345,95 @@ impl Parameters {
         w
     }
 
+    /// Parameters from a prior and the m and u of every level of every comparison (level 0, missing, left out), as
+    /// (comparison name, level name, m, u). Every level must be given once, each m and u must lie in (0, 1], and each
+    /// comparison's m and u must each sum to 1.
+    pub fn from_levels(
+        prior: f64,
+        levels: impl IntoIterator<Item = (String, String, f64, f64)>,
+    ) -> Result<Self, String> {
+        if !(prior > 0.0 && prior < 1.0) {
+            return Err(format!(
+                "prior: {prior} is not a probability between 0 and 1"
+            ));
+        }
+        let shape = Self::default();
+        let mut m: Vec<Vec<Option<f64>>> = shape.m.iter().map(|l| vec![None; l.len()]).collect();
+        let mut u = m.clone();
+        for (comparison, level, pm, pu) in levels {
+            let c = Comparison::from_name(&comparison).ok_or_else(|| {
+                format!(
+                    "{comparison}: not a comparison (expected one of {})",
+                    Comparison::ALL.map(Comparison::name).join(", ")
+                )
+            })?;
+            let index = Comparison::ALL.iter().position(|x| *x == c).unwrap_or(0);
+            let names = c.levels();
+            let l = names
+                .iter()
+                .skip(1)
+                .position(|n| *n == level)
+                .map(|i| i + 1)
+                .ok_or_else(|| {
+                    format!(
+                        "{comparison}.{level}: not a level (expected one of {})",
+                        names[1..].join(", ")
+                    )
+                })?;
+            for (name, p) in [("m", pm), ("u", pu)] {
+                if !(p > 0.0 && p <= 1.0) {
+                    return Err(format!(
+                        "{comparison}.{level}.{name}: {p} is not a probability above 0 and at most 1"
+                    ));
+                }
+            }
+            if m[index][l].replace(pm).is_some() {
+                return Err(format!("{comparison}.{level}: given twice"));
+            }
+            u[index][l] = Some(pu);
+        }
+        let mut out = Self {
+            prior,
+            m: shape.m.clone(),
+            u: shape.u.clone(),
+        };
+        for (index, c) in Comparison::ALL.iter().enumerate() {
+            for (name, given, target) in [
+                ("m", &m[index], &mut out.m[index]),
+                ("u", &u[index], &mut out.u[index]),
+            ] {
+                for l in 1..given.len() {
+                    target[l] = given[l]
+                        .ok_or_else(|| format!("{}.{}: missing", c.name(), c.levels()[l]))?;
+                }
+                let sum: f64 = target[1..].iter().sum();
+                if (sum - 1.0).abs() > 1e-3 {
+                    return Err(format!(
+                        "{}: the levels' {name} sum to {sum:.4}, not 1",
+                        c.name()
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The m and u of every level of every comparison but level 0, as (comparison, level name, m, u).
+    pub fn levels(&self) -> Vec<(Comparison, &'static str, f64, f64)> {
+        Comparison::ALL
+            .iter()
+            .enumerate()
+            .flat_map(|(c, comparison)| {
+                comparison
+                    .levels()
+                    .iter()
+                    .enumerate()
+                    .skip(1)
+                    .map(move |(l, name)| (*comparison, *name, self.m[c][l], self.u[c][l]))
+            })
+            .collect()
+    }
+
     /// The probability that a pair is the same child, from its match weight.
     pub fn probability(weight: f64) -> f64 {
         let odds = weight.exp2();
@@ -424,6 +518,56 @@ mod tests {
             compare(&with_postcode("HF1 2AB"), &with_postcode("HF3 4QT"))[4],
             3
         );
+    }
+
+    #[test]
+    fn parameters_round_trip_through_their_levels_and_bad_ones_are_named() {
+        let p = Parameters::default();
+        let levels = || {
+            p.levels()
+                .into_iter()
+                .map(|(c, l, m, u)| (c.name().to_owned(), l.to_owned(), m, u))
+        };
+        assert_eq!(Parameters::from_levels(p.prior, levels()), Ok(p.clone()));
+        let missing = Parameters::from_levels(p.prior, levels().skip(1)).unwrap_err();
+        assert_eq!(missing, "given_name.exact: missing");
+        let unknown = Parameters::from_levels(
+            p.prior,
+            levels().chain([("shoe_size".into(), "same".into(), 0.5, 0.5)]),
+        )
+        .unwrap_err();
+        assert!(
+            unknown.starts_with("shoe_size: not a comparison"),
+            "{unknown}"
+        );
+        let bad = Parameters::from_levels(
+            p.prior,
+            levels().map(|(c, l, m, u)| {
+                if l == "exact" {
+                    (c, l, 1.5, u)
+                } else {
+                    (c, l, m, u)
+                }
+            }),
+        )
+        .unwrap_err();
+        assert!(bad.starts_with("given_name.exact.m: 1.5"), "{bad}");
+        let unnormalised = Parameters::from_levels(
+            p.prior,
+            levels().map(|(c, l, m, u)| {
+                if c == "sex" {
+                    (c, l, 0.9, u)
+                } else {
+                    (c, l, m, u)
+                }
+            }),
+        )
+        .unwrap_err();
+        assert!(
+            unnormalised.starts_with("sex: the levels' m sum to 1.8"),
+            "{unnormalised}"
+        );
+        assert!(Parameters::from_levels(1.0, levels()).is_err());
     }
 
     #[test]
