@@ -811,6 +811,26 @@ fn cast_address(line1: &str, town: &str, postcode: &str) -> Address {
     }
 }
 
+/// The cast's maternal and child health: the first centre's first nurse, no visit missed.
+const CAST_MCH: Mch = Mch {
+    centre: 0,
+    nurse: 0,
+    missed: 0,
+};
+
+/// A cast child's 15 hours a week at the first kindergarten, with its first key worker.
+fn cast_kindergarten(status: EnrolmentStatus, start: &str, end: Option<&str>) -> Enrolment {
+    Enrolment {
+        setting: 0,
+        key_worker: 0,
+        programme: Programme::Kindergarten,
+        hours_per_week: 15,
+        status,
+        start: date(start),
+        end: end.map(date),
+    }
+}
+
 impl Generator<'_> {
     fn cast_child(&self, number: u32, member: &cast::CastMember, sex: Sex) -> TrueChild {
         TrueChild {
@@ -893,24 +913,12 @@ impl Generator<'_> {
 
         let amelia = self.cast_child(0, &cast::AMELIA, Sex::Female);
         let mut amelia_health = self.cast_health(&amelia, 0);
-        amelia_health.mch = Some(Mch {
-            centre: 0,
-            nurse: 0,
-            missed: 0,
-        });
+        amelia_health.mch = Some(CAST_MCH);
         let mut amelia_school = self.cast_school(&amelia, 0);
         amelia_school.family = cast::AMELIA_SCHOOL_FAMILY.into();
         let amelia_early_years = self.cast_early_years(
             &amelia,
-            Enrolment {
-                setting: 0,
-                key_worker: 0,
-                programme: Programme::Kindergarten,
-                hours_per_week: 15,
-                status: EnrolmentStatus::Ended,
-                start: date("2023-01-09"),
-                end: Some(date("2024-07-19")),
-            },
+            cast_kindergarten(EnrolmentStatus::Ended, "2023-01-09", Some("2024-07-19")),
         );
         let hartley = FamilyDraft {
             family: family(
@@ -931,22 +939,10 @@ impl Generator<'_> {
 
         let noah = self.cast_child(1, &cast::NOAH, Sex::Male);
         let mut noah_health = self.cast_health(&noah, 1);
-        noah_health.mch = Some(Mch {
-            centre: 0,
-            nurse: 0,
-            missed: 0,
-        });
+        noah_health.mch = Some(CAST_MCH);
         let noah_early_years = self.cast_early_years(
             &noah,
-            Enrolment {
-                setting: 0,
-                key_worker: 0,
-                programme: Programme::Kindergarten,
-                hours_per_week: 15,
-                status: EnrolmentStatus::Active,
-                start: date("2023-09-04"),
-                end: None,
-            },
+            cast_kindergarten(EnrolmentStatus::Active, "2023-09-04", None),
         );
         let okafor = FamilyDraft {
             family: family(
@@ -1011,22 +1007,10 @@ impl Generator<'_> {
 
         let maya = self.cast_child(5, &cast::MAYA, Sex::Female);
         let mut maya_health = self.cast_health(&maya, 1);
-        maya_health.mch = Some(Mch {
-            centre: 0,
-            nurse: 0,
-            missed: 0,
-        });
+        maya_health.mch = Some(CAST_MCH);
         let mut maya_early_years = self.cast_early_years(
             &maya,
-            Enrolment {
-                setting: 0,
-                key_worker: 0,
-                programme: Programme::Kindergarten,
-                hours_per_week: 15,
-                status: EnrolmentStatus::Active,
-                start: date("2024-09-02"),
-                end: None,
-            },
+            cast_kindergarten(EnrolmentStatus::Active, "2024-09-02", None),
         );
         maya_early_years.family = cast::MAYA_EARLY_YEARS_FAMILY.into();
         maya_early_years.birth_date = date(cast::MAYA_EARLY_YEARS_DATE_OF_BIRTH);
