@@ -66,6 +66,17 @@ struct Claims {
     sub: String,
     #[serde(default)]
     amr: Vec<String>,
+    exp: u64,
+    #[serde(default)]
+    nbf: Option<u64>,
+}
+
+/// What a token that passed every check proved: whose it is and when it is valid.
+#[derive(Debug, Clone)]
+struct Verified {
+    sub: String,
+    exp: u64,
+    nbf: Option<u64>,
 }
 
 /// Checks bearer tokens and finds the account behind them.
@@ -78,7 +89,14 @@ pub struct Authenticator {
     store: Store,
     /// Active accounts read recently, by user id; none when accounts are read on every request.
     accounts: Option<moka::future::Cache<String, Account>>,
+    /// Tokens that passed every check, by the SHA-256 of the token, so that a client's next request with the same
+    /// token skips the signature check. Its time limits are checked again on every use.
+    verified: Option<moka::sync::Cache<[u8; 32], Verified>>,
 }
+
+/// How long a verified token is kept. Keys are fixed for the life of the process, so only the token's own time limits,
+/// checked on every use, can end its validity sooner.
+const VERIFIED_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The most accounts kept between reads of the store.
 const MAX_KEPT_ACCOUNTS: u64 = 10_000;
@@ -159,6 +177,7 @@ impl Authenticator {
             leeway,
             store,
             accounts: None,
+            verified: None,
         })
     }
 
@@ -169,6 +188,12 @@ impl Authenticator {
             moka::future::Cache::builder()
                 .max_capacity(MAX_KEPT_ACCOUNTS)
                 .time_to_live(ttl)
+                .build()
+        });
+        self.verified = (!ttl.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(MAX_KEPT_ACCOUNTS)
+                .time_to_live(VERIFIED_TOKEN_TTL)
                 .build()
         });
         self
@@ -212,6 +237,31 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
+        let digest: [u8; 32] = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(token.as_bytes()).into()
+        };
+        if let Some(seen) = self.verified.as_ref().and_then(|v| v.get(&digest)) {
+            let now = jsonwebtoken::get_current_timestamp();
+            if now > seen.exp.saturating_add(self.leeway) {
+                return Err(AuthError::Expired);
+            }
+            if seen
+                .nbf
+                .is_none_or(|nbf| nbf <= now.saturating_add(self.leeway))
+            {
+                return self.active_account(seen.sub).await;
+            }
+        }
+        let verified = self.verify(token)?;
+        if let Some(cache) = &self.verified {
+            cache.insert(digest, verified.clone());
+        }
+        self.active_account(verified.sub).await
+    }
+
+    /// Checks a token's signature, issuer, audience, time limits and MFA.
+    fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         // An unknown or unsupported `alg` (including `none` and HS*) fails here or at the algorithm check below.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
         let trusted = header
@@ -239,7 +289,11 @@ impl Authenticator {
         if !claims.amr.iter().any(|m| issuer.required_amr.contains(m)) {
             return Err(AuthError::NoMfa);
         }
-        self.active_account(claims.sub).await
+        Ok(Verified {
+            sub: claims.sub,
+            exp: claims.exp,
+            nbf: claims.nbf,
+        })
     }
 
     /// The active account of this user, from the accounts kept or from the store. Only active accounts are kept.
@@ -402,6 +456,49 @@ mod tests {
         assert!(matches!(
             auth.authenticate(Some(&header(&forged))).await,
             Err(AuthError::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_kept_between_requests_still_expires_on_time() {
+        let (dir, key, _) = setup().await;
+        let store = Store::open_sqlite(&dir.path().join("auth.db"))
+            .await
+            .expect("store");
+        let auth = Authenticator::new(vec![key.issuer()], 0, store)
+            .expect("authenticator")
+            .with_account_cache(std::time::Duration::from_secs(60));
+        let pem = std::fs::read(dir.path().join(crate::demo_key::KEY_FILE)).expect("key file");
+        let encoding = jsonwebtoken::EncodingKey::from_ed_pem(&pem).expect("key");
+        let mut h = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        h.kid = Some("childgraph-demo".into());
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({ "iss": crate::config::DEMO_ISSUER, "aud": "childgraph", "sub": "teacher",
+            "exp": now + 2, "amr": ["mfa"] });
+        let token = jsonwebtoken::encode(&h, &claims, &encoding).expect("encode");
+        for _ in 0..2 {
+            let account = auth
+                .authenticate(Some(&header(&token)))
+                .await
+                .expect("valid");
+            assert_eq!(account.user_id, "teacher");
+        }
+        // A token that differs in one character is checked afresh, not taken from the kept ones.
+        let at = token.rfind('.').expect("signed") + 1;
+        let flipped = if token[at..].starts_with('A') {
+            "B"
+        } else {
+            "A"
+        };
+        let tampered = format!("{}{flipped}{}", &token[..at], &token[at + 1..]);
+        assert!(matches!(
+            auth.authenticate(Some(&header(&tampered))).await,
+            Err(AuthError::Invalid)
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+        assert!(matches!(
+            auth.authenticate(Some(&header(&token))).await,
+            Err(AuthError::Expired)
         ));
     }
 
