@@ -48,8 +48,13 @@ impl<'de> Deserialize<'de> for Resource {
 
         let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
         let raw = raw.get();
-        let tag: Tag<'_> = parse(raw)?;
-        Ok(match tag.resource_type.as_ref() {
+        // Servers write `resourceType` first, as the JSON format's examples do; reading it there saves a pass over the
+        // resource. Anywhere else, the whole resource is read for it.
+        let resource_type = match leading_resource_type(raw) {
+            Some(t) => std::borrow::Cow::Borrowed(t),
+            None => parse::<Tag<'_>, _>(raw)?.resource_type,
+        };
+        Ok(match resource_type.as_ref() {
             "Patient" => Resource::Patient(parse(raw)?),
             "RelatedPerson" => Resource::RelatedPerson(parse(raw)?),
             "Organization" => Resource::Organization(parse(raw)?),
@@ -61,6 +66,15 @@ impl<'de> Deserialize<'de> for Resource {
             _ => Resource::Other,
         })
     }
+}
+
+/// The value of `resourceType` when it is the object's first member and neither key nor value holds an escape.
+fn leading_resource_type(raw: &str) -> Option<&str> {
+    let rest = raw.trim_start().strip_prefix('{')?.trim_start();
+    let rest = rest.strip_prefix("\"resourceType\"")?.trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    let end = rest.find(['"', '\\'])?;
+    (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -514,6 +528,33 @@ mod tests {
         assert!(
             matches!(matches.as_slice(), [Resource::Patient(p)] if p.birth_date.as_deref() == Some("2019"))
         );
+    }
+
+    #[test]
+    fn the_resource_type_is_found_first_or_anywhere() {
+        assert_eq!(
+            leading_resource_type(r#" { "resourceType" : "Patient", "id": "p"}"#),
+            Some("Patient")
+        );
+        assert_eq!(
+            leading_resource_type(r#"{"id":"p","resourceType":"Patient"}"#),
+            None
+        );
+        assert_eq!(
+            leading_resource_type(r#"{"resourceType":"Pat\u0069ent"}"#),
+            None
+        );
+        for json in [
+            r#"{"resourceType":"Patient","id":"p"}"#,
+            r#"{"id":"p","resourceType":"Patient"}"#,
+            r#"{"resourceType":"Pat\u0069ent","id":"p"}"#,
+        ] {
+            let resource: Resource = serde_json::from_str(json).unwrap();
+            assert!(
+                matches!(resource, Resource::Patient(p) if p.id.as_deref() == Some("p")),
+                "{json}"
+            );
+        }
     }
 
     #[test]
