@@ -556,6 +556,9 @@ impl<'a> Generator<'a> {
             sex,
             family_index: 0,
         };
+        // No member's record is restricted at source: members are possible matches of one another, so one restriction
+        // would shield them all, and a crowd is there to measure a search's whole fan-out.
+        let records = self.child_records(rng, child, &ctx);
         FamilyDraft {
             family: Family {
                 number: family_number,
@@ -564,7 +567,13 @@ impl<'a> Generator<'a> {
                 previous_address,
                 school_records: Box::new([]),
             },
-            children: vec![self.child_records(rng, child, &ctx)],
+            children: vec![ChildDraft {
+                health: HealthRecord {
+                    restricted: false,
+                    ..records.health
+                },
+                ..records
+            }],
         }
     }
 

@@ -48,6 +48,8 @@ pub struct PopulationConfig {
 /// (hyphenated pairs of them once the single names run out) and their own identifiers, and appears in the sources their age puts them in, like any generated child.
 /// No source record of a member varies the given name, family name or date of birth, and no other generated record carries a family name starting with the crowd's
 /// (accent- and case-insensitively) together with its date of birth, so a prefix search on the family name with the date of birth finds exactly the members.
+/// No member's record is restricted at source: members are possible matches of one another, so one restriction would shield
+/// them all, and a crowd is there to measure a search's whole fan-out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Crowd {

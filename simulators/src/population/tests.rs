@@ -599,6 +599,7 @@ fn crowds_are_distinct_children_sharing_family_name_and_birth() {
             (&r.family, r.birth_date)
         });
         assert_eq!(health.len(), size, "{c:?}");
+        assert!(health.iter().all(|r| !r.restricted), "{c:?}");
         assert_eq!(school.len(), pupils, "{c:?}");
         if age > 6 {
             assert!(early.is_empty());

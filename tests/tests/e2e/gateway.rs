@@ -785,6 +785,13 @@ async fn searches_cost_each_source_a_constant_number_of_requests_at_1_10_and_50_
             answer.body
         );
         assert_eq!(matches(&answer).len(), expected, "{family}");
+        // A shielded child's details are never fetched: the count would not cover them.
+        assert!(
+            matches(&answer)
+                .iter()
+                .all(|m| m["child"]["shielded"] == false),
+            "{family}"
+        );
         let after = [
             gateway.requests("health").await,
             gateway.requests("school").await,
