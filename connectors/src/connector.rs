@@ -13,7 +13,7 @@ use crate::error::ConnectorError;
 use crate::retry::RetryConfig;
 
 /// Which parts of [`RecordDetails`] to fetch. The policy decides before the fetch, so a withheld part is never requested from the source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Parts {
     pub carers: bool,
     pub involvements: bool,

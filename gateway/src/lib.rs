@@ -12,6 +12,7 @@ pub mod federation;
 pub mod graphql;
 pub mod linkage_cli;
 pub mod pipeline;
+pub mod policy_cli;
 pub mod server;
 pub mod startup;
 pub mod store;

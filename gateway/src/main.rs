@@ -62,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The policy officer's tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Record linkage.
     Linkage {
         #[command(subcommand)]
@@ -115,6 +120,48 @@ enum LinkageCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Checks a policy file: every child-data field has a category, every role, category and permission named is
+    /// known. Errors give file, line and column.
+    Check { file: PathBuf },
+    /// Prints every field, visible or withheld, for these roles and this situation, with the rule that decided.
+    Explain {
+        /// A role; repeat for a user holding several.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// The child is shielded.
+        #[arg(long)]
+        shielded: bool,
+        /// The user holds a live override of the child's shield.
+        #[arg(long = "override")]
+        overridden: bool,
+        /// Whether an organisation of the user works with the child.
+        #[arg(long, value_enum, default_value_t = RelationArg::Own)]
+        relation: RelationArg,
+        /// The child is past the age limit.
+        #[arg(long)]
+        past_age: bool,
+        /// The policy file; the built-in default when absent.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+    /// Runs case files (roles, situation, expected fields) against a policy; exits non-zero on any failure.
+    Test {
+        #[arg(required = true)]
+        cases: Vec<PathBuf>,
+        /// The policy file; the built-in default when absent.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RelationArg {
+    Own,
+    Other,
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Checks a config file and reports the first problem, naming the key.
     Check { file: PathBuf },
@@ -147,6 +194,44 @@ fn init_tracing() {
     } else {
         builder.init();
     }
+}
+
+#[allow(clippy::print_stdout)]
+fn run_policy(command: PolicyCommand) -> anyhow::Result<()> {
+    use childgraph::policy_cli;
+    match command {
+        PolicyCommand::Check { file } => print!("{}", policy_cli::check(&file)?),
+        PolicyCommand::Explain {
+            roles,
+            shielded,
+            overridden,
+            relation,
+            past_age,
+            policy,
+        } => {
+            let policy = policy_cli::load_or_default(policy.as_deref())?;
+            let situation = childgraph_policies::Situation {
+                shielded,
+                overridden,
+                relation: match relation {
+                    RelationArg::Own => childgraph_policies::Relation::Own,
+                    RelationArg::Other => childgraph_policies::Relation::Other,
+                },
+                past_age,
+            };
+            print!("{}", policy_cli::explain(&policy, &roles, situation)?);
+        }
+        PolicyCommand::Test { cases, policy } => {
+            let policy = policy_cli::load_or_default(policy.as_deref())?;
+            let files: Vec<&std::path::Path> = cases.iter().map(PathBuf::as_path).collect();
+            let (ok, out) = policy_cli::test(&policy, &files)?;
+            print!("{out}");
+            if !ok {
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[allow(clippy::print_stdout)]
@@ -200,6 +285,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{} is valid", file.display());
             Ok(())
         }
+        Command::Policy { command } => run_policy(command),
         Command::Linkage {
             command:
                 LinkageCommand::Evaluate {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use childgraph_connectors::{Parts, RequestReads};
-use childgraph_policies::{Grant, Policy, Situation};
+use childgraph_policies::{Grant, Policy, Relation, Situation};
 use childgraph_schema::{
     CriteriaError, Field, PersonRecord, RecordDetails, RecordRef, SearchCriteria, SourceName,
 };
@@ -109,6 +109,10 @@ pub struct ComposedChild {
     pub details: RecordDetails,
     pub flags: Vec<FlagRecord>,
     pub sources: Vec<SourceView>,
+    /// Whether an organisation of the user works with the child; decided with the details.
+    pub relation: Relation,
+    /// Past the policy's age limit.
+    pub past_age: bool,
 }
 
 impl ComposedChild {
@@ -116,6 +120,8 @@ impl ComposedChild {
         Situation {
             shielded: self.shielded,
             overridden: false,
+            relation: self.relation,
+            past_age: self.past_age,
         }
     }
 }
@@ -279,7 +285,7 @@ impl Pipeline {
             // A search that uses a field a shielded record hides must not find it, nor reveal that it exists.
             let situation = Situation {
                 shielded,
-                overridden: false,
+                ..Situation::default()
             };
             if shielded && uses_hidden_field(&self.policy, scope.grant, situation, &criteria) {
                 continue;
@@ -423,54 +429,166 @@ impl Pipeline {
     }
 
     /// Fetches the parts each child's answer may show and the client asked for, and composes them.
+    ///
+    /// What a child's answer may show depends on its situation: shielded, past the age limit, and, for a role whose
+    /// scope is its own organisation, whether that organisation works with the child. The last is learnt from the
+    /// child's services and participation, so for such a role those are read first (the parts the role would see of a
+    /// child of its own), and the rest only for the children its organisation works with.
     async fn fetch_and_compose(
         &self,
         scope: &RequestScope,
         children: &mut [ComposedChild],
         wanted: Wanted,
     ) -> Result<(), PipelineError> {
-        // Shielded children show only identity fields, so nothing more is fetched for them.
-        let open = Situation::default();
-        let allowed = |field| self.policy.decide(scope.grant, open, field).is_visible();
-        let parts = Parts {
-            carers: wanted.carers && allowed(Field::ChildCarers),
-            involvements: wanted.services && allowed(Field::ChildServices),
-            participation: wanted.participation && allowed(Field::ChildParticipation),
+        let policy = &self.policy;
+        let grant = scope.grant;
+        let today = Utc::now().date_naive();
+        let age = policy.age_limit();
+        for child in children.iter_mut() {
+            let at_school = child.records.iter().any(|r| r.source == SourceName::School);
+            child.past_age = child
+                .records
+                .iter()
+                .find_map(|r| r.date_of_birth)
+                .is_some_and(|born| age.is_past(born, today, at_school));
+            child.relation = Relation::Own;
+        }
+        // The parts a child's answer may show, were it a child of the user's organisation.
+        let parts_for = |child: &ComposedChild, wanted: Wanted| {
+            let situation = child.situation();
+            let allowed = |category| {
+                policy
+                    .decide_category(grant, situation, category)
+                    .is_visible()
+            };
+            let sensitive = policy.sensitive_category().is_some_and(&allowed);
+            Parts {
+                carers: wanted.carers && allowed(policy.category_of(Field::ChildCarers)),
+                involvements: wanted.services
+                    && (allowed(policy.category_of(Field::ChildServices)) || sensitive),
+                participation: wanted.participation
+                    && (allowed(policy.category_of(Field::ChildParticipation)) || sensitive),
+            }
         };
-        let refs: Vec<RecordRef> = children
-            .iter()
-            .filter(|c| !c.shielded)
-            .flat_map(|c| c.records.iter().map(PersonRecord::record_ref))
-            .collect();
-        let flag_ids: Vec<String> = children
-            .iter()
-            .filter(|c| !c.shielded)
-            .map(|c| c.id.clone())
-            .collect();
-        let flags = async {
-            if wanted.flags && allowed(Field::ChildFlags) && !flag_ids.is_empty() {
-                self.store.flags(&flag_ids, Utc::now()).await
+        let relation_matters = grant.depends_on_relation();
+        let first_round = |child: &ComposedChild| {
+            let mut parts = parts_for(child, wanted);
+            if relation_matters {
+                // What tells whether the user's organisation works with the child, whether or not the client asked.
+                let probe = parts_for(
+                    child,
+                    Wanted {
+                        services: true,
+                        participation: true,
+                        ..Wanted::default()
+                    },
+                );
+                let other = Situation {
+                    relation: Relation::Other,
+                    ..child.situation()
+                };
+                parts.carers &= policy.decide(grant, other, Field::ChildCarers).is_visible();
+                parts.involvements |= probe.involvements;
+                parts.participation |= probe.participation;
+            }
+            parts
+        };
+        let plan: Vec<Parts> = children.iter().map(first_round).collect();
+        let flags_now = !relation_matters;
+        let (details, flags) = tokio::join!(self.details_by_parts(scope, children, &plan), async {
+            if flags_now {
+                self.flags_for(children, wanted, grant).await
             } else {
                 Ok(HashMap::new())
             }
-        };
-        // The store's flags and the sources' details, at the same time.
-        let (mut details, flags) = tokio::join!(
-            self.federation
-                .details(&refs, parts, scope.deadline, &scope.reports),
-            flags
-        );
+        });
         let mut flags = flags?;
-        for child in children.iter_mut() {
-            for record in &child.records {
-                if let Some(d) = details.remove(&record.record_ref()) {
-                    merge(&mut child.details, d);
+        compose(children, details);
+        if relation_matters {
+            let org = scope.principal.organisation.source.as_ref();
+            for child in children.iter_mut() {
+                if !org.is_some_and(|org| works_with(org, &child.details)) {
+                    child.relation = Relation::Other;
                 }
             }
+            // The rest, for the children the user's organisation works with.
+            let plan: Vec<Parts> = children
+                .iter()
+                .zip(&plan)
+                .map(|(child, done)| {
+                    let all = parts_for(child, wanted);
+                    Parts {
+                        carers: all.carers && !done.carers,
+                        involvements: all.involvements && !done.involvements,
+                        participation: all.participation && !done.participation,
+                    }
+                })
+                .collect();
+            let (details, more_flags) = tokio::join!(
+                self.details_by_parts(scope, children, &plan),
+                self.flags_for(children, wanted, grant)
+            );
+            flags = more_flags?;
+            compose(children, details);
+        }
+        for child in children.iter_mut() {
             child.flags = flags.remove(&child.id).unwrap_or_default();
             child.sources = self.source_views(scope, child);
         }
         Ok(())
+    }
+
+    /// The details of each child's records, one call to the sources per distinct set of parts.
+    async fn details_by_parts(
+        &self,
+        scope: &RequestScope,
+        children: &[ComposedChild],
+        plan: &[Parts],
+    ) -> HashMap<RecordRef, RecordDetails> {
+        let mut groups: HashMap<Parts, Vec<RecordRef>> = HashMap::new();
+        for (child, parts) in children.iter().zip(plan) {
+            if !parts.is_empty() {
+                groups
+                    .entry(*parts)
+                    .or_default()
+                    .extend(child.records.iter().map(PersonRecord::record_ref));
+            }
+        }
+        let calls = groups.into_iter().map(|(parts, refs)| async move {
+            self.federation
+                .details(&refs, parts, scope.deadline, &scope.reports)
+                .await
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// The live flags of the children whose answer may show them.
+    async fn flags_for(
+        &self,
+        children: &[ComposedChild],
+        wanted: Wanted,
+        grant: Grant,
+    ) -> Result<HashMap<String, Vec<FlagRecord>>, PipelineError> {
+        if !wanted.flags {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<String> = children
+            .iter()
+            .filter(|c| {
+                self.policy
+                    .decide(grant, c.situation(), Field::ChildFlags)
+                    .is_visible()
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(self.store.flags(&ids, Utc::now()).await?)
     }
 
     fn source_views(&self, scope: &RequestScope, child: &ComposedChild) -> Vec<SourceView> {
@@ -508,6 +626,8 @@ fn skeleton(id: String, shielded: bool, mut records: Vec<PersonRecord>) -> Compo
         details: RecordDetails::default(),
         flags: Vec::new(),
         sources: Vec::new(),
+        relation: Relation::Own,
+        past_age: false,
     }
 }
 
@@ -518,6 +638,33 @@ fn source_rank(source: SourceName) -> u8 {
         SourceName::EarlyYears => 1,
         SourceName::School => 2,
     }
+}
+
+/// Adds the details fetched to each child's.
+fn compose(children: &mut [ComposedChild], mut details: HashMap<RecordRef, RecordDetails>) {
+    for child in children.iter_mut() {
+        for record in &child.records {
+            if let Some(d) = details.remove(&record.record_ref()) {
+                merge(&mut child.details, d);
+            }
+        }
+    }
+}
+
+/// Whether an organisation, as a source knows it, works with the child: a service it runs, or a setting the child
+/// takes part in.
+fn works_with(org: &RecordRef, details: &RecordDetails) -> bool {
+    let is_org = |source: SourceName, o: Option<&childgraph_schema::Organisation>| {
+        source == org.source && o.is_some_and(|o| o.id == org.id)
+    };
+    details
+        .involvements
+        .iter()
+        .any(|i| is_org(i.source, i.organisation.as_ref()))
+        || details
+            .participation
+            .iter()
+            .any(|p| is_org(p.source, p.organisation.as_ref()))
 }
 
 fn merge(into: &mut RecordDetails, from: RecordDetails) {

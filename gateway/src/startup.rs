@@ -80,8 +80,12 @@ pub fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            Policy::from_yaml(&text)
-                .with_context(|| format!("{} is not a valid policy", path.display()))
+            Policy::from_yaml(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "the policy is refused: {}",
+                    e.in_file(&path.display().to_string())
+                )
+            })
         }
     }
 }

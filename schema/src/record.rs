@@ -64,7 +64,7 @@ pub enum OrganisationKind {
     Other,
 }
 
-/// The kind of service a child takes part in. The last three are sensitive: policies hide them unless a role is allowed them.
+/// The kind of service a child takes part in. The last three are sensitive: the default policy hides them unless a role is allowed them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceKind {
@@ -76,16 +76,6 @@ pub enum ServiceKind {
     MentalHealth,
     SexualHealth,
     SubstanceMisuse,
-}
-
-impl ServiceKind {
-    /// Services whose mere existence is sensitive.
-    pub fn is_sensitive(self) -> bool {
-        matches!(
-            self,
-            ServiceKind::MentalHealth | ServiceKind::SexualHealth | ServiceKind::SubstanceMisuse
-        )
-    }
 }
 
 /// An organisation with its contact details.

@@ -280,6 +280,17 @@ impl Lens {
         }
     }
 
+    /// Whether a service, or the child's participation in one, listed under `field` may be shown.
+    fn shows_item(&self, field: Field, kind: schema::ServiceKind) -> bool {
+        self.policy
+            .decide_category(
+                self.grant,
+                self.situation,
+                self.policy.item_category(field, kind),
+            )
+            .is_visible()
+    }
+
     fn check(&self, field: Field) -> Result<()> {
         let decision = self.policy.decide(self.grant, self.situation, field);
         if decision.is_visible() {
@@ -389,13 +400,14 @@ impl Child {
     /// Services working with the child, with their practitioners.
     async fn services(&self) -> Result<Option<Vec<Service>>> {
         self.lens.check(Field::ChildServices)?;
-        // No role is yet allowed sensitive services (sexual health, mental health, substance misuse), so none is shown.
+        // A service of a sensitive kind is left out, not redacted, for a role that does not see its category: its
+        // mere existence is what must not be shown.
         let services = self
             .data
             .details
             .involvements
             .iter()
-            .filter(|i| !i.kind.is_sensitive())
+            .filter(|i| self.lens.shows_item(Field::ChildServices, i.kind))
             .map(|i| Service {
                 lens: self.lens.clone(),
                 data: i.clone(),
@@ -412,7 +424,7 @@ impl Child {
             .details
             .participation
             .iter()
-            .filter(|p| !p.kind.is_sensitive())
+            .filter(|p| self.lens.shows_item(Field::ChildParticipation, p.kind))
             .map(|p| Participation {
                 lens: self.lens.clone(),
                 data: p.clone(),

@@ -885,3 +885,125 @@ async fn a_child_keeps_its_id_across_repeated_searches_and_restarts() {
     );
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_kindergarten_sees_only_the_identity_of_a_child_it_does_not_work_with() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    // The twins are at school, not at the kindergarten: the kinder educator's scope is their own organisation.
+    let twins =
+        json!({ "givenName": "Isla", "familyName": "Brennan", "dateOfBirth": "2017-01-22" });
+    let answer = search(&gateway, "kinder-educator", twins.clone()).await;
+    let child = &matches(&answer)[0]["child"];
+    assert_eq!(child["name"]["given"], "Isla", "{:#}", answer.body);
+    for field in ["carers", "services", "participation", "flags"] {
+        assert!(
+            child[field].is_null(),
+            "{field} should be withheld: {child:#}"
+        );
+    }
+    let redacted = answer.errors_with("REDACTED");
+    let reasons: Vec<(&str, &str)> = redacted
+        .iter()
+        .map(|e| {
+            (
+                e["extensions"]["reason"].as_str().unwrap(),
+                e["extensions"]["category"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(reasons.contains(&("NOT_RELEVANT", "carers")), "{reasons:?}");
+    assert!(
+        reasons.contains(&("NOT_RELEVANT", "services")),
+        "{reasons:?}"
+    );
+    // Her carers were never asked for: the relation was decided before they would have been fetched.
+    assert!(
+        !answer.body.to_string().contains("\"phone\""),
+        "{:#}",
+        answer.body
+    );
+
+    // The same educator sees the full detail of a child the kindergarten works with.
+    // Amelia's enrolment there has ended, and the kindergarten still works with her record.
+    let answer = search(&gateway, "kinder-educator", amelia()).await;
+    let child = &matches(&answer)[0]["child"];
+    assert!(
+        child["participation"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
+        "{:#}",
+        answer.body
+    );
+    assert!(
+        answer
+            .errors_with("REDACTED")
+            .iter()
+            .all(|e| e["extensions"]["reason"] != "NOT_RELEVANT"),
+        "{:#}",
+        answer.body
+    );
+
+    // A role whose scope is any child sees the twins' carers.
+    let answer = search(&gateway, "gp", twins).await;
+    let child = &matches(&answer)[0]["child"];
+    assert!(
+        child["carers"].as_array().is_some_and(|c| !c.is_empty()),
+        "{:#}",
+        answer.body
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn sensitive_services_show_only_to_a_role_allowed_them() {
+    use childgraph_simulators::population::{Population, PopulationConfig};
+    let gateway = TestGateway::builder().spawn().await;
+    let population = Population::generate(&PopulationConfig {
+        children: gateway.children(),
+        seed: gateway.seed(),
+        as_of: chrono::Utc::now().date_naive(),
+        ..PopulationConfig::default()
+    });
+    let age_limit = chrono::Utc::now().date_naive() - chrono::Months::new(12 * 17);
+    let record = population
+        .health
+        .iter()
+        .find(|r| {
+            r.sensitive.is_some()
+                && !r.restricted
+                && r.nhs_number.is_some()
+                && r.birth_date > age_limit
+        })
+        .expect("a child with a sensitive service");
+    let criteria = json!({ "nhsNumber": record.nhs_number.as_ref().unwrap().to_string() });
+    let sensitive = ["MENTAL_HEALTH", "SEXUAL_HEALTH", "SUBSTANCE_MISUSE"];
+    let kinds = |answer: &Answer| -> Vec<String> {
+        let child = &matches(answer)[0]["child"];
+        child["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(child["participation"].as_array().into_iter().flatten())
+            .filter_map(|s| s["kind"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let social = search(&gateway, "social-worker", criteria.clone()).await;
+    assert!(
+        kinds(&social)
+            .iter()
+            .any(|k| sensitive.contains(&k.as_str())),
+        "{:#}",
+        social.body
+    );
+    let gp = search(&gateway, "gp", criteria).await;
+    assert!(!kinds(&gp).is_empty(), "{:#}", gp.body);
+    assert!(
+        kinds(&gp).iter().all(|k| !sensitive.contains(&k.as_str())),
+        "{:#}",
+        gp.body
+    );
+    // Left out, not redacted: an error would say that such a service exists.
+    let text = gp.body.to_string();
+    assert!(!text.contains("sensitive"), "{text}");
+    gateway.stop().await;
+}
