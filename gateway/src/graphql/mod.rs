@@ -58,4 +58,39 @@ mod tests {
             "schema/childgraph.graphql differs from the code's schema: run `cargo run -- schema print > schema/childgraph.graphql` and review the diff"
         );
     }
+
+    /// Every field the policy classifies carries its category in the SDL, and no other field does.
+    #[test]
+    fn the_sdl_shows_each_child_data_fields_category() {
+        use childgraph_schema::Field;
+        let sdl = super::sdl();
+        let policy = childgraph_policies::Policy::default_policy();
+        let mut current_type = "";
+        let mut seen = Vec::new();
+        for line in sdl.lines() {
+            if let Some(rest) = line.strip_prefix("type ") {
+                current_type = rest.split_whitespace().next().unwrap_or("");
+            }
+            let is_field =
+                line.starts_with('\t') && line.trim_start().starts_with(char::is_alphabetic);
+            let Some((_, category)) = line.split_once("@category(name: \"").filter(|_| is_field)
+            else {
+                continue;
+            };
+            let category = category.trim_end_matches("\")");
+            let name = line.trim().split(':').next().unwrap();
+            let path = format!("{current_type}.{name}");
+            let field = Field::from_path(&path).unwrap_or_else(|| {
+                panic!("{path} has a category but is not in the field catalogue")
+            });
+            assert_eq!(policy.category(field), category, "{path}");
+            seen.push(field);
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            Field::ALL,
+            "every catalogued field carries @category once"
+        );
+    }
 }

@@ -13,6 +13,20 @@ use childgraph_schema::{Field, SourceName};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::errors::redacted;
+
+/// `@category(name: "...")` on every field that carries child data: the policy category that decides whether it is
+/// shown, so front-end teams know which fields may come back null.
+#[async_graphql::TypeDirective(location = "FieldDefinition")]
+fn category(name: String) {}
+
+/// The category of a field in the default policy, which the committed SDL shows.
+fn category_name(field: Field) -> String {
+    static POLICY: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
+    POLICY
+        .get_or_init(Policy::default_policy)
+        .category(field)
+        .to_owned()
+}
 use crate::pipeline::{ComposedChild, SourceStatus as PipelineSourceStatus};
 use crate::store::FlagRecord;
 
@@ -320,6 +334,7 @@ impl Child {
         self.data.shielded
     }
 
+    #[graphql(directive = category::apply(category_name(Field::ChildName)))]
     async fn name(&self) -> Result<Option<PersonName>> {
         self.lens.check(Field::ChildName)?;
         let given = self
@@ -331,6 +346,7 @@ impl Child {
         Ok(Some(PersonName { given, family }))
     }
 
+    #[graphql(directive = category::apply(category_name(Field::ChildDateOfBirth)))]
     async fn date_of_birth(&self) -> Result<Option<Date>> {
         self.lens.check(Field::ChildDateOfBirth)?;
         Ok(self
@@ -341,11 +357,13 @@ impl Child {
             .map(Date))
     }
 
+    #[graphql(directive = category::apply(category_name(Field::ChildGender)))]
     async fn gender(&self) -> Result<Option<Gender>> {
         self.lens.check(Field::ChildGender)?;
         Ok(self.data.records.iter().find_map(|r| r.sex).map(Into::into))
     }
 
+    #[graphql(directive = category::apply(category_name(Field::ChildIdentifiers)))]
     async fn identifiers(&self) -> Result<Option<Vec<ChildIdentifier>>> {
         self.lens.check(Field::ChildIdentifiers)?;
         let mut ids: Vec<ChildIdentifier> = Vec::new();
@@ -369,6 +387,7 @@ impl Child {
         Ok(Some(ids))
     }
 
+    #[graphql(directive = category::apply(category_name(Field::ChildAddress)))]
     async fn address(&self) -> Result<Option<Address>> {
         self.lens.check(Field::ChildAddress)?;
         Ok(self
@@ -380,6 +399,7 @@ impl Child {
     }
 
     /// Carers as each source records them.
+    #[graphql(directive = category::apply(category_name(Field::ChildCarers)))]
     async fn carers(&self) -> Result<Option<Vec<Carer>>> {
         self.lens.check(Field::ChildCarers)?;
         let mut carers: Vec<Carer> = Vec::new();
@@ -398,6 +418,7 @@ impl Child {
     }
 
     /// Services working with the child, with their practitioners.
+    #[graphql(directive = category::apply(category_name(Field::ChildServices)))]
     async fn services(&self) -> Result<Option<Vec<Service>>> {
         self.lens.check(Field::ChildServices)?;
         // A service of a sensitive kind is left out, not redacted, for a role that does not see its category: its
@@ -417,6 +438,7 @@ impl Child {
     }
 
     /// Enrolments and key-age visits.
+    #[graphql(directive = category::apply(category_name(Field::ChildParticipation)))]
     async fn participation(&self) -> Result<Option<Vec<Participation>>> {
         self.lens.check(Field::ChildParticipation)?;
         let items = self
@@ -434,6 +456,7 @@ impl Child {
     }
 
     /// Flags other practitioners raised, live ones only.
+    #[graphql(directive = category::apply(category_name(Field::ChildFlags)))]
     async fn flags(&self) -> Result<Option<Vec<Flag>>> {
         self.lens.check(Field::ChildFlags)?;
         Ok(Some(
@@ -473,26 +496,31 @@ pub struct Carer {
 
 #[Object]
 impl Carer {
+    #[graphql(directive = category::apply(category_name(Field::CarerName)))]
     async fn name(&self) -> Result<Option<String>> {
         self.lens.check(Field::CarerName)?;
         Ok(Some(self.data.name.clone()))
     }
 
+    #[graphql(directive = category::apply(category_name(Field::CarerRelationship)))]
     async fn relationship(&self) -> Result<Option<String>> {
         self.lens.check(Field::CarerRelationship)?;
         Ok(self.data.relationship.clone())
     }
 
+    #[graphql(directive = category::apply(category_name(Field::CarerPhone)))]
     async fn phone(&self) -> Result<Option<String>> {
         self.lens.check(Field::CarerPhone)?;
         Ok(self.data.phone.clone())
     }
 
+    #[graphql(directive = category::apply(category_name(Field::CarerEmail)))]
     async fn email(&self) -> Result<Option<String>> {
         self.lens.check(Field::CarerEmail)?;
         Ok(self.data.email.clone())
     }
 
+    #[graphql(directive = category::apply(category_name(Field::CarerAddress)))]
     async fn address(&self) -> Result<Option<Address>> {
         self.lens.check(Field::CarerAddress)?;
         Ok(self.data.address.as_ref().map(Address::from))
@@ -531,6 +559,7 @@ impl Service {
         self.data.end.map(Date)
     }
 
+    #[graphql(directive = category::apply(category_name(Field::ServiceOrganisation)))]
     async fn organisation(&self) -> Result<Option<Organisation>> {
         self.lens.check(Field::ServiceOrganisation)?;
         Ok(self.data.organisation.clone().map(|data| Organisation {
@@ -539,6 +568,7 @@ impl Service {
         }))
     }
 
+    #[graphql(directive = category::apply(category_name(Field::ServicePractitioner)))]
     async fn practitioner(&self) -> Result<Option<Practitioner>> {
         self.lens.check(Field::ServicePractitioner)?;
         Ok(self
@@ -587,6 +617,7 @@ impl Participation {
         self.data.end.map(Date)
     }
 
+    #[graphql(directive = category::apply(category_name(Field::ParticipationOrganisation)))]
     async fn organisation(&self) -> Result<Option<Organisation>> {
         self.lens.check(Field::ParticipationOrganisation)?;
         Ok(self.data.organisation.clone().map(|data| Organisation {
@@ -616,21 +647,25 @@ impl Organisation {
         }
     }
 
+    #[graphql(directive = category::apply(category_name(Field::OrganisationName)))]
     async fn name(&self) -> Result<Option<String>> {
         self.lens.check(Field::OrganisationName)?;
         Ok(Some(self.data.name.clone()))
     }
 
+    #[graphql(directive = category::apply(category_name(Field::OrganisationPhone)))]
     async fn phone(&self) -> Result<Option<String>> {
         self.lens.check(Field::OrganisationPhone)?;
         Ok(self.data.phone.clone())
     }
 
+    #[graphql(directive = category::apply(category_name(Field::OrganisationEmail)))]
     async fn email(&self) -> Result<Option<String>> {
         self.lens.check(Field::OrganisationEmail)?;
         Ok(self.data.email.clone())
     }
 
+    #[graphql(directive = category::apply(category_name(Field::OrganisationAddress)))]
     async fn address(&self) -> Result<Option<Address>> {
         self.lens.check(Field::OrganisationAddress)?;
         Ok(self.data.address.as_ref().map(Address::from))
