@@ -1,7 +1,7 @@
 //! One record per access to child data, written to the log under the `childgraph::access` target.
 //!
 //! It names who asked, why, what operation, and which children by gateway id only: never a name, a date of birth or
-//! a search term.
+//! a search term. It also names the policy that decided the answer, by the hash of its file.
 
 use crate::pipeline::{ComposedChild, Purpose, RequestScope};
 
@@ -74,6 +74,7 @@ impl<'a> AccessRecord<'a> {
             operation = self.operation.as_str(),
             children = %self.children.join(","),
             outcome = self.outcome,
+            policy = %self.scope.policy.hash(),
             "access"
         );
     }

@@ -45,6 +45,10 @@ pub struct DemoOptions {
     pub crowds: Vec<Crowd>,
     /// How long an active account is kept between reads of the store.
     pub account_cache: std::time::Duration,
+    /// A policy file, reloaded when it changes or on SIGHUP; the built-in default policy when absent.
+    pub policy: Option<PathBuf>,
+    /// How often the policy file is looked at for a change.
+    pub policy_poll: std::time::Duration,
 }
 
 impl DemoOptions {
@@ -63,6 +67,8 @@ impl DemoOptions {
             breaker: BreakerSettings::default(),
             crowds: Vec::new(),
             account_cache: std::time::Duration::from_secs(5),
+            policy: None,
+            policy_poll: crate::startup::POLICY_POLL,
         }
     }
 }
@@ -276,7 +282,7 @@ impl Demo {
         seed_cast(&store).await?;
         let state = assemble(Parts {
             store,
-            policy: childgraph_policies::Policy::default_policy(),
+            policy: crate::startup::load_policy(options.policy.as_deref())?,
             connectors: connectors(&sources)?,
             issuers: vec![key.issuer()],
             leeway_seconds: 30,
@@ -291,6 +297,17 @@ impl Demo {
             )
         })?;
         let gateway = listener.local_addr()?;
+        if let Some(path) = &options.policy {
+            let mut stopped_watch = stopped.clone();
+            tokio::spawn(crate::policy_reload::watch(
+                state.pipeline.policy.clone(),
+                path.clone(),
+                options.policy_poll,
+                async move {
+                    let _ = stopped_watch.wait_for(|s| *s).await;
+                },
+            ));
+        }
         let mut stopped_gateway = stopped.clone();
         let server = tokio::spawn(crate::server::run(listener, state, async move {
             let _ = stopped_gateway.wait_for(|s| *s).await;

@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod linkage_cli;
 pub mod pipeline;
 pub mod policy_cli;
+pub mod policy_reload;
 pub mod server;
 pub mod startup;
 pub mod store;

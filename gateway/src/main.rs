@@ -44,6 +44,9 @@ enum Command {
         /// Change them at run time with `POST /_sim/faults` on each simulator.
         #[arg(long, value_parser = parse_faults)]
         faults: Option<childgraph_simulators::Faults>,
+        /// A policy file to run with instead of the built-in default; reloaded when it changes, or on SIGHUP.
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// Prints a token for a demo identity, signed with the demo's key (accepted by `demo` only).
     Token {
@@ -247,11 +250,13 @@ async fn main() -> anyhow::Result<()> {
             children,
             seed,
             faults,
+            policy,
         } => {
             let options = childgraph::demo::DemoOptions {
                 children,
                 seed,
                 faults: faults.unwrap_or_default(),
+                policy,
                 ..childgraph::demo::DemoOptions::new(listen, data_dir)
             };
             childgraph::demo::run(options).await

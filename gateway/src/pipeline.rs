@@ -45,7 +45,8 @@ pub struct Limits {
 /// Everything the pipeline needs, shared by all requests.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
-    pub policy: Arc<Policy>,
+    /// The policy in force; each request decides with the snapshot it took when it began.
+    pub policy: Arc<crate::policy_reload::ActivePolicy>,
     pub store: Store,
     pub federation: Federation,
     pub limits: Limits,
@@ -65,6 +66,8 @@ pub struct Purpose {
 pub struct RequestScope {
     pub request_id: String,
     pub principal: Account,
+    /// The policy as it stood when the request began: one answer is never decided by two policies.
+    pub policy: Arc<Policy>,
     pub grant: Grant,
     pub deadline: Instant,
     pub reports: Reports,
@@ -146,12 +149,12 @@ pub struct Wanted {
 impl Pipeline {
     /// Opens a request scope for an authenticated principal.
     pub fn scope(&self, request_id: String, principal: Account) -> RequestScope {
-        let grant = self
-            .policy
-            .grant(principal.roles.iter().map(String::as_str));
+        let policy = self.policy.snapshot();
+        let grant = policy.grant(principal.roles.iter().map(String::as_str));
         RequestScope {
             request_id,
             principal,
+            policy,
             grant,
             deadline: Instant::now() + self.limits.deadline,
             reports: Reports::default(),
@@ -287,7 +290,7 @@ impl Pipeline {
                 shielded,
                 ..Situation::default()
             };
-            if shielded && uses_hidden_field(&self.policy, scope.grant, situation, &criteria) {
+            if shielded && uses_hidden_field(&scope.policy, scope.grant, situation, &criteria) {
                 continue;
             }
             matches.push((score, skeleton(id, shielded, records)));
@@ -379,7 +382,7 @@ impl Pipeline {
         purpose: &Purpose,
         operation: Operation,
     ) -> Result<(), PipelineError> {
-        if self.policy.sees_child_data(scope.grant) {
+        if scope.policy.sees_child_data(scope.grant) {
             return Ok(());
         }
         AccessRecord::new(scope, purpose, operation).denied().log();
@@ -440,7 +443,7 @@ impl Pipeline {
         children: &mut [ComposedChild],
         wanted: Wanted,
     ) -> Result<(), PipelineError> {
-        let policy = &self.policy;
+        let policy = &scope.policy;
         let grant = scope.grant;
         let today = Utc::now().date_naive();
         let age = policy.age_limit();
@@ -497,7 +500,7 @@ impl Pipeline {
         let flags_now = !relation_matters;
         let (details, flags) = tokio::join!(self.details_by_parts(scope, children, &plan), async {
             if flags_now {
-                self.flags_for(children, wanted, grant).await
+                self.flags_for(scope, children, wanted).await
             } else {
                 Ok(HashMap::new())
             }
@@ -526,7 +529,7 @@ impl Pipeline {
                 .collect();
             let (details, more_flags) = tokio::join!(
                 self.details_by_parts(scope, children, &plan),
-                self.flags_for(children, wanted, grant)
+                self.flags_for(scope, children, wanted)
             );
             flags = more_flags?;
             compose(children, details);
@@ -569,9 +572,9 @@ impl Pipeline {
     /// The live flags of the children whose answer may show them.
     async fn flags_for(
         &self,
+        scope: &RequestScope,
         children: &[ComposedChild],
         wanted: Wanted,
-        grant: Grant,
     ) -> Result<HashMap<String, Vec<FlagRecord>>, PipelineError> {
         if !wanted.flags {
             return Ok(HashMap::new());
@@ -579,8 +582,9 @@ impl Pipeline {
         let ids: Vec<String> = children
             .iter()
             .filter(|c| {
-                self.policy
-                    .decide(grant, c.situation(), Field::ChildFlags)
+                scope
+                    .policy
+                    .decide(scope.grant, c.situation(), Field::ChildFlags)
                     .is_visible()
             })
             .map(|c| c.id.clone())

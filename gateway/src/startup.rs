@@ -35,7 +35,7 @@ pub struct Parts {
 /// Puts the parts together into the state the server runs on.
 pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
     let pipeline = Pipeline {
-        policy: Arc::new(parts.policy),
+        policy: crate::policy_reload::ActivePolicy::new(parts.policy),
         store: parts.store.clone(),
         federation: Federation::new(parts.connectors),
         limits: Limits {
@@ -73,6 +73,9 @@ pub fn connectors(sources: &SourcesConfig) -> anyhow::Result<Vec<Arc<dyn Connect
     ])
 }
 
+/// How often a policy file is looked at for a change.
+pub const POLICY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Reads the policy file, or takes the built-in default.
 pub fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
     match path {
@@ -107,6 +110,15 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         request: config.request.clone(),
         linker: config.linkage.linker()?,
     })?;
+    if let Some(path) = &config.policy {
+        tokio::spawn(crate::policy_reload::watch(
+            state.pipeline.policy.clone(),
+            path.clone(),
+            POLICY_POLL,
+            std::future::pending(),
+        ));
+    }
+    tracing::info!(policy_hash = %state.pipeline.policy.snapshot().hash(), "policy in force");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -39,8 +39,8 @@ fn wanted(child: async_graphql::Lookahead<'_>) -> Wanted {
     }
 }
 
-fn view(pipeline: &Pipeline, scope: &RequestScope, child: Arc<ComposedChild>) -> Child {
-    let lens = Lens::new(pipeline.policy.clone(), scope.grant, child.situation());
+fn view(scope: &RequestScope, child: Arc<ComposedChild>) -> Child {
+    let lens = Lens::new(scope.policy.clone(), scope.grant, child.situation());
     Child { lens, data: child }
 }
 
@@ -89,7 +89,7 @@ impl Query {
                         .into_iter()
                         .map(|(score, c)| ChildMatch {
                             score,
-                            child: view(pipeline, scope, Arc::new(c)),
+                            child: view(scope, Arc::new(c)),
                         })
                         .collect(),
                 ),
@@ -100,7 +100,7 @@ impl Query {
 
     /// One child by the id a search returned.
     async fn child(&self, ctx: &Context<'_>, id: ID, access: AccessInput) -> Result<Option<Child>> {
-        let (pipeline, scope) = parts(ctx)?;
+        let scope = ctx.data::<Arc<RequestScope>>()?;
         let key = ChildKey {
             id: id.0,
             purpose: purpose(access),
@@ -112,6 +112,6 @@ impl Query {
             // Every key of a batch gets an answer, so this is a defect; its message would name the child's id.
             Err(_) => return Err(coded("INTERNAL", "internal error")),
         };
-        Ok(found.map(|c| view(pipeline, scope, c)))
+        Ok(found.map(|c| view(scope, c)))
     }
 }

@@ -1007,3 +1007,58 @@ async fn sensitive_services_show_only_to_a_role_allowed_them() {
     assert!(!text.contains("sensitive"), "{text}");
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_changed_policy_file_is_put_in_force_and_a_broken_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, childgraph_policies::DEFAULT_POLICY).unwrap();
+    let watched = path.clone();
+    let gateway = TestGateway::builder()
+        .children(0)
+        .configure(move |o| {
+            o.policy = Some(watched);
+            o.policy_poll = std::time::Duration::from_millis(50);
+        })
+        .spawn()
+        .await;
+    let carers_reason = |answer: &Answer| -> Option<String> {
+        answer
+            .errors_with("REDACTED")
+            .iter()
+            .find(|e| e["extensions"]["category"] == "carers")
+            .map(|e| e["extensions"]["reason"].as_str().unwrap().to_owned())
+    };
+    let answer = search(&gateway, "teacher", amelia()).await;
+    assert_eq!(carers_reason(&answer), None, "{:#}", answer.body);
+
+    // The policy officer takes carers away from teachers.
+    let stricter = childgraph_policies::DEFAULT_POLICY.replace(
+        "    sees: [identity, identifiers, carers, contact, services, participation, flags]\n    scope: own-organisation",
+        "    sees: [identity, identifiers, contact, services, participation, flags]\n    scope: own-organisation",
+    );
+    assert_ne!(stricter, childgraph_policies::DEFAULT_POLICY);
+    std::fs::write(&path, &stricter).unwrap();
+    let mut reason = None;
+    for _ in 0..100 {
+        let answer = search(&gateway, "teacher", amelia()).await;
+        reason = carers_reason(&answer);
+        if reason.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(reason.as_deref(), Some("ROLE"));
+
+    // A broken file is refused: the last good policy stays in force, and the gateway answers as before.
+    std::fs::write(
+        &path,
+        stricter.replace("sees: [identity]\n", "sees: [identity, secrets]\n"),
+    )
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let answer = search(&gateway, "teacher", amelia()).await;
+    assert_eq!(matches(&answer).len(), 1, "{:#}", answer.body);
+    assert_eq!(carers_reason(&answer).as_deref(), Some("ROLE"));
+    gateway.stop().await;
+}
