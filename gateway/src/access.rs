@@ -9,6 +9,12 @@ use crate::pipeline::{ComposedChild, Purpose, RequestScope};
 pub enum Operation {
     Search,
     View,
+    ShieldRequest,
+    ShieldApprove,
+    ShieldLift,
+    ShieldOverride,
+    /// Reading the shield officers' lists.
+    ShieldReview,
 }
 
 impl Operation {
@@ -16,6 +22,11 @@ impl Operation {
         match self {
             Operation::Search => "search",
             Operation::View => "view",
+            Operation::ShieldRequest => "shield.request",
+            Operation::ShieldApprove => "shield.approve",
+            Operation::ShieldLift => "shield.lift",
+            Operation::ShieldOverride => "shield.override",
+            Operation::ShieldReview => "shield.review",
         }
     }
 }
@@ -43,6 +54,11 @@ impl<'a> AccessRecord<'a> {
 
     pub fn children(mut self, children: &[ComposedChild]) -> Self {
         self.children = children.iter().map(|c| c.id.clone()).collect();
+        self
+    }
+
+    pub fn child_ids(mut self, ids: Vec<String>) -> Self {
+        self.children = ids;
         self
     }
 

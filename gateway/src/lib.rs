@@ -15,5 +15,6 @@ pub mod pipeline;
 pub mod policy_cli;
 pub mod policy_reload;
 pub mod server;
+pub mod shields;
 pub mod startup;
 pub mod store;

@@ -112,6 +112,8 @@ pub struct ComposedChild {
     pub details: RecordDetails,
     pub flags: Vec<FlagRecord>,
     pub sources: Vec<SourceView>,
+    /// The user holds a live override of the child's shield.
+    pub overridden: bool,
     /// Whether an organisation of the user works with the child; decided with the details.
     pub relation: Relation,
     /// Past the policy's age limit.
@@ -122,7 +124,7 @@ impl ComposedChild {
     pub fn situation(&self) -> Situation {
         Situation {
             shielded: self.shielded,
-            overridden: false,
+            overridden: self.overridden,
             relation: self.relation,
             past_age: self.past_age,
         }
@@ -443,6 +445,20 @@ impl Pipeline {
         children: &mut [ComposedChild],
         wanted: Wanted,
     ) -> Result<(), PipelineError> {
+        let shielded: Vec<String> = children
+            .iter()
+            .filter(|c| c.shielded)
+            .map(|c| c.id.clone())
+            .collect();
+        if !shielded.is_empty() {
+            let overridden = self
+                .store
+                .overridden_for(&scope.principal.user_id, &shielded, Utc::now())
+                .await?;
+            for child in children.iter_mut() {
+                child.overridden = overridden.contains(&child.id);
+            }
+        }
         let policy = &scope.policy;
         let grant = scope.grant;
         let today = Utc::now().date_naive();
@@ -630,6 +646,7 @@ fn skeleton(id: String, shielded: bool, mut records: Vec<PersonRecord>) -> Compo
         details: RecordDetails::default(),
         flags: Vec::new(),
         sources: Vec::new(),
+        overridden: false,
         relation: Relation::Own,
         past_age: false,
     }

@@ -90,8 +90,35 @@ async fn graphql_get(
         .into_response();
     }
     match request {
+        Ok(request) if is_mutation(&request.0) => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "POST")],
+            axum::Json(serde_json::json!({"errors": [{
+                "message": "a mutation is sent with POST",
+                "extensions": {"code": "BAD_REQUEST"}
+            }]})),
+        )
+            .into_response(),
         Ok(request) => execute(state, headers, request).await,
         Err(rejection) => rejection.into_response(),
+    }
+}
+
+/// Whether the operation a request would run is a mutation: GET must not change anything (GraphQL over HTTP).
+/// A document that does not parse is left for the executor to refuse with its own error.
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    match &document.operations {
+        DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
+        DocumentOperations::Multiple(ops) => match &request.operation_name {
+            Some(name) => ops
+                .get(name.as_str())
+                .is_some_and(|op| op.node.ty == OperationType::Mutation),
+            None => ops.values().any(|op| op.node.ty == OperationType::Mutation),
+        },
     }
 }
 

@@ -11,6 +11,9 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+mod shields;
+pub use shields::{ApprovalError, ShieldEntry, ShieldOverride, ShieldRequest};
+
 /// A store failure. The detail goes to the log; clients see `INTERNAL`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

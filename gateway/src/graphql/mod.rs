@@ -3,10 +3,11 @@
 mod documents;
 mod errors;
 mod loader;
+mod mutation;
 mod query;
 mod types;
 
-use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+use async_graphql::{EmptySubscription, MergedObject, Schema};
 
 pub use documents::Documents;
 pub use errors::coded;
@@ -19,11 +20,15 @@ pub fn source_error(report: crate::federation::SourceReport) -> async_graphql::S
         report.health == crate::federation::SourceHealth::Timeout,
     )
 }
-pub use query::Query;
+pub use mutation::Mutation;
+
+/// The query root: child data, and the shield officers' lists.
+#[derive(MergedObject, Debug, Default)]
+pub struct Query(query::ChildQueries, mutation::ShieldQueries);
 
 use crate::pipeline::Pipeline;
 
-pub type ChildgraphSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+pub type ChildgraphSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// The most deeply nested selection accepted.
 const MAX_DEPTH: usize = 12;
@@ -33,7 +38,7 @@ const MAX_COMPLEXITY: usize = 2000;
 
 /// Builds the schema over a pipeline.
 pub fn build(pipeline: Pipeline) -> ChildgraphSchema {
-    Schema::build(Query, EmptyMutation, EmptySubscription)
+    Schema::build(Query::default(), Mutation, EmptySubscription)
         .data(pipeline)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
@@ -42,7 +47,7 @@ pub fn build(pipeline: Pipeline) -> ChildgraphSchema {
 
 /// The schema's SDL, as committed at `schema/childgraph.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query, EmptyMutation, EmptySubscription)
+    Schema::build(Query::default(), Mutation, EmptySubscription)
         .finish()
         .sdl()
 }

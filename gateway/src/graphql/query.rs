@@ -12,8 +12,9 @@ use super::types::{
 };
 use crate::pipeline::{ComposedChild, Pipeline, Purpose, RequestScope, SearchOutcome, Wanted};
 
+/// The root fields for child data.
 #[derive(Debug, Default)]
-pub struct Query;
+pub struct ChildQueries;
 
 fn parts<'a>(ctx: &'a Context<'_>) -> Result<(&'a Pipeline, &'a Arc<RequestScope>)> {
     Ok((ctx.data::<Pipeline>()?, ctx.data::<Arc<RequestScope>>()?))
@@ -45,7 +46,7 @@ fn view(scope: &RequestScope, child: Arc<ComposedChild>) -> Child {
 }
 
 #[Object]
-impl Query {
+impl ChildQueries {
     /// The authenticated user, as their authoriser set them up.
     async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
         let (_, scope) = parts(ctx)?;

@@ -1,0 +1,188 @@
+//! The mutation root, and the shield officers' oversight queries: thin over [`crate::shields`], which holds the rules.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::errors::coded;
+use crate::pipeline::{Pipeline, RequestScope};
+use crate::shields::{self, ShieldError};
+use crate::store;
+
+fn parts<'a>(ctx: &'a Context<'_>) -> Result<(&'a Pipeline, &'a Arc<RequestScope>)> {
+    Ok((ctx.data::<Pipeline>()?, ctx.data::<Arc<RequestScope>>()?))
+}
+
+fn shield_error(error: ShieldError) -> async_graphql::Error {
+    match error {
+        ShieldError::Forbidden(m) => coded("FORBIDDEN", m),
+        ShieldError::BadRequest(m) => coded("BAD_REQUEST", m),
+        ShieldError::Store(e) => {
+            tracing::error!(error = %e, "store failure");
+            coded("INTERNAL", "internal error")
+        }
+    }
+}
+
+/// A request that a child be shielded.
+#[derive(SimpleObject, Debug)]
+pub struct ShieldRequest {
+    pub id: ID,
+    pub child_id: ID,
+    pub reason: String,
+    /// The user who asked.
+    pub requested_by: String,
+    pub requested_at: DateTime<Utc>,
+    /// The shield officer who approved it; null while it waits.
+    pub approved_by: Option<String>,
+}
+
+impl From<store::ShieldRequest> for ShieldRequest {
+    fn from(r: store::ShieldRequest) -> Self {
+        Self {
+            id: ID(r.id),
+            child_id: ID(r.child_id),
+            reason: r.reason,
+            requested_by: r.requested_by,
+            requested_at: r.requested_at,
+            approved_by: r.approved_by,
+        }
+    }
+}
+
+/// A shield in the register.
+#[derive(SimpleObject, Debug)]
+pub struct Shield {
+    pub child_id: ID,
+    pub reason: String,
+    pub requested_by: String,
+    pub approved_by: String,
+    pub since: DateTime<Utc>,
+    /// When a shield officer is next to review it.
+    pub review_due: DateTime<Utc>,
+}
+
+impl From<store::ShieldEntry> for Shield {
+    fn from(e: store::ShieldEntry) -> Self {
+        Self {
+            child_id: ID(e.child_id),
+            reason: e.reason,
+            requested_by: e.requested_by,
+            approved_by: e.approved_by,
+            since: e.created_at,
+            review_due: e.review_due,
+        }
+    }
+}
+
+/// An override of a child's shield by one user: also the alert shield officers review.
+#[derive(SimpleObject, Debug)]
+pub struct ShieldOverride {
+    pub id: ID,
+    pub child_id: ID,
+    pub user_id: String,
+    pub justification: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<store::ShieldOverride> for ShieldOverride {
+    fn from(o: store::ShieldOverride) -> Self {
+        Self {
+            id: ID(o.id),
+            child_id: ID(o.child_id),
+            user_id: o.user_id,
+            justification: o.justification,
+            created_at: o.created_at,
+            expires_at: o.expires_at,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Asks that a child be shielded. Needs shield.request; a shield officer other than you approves it.
+    async fn request_shield(
+        &self,
+        ctx: &Context<'_>,
+        child_id: ID,
+        reason: String,
+    ) -> Result<ShieldRequest> {
+        let (pipeline, scope) = parts(ctx)?;
+        shields::request(pipeline, scope, &child_id, &reason)
+            .await
+            .map(Into::into)
+            .map_err(shield_error)
+    }
+
+    /// Approves a shield request: the child is shielded from now, due for review after the policy's period. Needs
+    /// shield.approve, and someone other than the requester.
+    async fn approve_shield(&self, ctx: &Context<'_>, request_id: ID) -> Result<Shield> {
+        let (pipeline, scope) = parts(ctx)?;
+        shields::approve(pipeline, scope, &request_id)
+            .await
+            .map(Into::into)
+            .map_err(shield_error)
+    }
+
+    /// Lifts a child's shield. Needs shield.approve. False when the register did not shield the child.
+    async fn lift_shield(&self, ctx: &Context<'_>, child_id: ID, reason: String) -> Result<bool> {
+        let (pipeline, scope) = parts(ctx)?;
+        shields::lift(pipeline, scope, &child_id, &reason)
+            .await
+            .map_err(shield_error)
+    }
+
+    /// Opens a shielded child's record to you alone, for the policy's override period. Needs shield.override and a
+    /// justification of the policy's least length; shield officers are alerted at once.
+    async fn override_shield(
+        &self,
+        ctx: &Context<'_>,
+        child_id: ID,
+        justification: String,
+    ) -> Result<ShieldOverride> {
+        let (pipeline, scope) = parts(ctx)?;
+        shields::override_shield(pipeline, scope, &child_id, &justification)
+            .await
+            .map(Into::into)
+            .map_err(shield_error)
+    }
+}
+
+/// The shield officers' queries, merged into the query root.
+#[derive(Debug, Default)]
+pub struct ShieldQueries;
+
+#[Object]
+impl ShieldQueries {
+    /// Shields whose review is due, the most overdue first. Needs shield.view or shield.approve.
+    async fn shields_due_for_review(&self, ctx: &Context<'_>) -> Result<Vec<Shield>> {
+        let (pipeline, scope) = parts(ctx)?;
+        shields::due_for_review(pipeline, scope)
+            .await
+            .map(|v| v.into_iter().map(Into::into).collect())
+            .map_err(shield_error)
+    }
+
+    /// Overrides of the last 30 days, newest first. Needs shield.view or shield.approve.
+    async fn shield_alerts(&self, ctx: &Context<'_>) -> Result<Vec<ShieldOverride>> {
+        let (pipeline, scope) = parts(ctx)?;
+        shields::alerts(pipeline, scope)
+            .await
+            .map(|v| v.into_iter().map(Into::into).collect())
+            .map_err(shield_error)
+    }
+
+    /// Shield requests waiting for approval, oldest first. Needs shield.approve.
+    async fn pending_shield_requests(&self, ctx: &Context<'_>) -> Result<Vec<ShieldRequest>> {
+        let (pipeline, scope) = parts(ctx)?;
+        shields::pending(pipeline, scope)
+            .await
+            .map(|v| v.into_iter().map(Into::into).collect())
+            .map_err(shield_error)
+    }
+}

@@ -1,0 +1,247 @@
+//! The shield lifecycle as the mutations and oversight queries run it: who may do what, what is checked, and what
+//! is recorded. Two people are involved in every shield: one requests it, a shield officer who is someone else
+//! approves it.
+
+use childgraph_policies::Permission;
+use chrono::{DateTime, Duration, Months, Utc};
+
+use crate::access::{AccessRecord, Operation};
+use crate::pipeline::{Pipeline, Purpose, RequestScope};
+use crate::store::{ApprovalError, ShieldEntry, ShieldOverride, ShieldRequest, StoreError};
+
+/// The longest reason or justification kept: enough to explain, too short for case notes.
+pub const MAX_REASON_CHARS: usize = 1000;
+/// How far back `shieldAlerts` looks.
+pub const ALERT_WINDOW_DAYS: i64 = 30;
+
+/// Why a shield operation was refused. Messages carry no child data.
+#[derive(Debug, thiserror::Error)]
+pub enum ShieldError {
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ApprovalError> for ShieldError {
+    fn from(e: ApprovalError) -> Self {
+        match e {
+            ApprovalError::SamePerson => ShieldError::Forbidden(e.to_string()),
+            ApprovalError::NoSuchRequest | ApprovalError::AlreadyApproved => {
+                ShieldError::BadRequest(e.to_string())
+            }
+            ApprovalError::Store(e) => ShieldError::Store(e),
+        }
+    }
+}
+
+const PURPOSE: &str = "SHIELDING";
+
+fn purpose(justification: Option<&str>) -> Purpose {
+    Purpose {
+        purpose: PURPOSE,
+        justification: justification.map(str::to_owned),
+    }
+}
+
+/// Refuses, and records the refusal, unless one of the user's roles holds the permission.
+fn require(
+    scope: &RequestScope,
+    permission: Permission,
+    operation: Operation,
+) -> Result<(), ShieldError> {
+    if scope.grant.may(permission) {
+        return Ok(());
+    }
+    AccessRecord::new(scope, &purpose(None), operation)
+        .denied()
+        .log();
+    Err(ShieldError::Forbidden(format!(
+        "none of your roles holds the {} permission",
+        permission.name()
+    )))
+}
+
+/// A reason in words: trimmed, not empty, not too long.
+fn reason(text: &str, what: &str) -> Result<String, ShieldError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ShieldError::BadRequest(format!("a {what} is required")));
+    }
+    if text.chars().count() > MAX_REASON_CHARS {
+        return Err(ShieldError::BadRequest(format!(
+            "a {what} has at most {MAX_REASON_CHARS} characters"
+        )));
+    }
+    Ok(text.to_owned())
+}
+
+async fn known_child(pipeline: &Pipeline, child_id: &str) -> Result<(), ShieldError> {
+    if pipeline.store.child_exists(child_id).await? {
+        Ok(())
+    } else {
+        Err(ShieldError::BadRequest("no child has this id".to_owned()))
+    }
+}
+
+/// `requestShield`: by a role with shield.request.
+pub async fn request(
+    pipeline: &Pipeline,
+    scope: &RequestScope,
+    child_id: &str,
+    why: &str,
+) -> Result<ShieldRequest, ShieldError> {
+    require(scope, Permission::ShieldRequest, Operation::ShieldRequest)?;
+    let why = reason(why, "reason")?;
+    known_child(pipeline, child_id).await?;
+    let request = pipeline
+        .store
+        .request_shield(child_id, &why, &scope.principal.user_id, Utc::now())
+        .await?;
+    AccessRecord::new(scope, &purpose(None), Operation::ShieldRequest)
+        .child_ids(vec![child_id.to_owned()])
+        .log();
+    Ok(request)
+}
+
+/// `approveShield`: by a role with shield.approve, who did not request it. The review falls due after the policy's
+/// review period.
+pub async fn approve(
+    pipeline: &Pipeline,
+    scope: &RequestScope,
+    request_id: &str,
+) -> Result<ShieldEntry, ShieldError> {
+    require(scope, Permission::ShieldApprove, Operation::ShieldApprove)?;
+    let now = Utc::now();
+    let review_due = now + Months::new(scope.policy.review_months());
+    let entry = match pipeline
+        .store
+        .approve_shield(request_id, &scope.principal.user_id, review_due, now)
+        .await
+    {
+        Ok(entry) => entry,
+        Err(ApprovalError::SamePerson) => {
+            AccessRecord::new(scope, &purpose(None), Operation::ShieldApprove)
+                .denied()
+                .log();
+            return Err(ApprovalError::SamePerson.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    AccessRecord::new(scope, &purpose(None), Operation::ShieldApprove)
+        .child_ids(vec![entry.child_id.clone()])
+        .log();
+    tracing::info!(child = %entry.child_id, "shield approved");
+    Ok(entry)
+}
+
+/// `liftShield`: by a role with shield.approve. False when the register did not shield the child.
+pub async fn lift(
+    pipeline: &Pipeline,
+    scope: &RequestScope,
+    child_id: &str,
+    why: &str,
+) -> Result<bool, ShieldError> {
+    require(scope, Permission::ShieldApprove, Operation::ShieldLift)?;
+    let why = reason(why, "reason")?;
+    known_child(pipeline, child_id).await?;
+    let lifted = pipeline
+        .store
+        .lift_shield(child_id, &scope.principal.user_id, &why, Utc::now())
+        .await?;
+    AccessRecord::new(scope, &purpose(None), Operation::ShieldLift)
+        .child_ids(vec![child_id.to_owned()])
+        .log();
+    if lifted {
+        tracing::info!(child = %child_id, "shield lifted");
+    }
+    Ok(lifted)
+}
+
+/// `overrideShield`: by a role with shield.override, with a justification of at least the policy's length. It opens
+/// the shielded child to this user only, for the policy's duration, and alerts shield officers at once.
+pub async fn override_shield(
+    pipeline: &Pipeline,
+    scope: &RequestScope,
+    child_id: &str,
+    justification: &str,
+) -> Result<ShieldOverride, ShieldError> {
+    require(scope, Permission::ShieldOverride, Operation::ShieldOverride)?;
+    let rules = scope.policy.override_rules();
+    let justification = reason(justification, "justification")?;
+    if justification.chars().count() < rules.min_justification {
+        return Err(ShieldError::BadRequest(format!(
+            "an override needs a justification of at least {} characters",
+            rules.min_justification
+        )));
+    }
+    known_child(pipeline, child_id).await?;
+    // A child shielded by the register or by a source's restriction label alike; for a child no one shields the
+    // override changes nothing, and is still recorded and alerted.
+    let now = Utc::now();
+    let record = ShieldOverride {
+        id: format!("ovr_{}", uuid::Uuid::new_v4().simple()),
+        child_id: child_id.to_owned(),
+        user_id: scope.principal.user_id.clone(),
+        justification: justification.clone(),
+        created_at: now,
+        expires_at: now + Duration::minutes(i64::from(rules.minutes)),
+    };
+    pipeline.store.put_override(&record).await?;
+    AccessRecord::new(
+        scope,
+        &purpose(Some(&justification)),
+        Operation::ShieldOverride,
+    )
+    .child_ids(vec![child_id.to_owned()])
+    .log();
+    // The alert: shield officers see it at once in `shieldAlerts`, and monitoring sees this event.
+    tracing::warn!(
+        target: "childgraph::alert",
+        alert = "shield-override",
+        child = %child_id,
+        user = %scope.principal.user_id,
+        organisation = %scope.principal.organisation.id,
+        expires_at = %record.expires_at.to_rfc3339(),
+        notify = %rules.alert.join(","),
+        "a shield was overridden"
+    );
+    Ok(record)
+}
+
+/// `shieldsDueForReview`: for roles with shield.view or shield.approve.
+pub async fn due_for_review(
+    pipeline: &Pipeline,
+    scope: &RequestScope,
+) -> Result<Vec<ShieldEntry>, ShieldError> {
+    oversight(scope)?;
+    Ok(pipeline.store.shields_due_for_review(Utc::now()).await?)
+}
+
+/// `shieldAlerts`: overrides of the last [`ALERT_WINDOW_DAYS`] days, newest first.
+pub async fn alerts(
+    pipeline: &Pipeline,
+    scope: &RequestScope,
+) -> Result<Vec<ShieldOverride>, ShieldError> {
+    oversight(scope)?;
+    let since: DateTime<Utc> = Utc::now() - Duration::days(ALERT_WINDOW_DAYS);
+    Ok(pipeline.store.overrides_since(since).await?)
+}
+
+/// `pendingShieldRequests`: for roles with shield.approve.
+pub async fn pending(
+    pipeline: &Pipeline,
+    scope: &RequestScope,
+) -> Result<Vec<ShieldRequest>, ShieldError> {
+    require(scope, Permission::ShieldApprove, Operation::ShieldReview)?;
+    Ok(pipeline.store.pending_shield_requests().await?)
+}
+
+fn oversight(scope: &RequestScope) -> Result<(), ShieldError> {
+    if scope.grant.may(Permission::ShieldView) || scope.grant.may(Permission::ShieldApprove) {
+        return Ok(());
+    }
+    require(scope, Permission::ShieldView, Operation::ShieldReview)
+}

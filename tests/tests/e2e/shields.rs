@@ -1,0 +1,312 @@
+//! The shield lifecycle over GraphQL: request, approval by a second person, override, alert, review and lift.
+
+use childgraph_tests::{Answer, TestGateway};
+use serde_json::{Value, json};
+
+const FIND: &str = r#"
+query Find($c: ChildSearchInput!) {
+  searchChildren(criteria: $c, access: { purpose: SAFEGUARDING }) {
+    matches { child { id shielded name { given } address { postcode } carers { name } } }
+  }
+}"#;
+
+fn amelia() -> Value {
+    json!({ "familyName": "Hartley", "dateOfBirth": "2019-06-14" })
+}
+
+async fn find(gateway: &TestGateway, user: &str) -> (Value, Answer) {
+    let answer = gateway
+        .query_vars(user, FIND, json!({ "c": amelia() }))
+        .await;
+    let child = answer.body["data"]["searchChildren"]["matches"][0]["child"].clone();
+    assert!(child.is_object(), "{:#}", answer.body);
+    (child, answer)
+}
+
+async fn mutate(gateway: &TestGateway, user: &str, query: &str, variables: Value) -> Answer {
+    gateway.query_vars(user, query, variables).await
+}
+
+const REQUEST: &str = "mutation($id: ID!, $r: String!) { requestShield(childId: $id, reason: $r) { id childId requestedBy approvedBy } }";
+const APPROVE: &str = "mutation($id: ID!) { approveShield(requestId: $id) { childId approvedBy requestedBy reviewDue } }";
+const LIFT: &str = "mutation($id: ID!, $r: String!) { liftShield(childId: $id, reason: $r) }";
+const OVERRIDE: &str = "mutation($id: ID!, $j: String!) { overrideShield(childId: $id, justification: $j) { childId userId expiresAt } }";
+const JUSTIFICATION: &str =
+    "Seen at the emergency department tonight; need the GP and carers to arrange safe discharge.";
+
+fn code(answer: &Answer) -> Option<String> {
+    answer.codes().into_iter().next()
+}
+
+#[tokio::test]
+async fn a_shield_takes_two_people_can_be_overridden_by_one_user_and_lifted() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let (child, _) = find(&gateway, "gp").await;
+    let id = child["id"].as_str().unwrap().to_owned();
+    assert_eq!(child["shielded"], false);
+    assert!(child["carers"].as_array().is_some_and(|c| !c.is_empty()));
+
+    // The GP asks; a role without shield.request may not.
+    let vars = json!({ "id": id, "r": "A court order restricts where the family may be found." });
+    let refused = mutate(&gateway, "auditor", REQUEST, vars.clone()).await;
+    assert_eq!(
+        code(&refused).as_deref(),
+        Some("FORBIDDEN"),
+        "{:#}",
+        refused.body
+    );
+    let empty = mutate(&gateway, "gp", REQUEST, json!({ "id": id, "r": "   " })).await;
+    assert_eq!(
+        code(&empty).as_deref(),
+        Some("BAD_REQUEST"),
+        "{:#}",
+        empty.body
+    );
+    let unknown = mutate(
+        &gateway,
+        "gp",
+        REQUEST,
+        json!({ "id": "ch_nobody", "r": "x" }),
+    )
+    .await;
+    assert_eq!(
+        code(&unknown).as_deref(),
+        Some("BAD_REQUEST"),
+        "{:#}",
+        unknown.body
+    );
+    let asked = mutate(&gateway, "gp", REQUEST, vars).await;
+    let request = asked.body["data"]["requestShield"].clone();
+    assert_eq!(request["requestedBy"], "gp", "{:#}", asked.body);
+    assert!(request["approvedBy"].is_null());
+    let request_id = request["id"].as_str().unwrap().to_owned();
+
+    // Nothing changes until a shield officer approves; the requester's role cannot approve.
+    let (child, _) = find(&gateway, "gp").await;
+    assert_eq!(child["shielded"], false);
+    let refused = mutate(&gateway, "gp", APPROVE, json!({ "id": request_id })).await;
+    assert_eq!(
+        code(&refused).as_deref(),
+        Some("FORBIDDEN"),
+        "{:#}",
+        refused.body
+    );
+    let pending = gateway
+        .query(
+            "shield-officer-1",
+            "{ pendingShieldRequests { id childId } }",
+        )
+        .await;
+    assert!(
+        pending.body["data"]["pendingShieldRequests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == request_id.as_str()),
+        "{:#}",
+        pending.body
+    );
+    let approved = mutate(
+        &gateway,
+        "shield-officer-1",
+        APPROVE,
+        json!({ "id": request_id }),
+    )
+    .await;
+    let shield = &approved.body["data"]["approveShield"];
+    assert_eq!(
+        shield["approvedBy"], "shield-officer-1",
+        "{:#}",
+        approved.body
+    );
+    assert_eq!(shield["requestedBy"], "gp");
+    let review_due: chrono::DateTime<chrono::Utc> =
+        shield["reviewDue"].as_str().unwrap().parse().unwrap();
+    let months = (review_due - chrono::Utc::now()).num_days();
+    assert!((180..=185).contains(&months), "review due in {months} days");
+    let again = mutate(
+        &gateway,
+        "shield-officer-2",
+        APPROVE,
+        json!({ "id": request_id }),
+    )
+    .await;
+    assert_eq!(
+        code(&again).as_deref(),
+        Some("BAD_REQUEST"),
+        "{:#}",
+        again.body
+    );
+
+    // Shielded: identity only, for everyone.
+    let (child, answer) = find(&gateway, "gp").await;
+    assert_eq!(child["shielded"], true);
+    assert!(child["carers"].is_null());
+    assert!(
+        answer
+            .errors_with("REDACTED")
+            .iter()
+            .any(|e| e["extensions"]["reason"] == "SHIELDED")
+    );
+
+    // An override: only with the right, only with a long enough justification, and only for that user.
+    let vars = json!({ "id": id, "j": JUSTIFICATION });
+    let refused = mutate(&gateway, "teacher", OVERRIDE, vars.clone()).await;
+    assert_eq!(
+        code(&refused).as_deref(),
+        Some("FORBIDDEN"),
+        "{:#}",
+        refused.body
+    );
+    let short = mutate(
+        &gateway,
+        "social-worker",
+        OVERRIDE,
+        json!({ "id": id, "j": "urgent" }),
+    )
+    .await;
+    assert_eq!(
+        code(&short).as_deref(),
+        Some("BAD_REQUEST"),
+        "{:#}",
+        short.body
+    );
+    assert!(
+        short.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at least 40")
+    );
+    let made = mutate(&gateway, "social-worker", OVERRIDE, vars).await;
+    let expires: chrono::DateTime<chrono::Utc> = made.body["data"]["overrideShield"]["expiresAt"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{:#}", made.body))
+        .parse()
+        .unwrap();
+    let minutes = (expires - chrono::Utc::now()).num_minutes();
+    assert!((29..=30).contains(&minutes), "{minutes}");
+    let (child, answer) = find(&gateway, "social-worker").await;
+    assert_eq!(child["shielded"], true);
+    assert!(
+        child["carers"].as_array().is_some_and(|c| !c.is_empty()),
+        "{:#}",
+        answer.body
+    );
+    assert!(
+        child["address"]["postcode"].is_string(),
+        "{:#}",
+        answer.body
+    );
+    let (child, _) = find(&gateway, "gp").await;
+    assert!(
+        child["carers"].is_null(),
+        "the override is the social worker's alone"
+    );
+
+    // Shield officers see the alert at once; others may not list alerts.
+    let alerts = gateway
+        .query(
+            "shield-officer-2",
+            "{ shieldAlerts { childId userId justification } }",
+        )
+        .await;
+    let list = alerts.body["data"]["shieldAlerts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{:#}", alerts.body))
+        .clone();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["userId"], "social-worker");
+    assert_eq!(list[0]["justification"], JUSTIFICATION);
+    let refused = gateway
+        .query("teacher", "{ shieldAlerts { childId } }")
+        .await;
+    assert_eq!(
+        code(&refused).as_deref(),
+        Some("FORBIDDEN"),
+        "{:#}",
+        refused.body
+    );
+
+    // Lifting ends the shield and any override of it.
+    let refused = mutate(
+        &gateway,
+        "social-worker",
+        LIFT,
+        json!({ "id": id, "r": "order ended" }),
+    )
+    .await;
+    assert_eq!(
+        code(&refused).as_deref(),
+        Some("FORBIDDEN"),
+        "{:#}",
+        refused.body
+    );
+    let lifted = mutate(
+        &gateway,
+        "shield-officer-2",
+        LIFT,
+        json!({ "id": id, "r": "The court order has ended." }),
+    )
+    .await;
+    assert_eq!(lifted.body["data"]["liftShield"], true, "{:#}", lifted.body);
+    let (child, _) = find(&gateway, "gp").await;
+    assert_eq!(child["shielded"], false);
+    assert!(child["carers"].as_array().is_some_and(|c| !c.is_empty()));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn shields_due_for_review_are_listed_for_shield_officers() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let (child, _) = find(&gateway, "gp").await;
+    let id = child["id"].as_str().unwrap().to_owned();
+    let store = gateway.store().await;
+    store
+        .put_shield(&childgraph::store::Shield {
+            child_id: id.clone(),
+            reason: "review test".to_owned(),
+            requested_by: "gp".to_owned(),
+            approved_by: "shield-officer-1".to_owned(),
+            review_due: chrono::Utc::now() - chrono::Duration::days(1),
+        })
+        .await
+        .unwrap();
+    let due = gateway
+        .query(
+            "shield-officer-1",
+            "{ shieldsDueForReview { childId reviewDue } }",
+        )
+        .await;
+    let list = due.body["data"]["shieldsDueForReview"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{:#}", due.body))
+        .clone();
+    // Noah is shielded by the demo, due later; Amelia's is overdue.
+    assert!(list.iter().any(|s| s["childId"] == id.as_str()), "{list:?}");
+    assert!(
+        list.iter()
+            .all(|s| s["reviewDue"].as_str().unwrap() < chrono::Utc::now().to_rfc3339().as_str())
+    );
+    let refused = gateway
+        .query("gp", "{ shieldsDueForReview { childId } }")
+        .await;
+    assert_eq!(code(&refused).as_deref(), Some("FORBIDDEN"));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_mutation_sent_with_get_is_refused() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let response = reqwest::Client::new()
+        .get(gateway.url())
+        .query(&[(
+            "query",
+            "mutation { liftShield(childId: \"x\", reason: \"y\") }",
+        )])
+        .bearer_auth(gateway.token("shield-officer-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    gateway.stop().await;
+}
