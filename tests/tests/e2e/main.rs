@@ -2,4 +2,5 @@
 
 mod conformance;
 mod gateway;
+mod redaction;
 mod shields;
