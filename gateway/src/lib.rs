@@ -11,6 +11,7 @@ pub mod demo_key;
 pub mod federation;
 pub mod graphql;
 pub mod linkage_cli;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy_cli;
 pub mod policy_reload;

@@ -52,6 +52,7 @@ pub struct Pipeline {
     pub limits: Limits,
     /// The linkage model and thresholds.
     pub linker: Arc<childgraph_linkage::Linker>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why the user is asking, as they declared it.
@@ -68,6 +69,7 @@ pub struct RequestScope {
     pub principal: Account,
     /// The policy as it stood when the request began: one answer is never decided by two policies.
     pub policy: Arc<Policy>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub grant: Grant,
     pub deadline: Instant,
     pub reports: Reports,
@@ -157,6 +159,7 @@ impl Pipeline {
             request_id,
             principal,
             policy,
+            metrics: self.metrics.clone(),
             grant,
             deadline: Instant::now() + self.limits.deadline,
             reports: Reports::default(),

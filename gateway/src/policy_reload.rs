@@ -16,12 +16,15 @@ use sha2::{Digest, Sha256};
 #[derive(Debug)]
 pub struct ActivePolicy {
     current: ArcSwap<Policy>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ActivePolicy {
-    pub fn new(policy: Policy) -> Arc<Self> {
+    pub fn new(policy: Policy, metrics: Arc<crate::metrics::Metrics>) -> Arc<Self> {
+        metrics.policy_in_force(policy.hash());
         Arc::new(Self {
             current: ArcSwap::from_pointee(policy),
+            metrics,
         })
     }
 
@@ -31,6 +34,7 @@ impl ActivePolicy {
     }
 
     fn replace(&self, policy: Policy) {
+        self.metrics.policy_in_force(policy.hash());
         self.current.store(Arc::new(policy));
     }
 }
@@ -101,6 +105,7 @@ pub async fn watch(
         match reload(&active, &path) {
             Ok(Reloaded::Replaced { hash }) => {
                 reported = None;
+                active.metrics.policy_reload("replaced");
                 tracing::info!(policy_hash = %hash, "policy reloaded");
             }
             Ok(Reloaded::Unchanged) => {
@@ -112,6 +117,7 @@ pub async fn watch(
             Err(e) => {
                 let message = e.to_string();
                 if asked || reported.as_deref() != Some(message.as_str()) {
+                    active.metrics.policy_reload("refused");
                     tracing::error!(error = %message, in_force = %active.snapshot().hash(), "policy reload refused; the last good policy stays in force");
                 }
                 reported = Some(message);
@@ -130,7 +136,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.yaml");
         std::fs::write(&path, DEFAULT_POLICY).unwrap();
-        let active = ActivePolicy::new(Policy::default_policy());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let active = ActivePolicy::new(Policy::default_policy(), metrics.clone());
         assert_eq!(reload(&active, &path).unwrap(), Reloaded::Unchanged);
 
         let stricter = DEFAULT_POLICY.replace(
@@ -145,6 +152,15 @@ mod tests {
         };
         assert_eq!(active.snapshot().hash(), hash);
         assert_ne!(before.hash(), hash);
+        assert!(
+            metrics
+                .render()
+                .contains(&format!("childgraph_policy_info{{hash=\"{hash}\"}} 1"))
+        );
+        assert!(
+            !metrics.render().contains(before.hash()),
+            "only the policy in force is 1"
+        );
         // A snapshot taken before the reload still decides as it did.
         let teacher = before.grant(["teacher"]);
         assert!(

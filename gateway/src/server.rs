@@ -1,4 +1,4 @@
-//! The HTTP server: GraphQL over HTTP at `/graphql` (GraphiQL for a browser), `/healthz` and `/readyz`.
+//! The HTTP server: GraphQL over HTTP at `/graphql` (GraphiQL for a browser), `/healthz`, `/readyz` and `/metrics`.
 //!
 //! `run` takes a bound listener and a shutdown future, so tests run the real server on `127.0.0.1:0`.
 
@@ -49,6 +49,15 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(|State(state): State<AppState>| async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    state.pipeline.metrics.render(),
+                )
+            }),
+        )
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(PropagateRequestIdLayer::new(header::HeaderName::from_static(REQUEST_ID)))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

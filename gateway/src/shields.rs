@@ -190,6 +190,7 @@ pub async fn override_shield(
         expires_at: now + Duration::minutes(i64::from(rules.minutes)),
     };
     pipeline.store.put_override(&record).await?;
+    scope.metrics.shield_override();
     AccessRecord::new(
         scope,
         &purpose(Some(&justification)),

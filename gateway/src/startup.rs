@@ -34,8 +34,10 @@ pub struct Parts {
 
 /// Puts the parts together into the state the server runs on.
 pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let pipeline = Pipeline {
-        policy: crate::policy_reload::ActivePolicy::new(parts.policy),
+        policy: crate::policy_reload::ActivePolicy::new(parts.policy, metrics.clone()),
+        metrics,
         store: parts.store.clone(),
         federation: Federation::new(parts.connectors),
         limits: Limits {

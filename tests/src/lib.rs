@@ -166,6 +166,19 @@ impl TestGateway {
         format!("http://{}/graphql", self.demo().gateway)
     }
 
+    /// The gateway's `/metrics`, in Prometheus text format.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.demo().gateway);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .expect("the gateway answers")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// A token for a demo identity.
     pub fn token(&self, user: &str) -> String {
         self.demo().key.token(user).expect("token")

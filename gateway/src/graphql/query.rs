@@ -41,7 +41,7 @@ fn wanted(child: async_graphql::Lookahead<'_>) -> Wanted {
 }
 
 fn view(scope: &RequestScope, child: Arc<ComposedChild>) -> Child {
-    let lens = Lens::new(scope.policy.clone(), scope.grant, child.situation());
+    let lens = Lens::new(scope, child.situation());
     Child { lens, data: child }
 }
 

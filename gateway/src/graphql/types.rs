@@ -7,7 +7,7 @@ use async_graphql::{
     Enum, ID, InputObject, InputValueError, InputValueResult, Object, Result, Scalar, ScalarType,
     SimpleObject, Value,
 };
-use childgraph_policies::{Grant, Policy, Situation};
+use childgraph_policies::{Decision, Grant, Policy, Situation};
 use childgraph_schema as schema;
 use childgraph_schema::{Field, SourceName};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -274,6 +274,7 @@ pub struct Lens {
     policy: Arc<Policy>,
     grant: Grant,
     situation: Situation,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Lens {
@@ -286,11 +287,12 @@ impl std::fmt::Debug for Lens {
 }
 
 impl Lens {
-    pub fn new(policy: Arc<Policy>, grant: Grant, situation: Situation) -> Self {
+    pub fn new(scope: &crate::pipeline::RequestScope, situation: Situation) -> Self {
         Self {
-            policy,
-            grant,
+            policy: scope.policy.clone(),
+            grant: scope.grant,
             situation,
+            metrics: scope.metrics.clone(),
         }
     }
 
@@ -307,10 +309,12 @@ impl Lens {
 
     fn check(&self, field: Field) -> Result<()> {
         let decision = self.policy.decide(self.grant, self.situation, field);
-        if decision.is_visible() {
-            Ok(())
-        } else {
-            Err(redacted(field, &decision))
+        match decision {
+            Decision::Visible => Ok(()),
+            Decision::Withheld { reason, .. } => {
+                self.metrics.redaction(reason.as_str());
+                Err(redacted(field, &decision))
+            }
         }
     }
 }

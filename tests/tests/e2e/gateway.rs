@@ -1049,6 +1049,19 @@ async fn a_changed_policy_file_is_put_in_force_and_a_broken_one_is_refused() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(reason.as_deref(), Some("ROLE"));
+    let hash = childgraph_policies::Policy::from_yaml(&stricter)
+        .unwrap()
+        .hash()
+        .to_owned();
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains(&format!("childgraph_policy_info{{hash=\"{hash}\"}} 1")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("childgraph_policy_reloads_total{outcome=\"replaced\"} 1"),
+        "{metrics}"
+    );
 
     // A broken file is refused: the last good policy stays in force, and the gateway answers as before.
     std::fs::write(
@@ -1060,5 +1073,14 @@ async fn a_changed_policy_file_is_put_in_force_and_a_broken_one_is_refused() {
     let answer = search(&gateway, "teacher", amelia()).await;
     assert_eq!(matches(&answer).len(), 1, "{:#}", answer.body);
     assert_eq!(carers_reason(&answer).as_deref(), Some("ROLE"));
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains(&format!("childgraph_policy_info{{hash=\"{hash}\"}} 1")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("childgraph_policy_reloads_total{outcome=\"refused\"}"),
+        "{metrics}"
+    );
     gateway.stop().await;
 }

@@ -1,0 +1,97 @@
+//! Prometheus metrics on `/metrics`. Labels carry no child data: a policy hash, a reason, an outcome.
+//!
+//! Each gateway has its own registry, so that several in one process (the tests) do not mix their figures.
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// 1 for the policy in force, by the SHA-256 of its file.
+    policy_info: IntGaugeVec,
+    policy_reloads: IntCounterVec,
+    shield_overrides: IntCounter,
+    redactions: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let policy_info = IntGaugeVec::new(
+            Opts::new(
+                "childgraph_policy_info",
+                "The policy in force, by the SHA-256 of its file",
+            ),
+            &["hash"],
+        )
+        .expect("a valid metric");
+        let policy_reloads = IntCounterVec::new(
+        Opts::new(
+            "childgraph_policy_reloads_total",
+            "Policy reloads, by outcome: replaced, or refused (the last good policy stays in force)",
+        ),
+        &["outcome"],
+    )
+    .expect("a valid metric");
+        let shield_overrides = IntCounter::new(
+            "childgraph_shield_overrides_total",
+            "Shield overrides made; each alerts shield officers",
+        )
+        .expect("a valid metric");
+        let redactions = IntCounterVec::new(
+            Opts::new("childgraph_redactions_total", "Fields withheld, by reason"),
+            &["reason"],
+        )
+        .expect("a valid metric");
+        for metric in [
+            Box::new(policy_info.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(policy_reloads.clone()),
+            Box::new(shield_overrides.clone()),
+            Box::new(redactions.clone()),
+        ] {
+            registry.register(metric).expect("a metric registered once");
+        }
+        Metrics {
+            registry,
+            policy_info,
+            policy_reloads,
+            shield_overrides,
+            redactions,
+        }
+    }
+
+    /// Records the policy now in force.
+    pub fn policy_in_force(&self, hash: &str) {
+        self.policy_info.reset();
+        self.policy_info.with_label_values(&[hash]).set(1);
+    }
+
+    /// Records a reload: `replaced` or `refused`.
+    pub fn policy_reload(&self, outcome: &str) {
+        self.policy_reloads.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn shield_override(&self) {
+        self.shield_overrides.inc();
+    }
+
+    /// Records a withheld field: `ROLE`, `SHIELDED` or `NOT_RELEVANT`.
+    pub fn redaction(&self, reason: &str) {
+        self.redactions.with_label_values(&[reason]).inc();
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
