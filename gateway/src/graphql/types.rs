@@ -312,7 +312,7 @@ impl Lens {
         match decision {
             Decision::Visible => Ok(()),
             Decision::Withheld { reason, .. } => {
-                self.metrics.redaction(reason.as_str());
+                self.metrics.redaction(reason);
                 Err(redacted(field, &decision))
             }
         }
