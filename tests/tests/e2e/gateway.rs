@@ -1084,3 +1084,58 @@ async fn a_changed_policy_file_is_put_in_force_and_a_broken_one_is_refused() {
     );
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_child_past_the_age_limit_shows_identity_only_unless_still_at_school() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    // Amelia is at school. With the limit at her age, and no extension at school, she is out of scope.
+    let born = chrono::NaiveDate::from_ymd_opt(2019, 6, 14).unwrap();
+    let age = chrono::Utc::now().date_naive().years_since(born).unwrap();
+    let policy = |at_school: u32| {
+        childgraph_policies::DEFAULT_POLICY
+            .replace("until_age: 18", &format!("until_age: {age}"))
+            .replace(
+                "at_school_until_age: 19",
+                &format!("at_school_until_age: {at_school}"),
+            )
+    };
+    std::fs::write(&path, policy(age)).unwrap();
+    let watched = path.clone();
+    let gateway = TestGateway::builder()
+        .children(0)
+        .configure(move |o| {
+            o.policy = Some(watched);
+            o.policy_poll = std::time::Duration::from_millis(50);
+        })
+        .spawn()
+        .await;
+    let answer = search(&gateway, "gp", amelia()).await;
+    let child = &matches(&answer)[0]["child"];
+    assert_eq!(child["name"]["given"], "Amelia", "{:#}", answer.body);
+    assert!(child["carers"].is_null(), "{:#}", answer.body);
+    assert!(child["address"].is_null(), "{:#}", answer.body);
+    assert!(
+        answer
+            .errors_with("REDACTED")
+            .iter()
+            .any(|e| e["extensions"]["reason"] == "NOT_RELEVANT"
+                && e["extensions"]["category"] == "carers"),
+        "{:#}",
+        answer.body
+    );
+
+    // Extended while at school: she is in scope again.
+    std::fs::write(&path, policy(age + 1)).unwrap();
+    let mut carers = Value::Null;
+    for _ in 0..100 {
+        let answer = search(&gateway, "gp", amelia()).await;
+        carers = matches(&answer)[0]["child"]["carers"].clone();
+        if !carers.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(carers.as_array().is_some_and(|c| !c.is_empty()), "{carers}");
+    gateway.stop().await;
+}
