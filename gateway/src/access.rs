@@ -1,9 +1,12 @@
-//! One record per access to child data, written to the log under the `childgraph::access` target.
+//! One record per operation on child data: written durably to the audit log (`crate::audit`) before the answer
+//! leaves, and to the log under the `childgraph::access` target.
 //!
 //! It names who asked, why, what operation, and which children by gateway id only: never a name, a date of birth or
-//! a search term. It also names the policy that decided the answer, by the hash of its file.
+//! a search term. It also names the categories shown and withheld, and the policy that decided, by its file's hash.
 
+use crate::audit::AuditEntry;
 use crate::pipeline::{ComposedChild, Purpose, RequestScope};
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Operation {
@@ -15,6 +18,8 @@ pub enum Operation {
     ShieldOverride,
     /// Reading the shield officers' lists.
     ShieldReview,
+    /// Reading a child's access log.
+    AuditRead,
 }
 
 impl Operation {
@@ -27,6 +32,7 @@ impl Operation {
             Operation::ShieldLift => "shield.lift",
             Operation::ShieldOverride => "shield.override",
             Operation::ShieldReview => "shield.review",
+            Operation::AuditRead => "audit.read",
         }
     }
 }
@@ -38,6 +44,8 @@ pub struct AccessRecord<'a> {
     purpose: &'a Purpose,
     operation: Operation,
     children: Vec<String>,
+    shown: Vec<String>,
+    withheld: Vec<String>,
     outcome: &'static str,
 }
 
@@ -48,12 +56,30 @@ impl<'a> AccessRecord<'a> {
             purpose,
             operation,
             children: Vec::new(),
+            shown: Vec::new(),
+            withheld: Vec::new(),
             outcome: "ok",
         }
     }
 
+    /// The children answered, and the categories their answer could show and withheld.
     pub fn children(mut self, children: &[ComposedChild]) -> Self {
         self.children = children.iter().map(|c| c.id.clone()).collect();
+        let policy = &self.scope.policy;
+        for (i, (name, _)) in policy.categories().enumerate() {
+            let Ok(index) = u8::try_from(i) else { break };
+            let visible = |c: &ComposedChild| {
+                policy
+                    .decide_category(self.scope.grant, c.situation(), index)
+                    .is_visible()
+            };
+            if children.iter().any(visible) {
+                self.shown.push(name.to_owned());
+            }
+            if !children.iter().all(visible) {
+                self.withheld.push(name.to_owned());
+            }
+        }
         self
     }
 
@@ -77,7 +103,35 @@ impl<'a> AccessRecord<'a> {
         self
     }
 
-    pub fn log(self) {
+    /// Writes the record to the audit log, durably, then to the log. An error means the record is not down: the
+    /// caller must not answer with child data.
+    pub async fn record(self) -> Result<(), StoreError> {
+        let principal = &self.scope.principal;
+        let entry = AuditEntry {
+            at: chrono::Utc::now(),
+            request_id: self.scope.request_id.clone(),
+            user_id: principal.user_id.clone(),
+            organisation_id: principal.organisation.id.clone(),
+            roles: principal.roles.clone(),
+            client: None,
+            purpose: self.purpose.purpose.to_owned(),
+            justification: self.purpose.justification.clone(),
+            operation: self.operation.as_str().to_owned(),
+            child_ids: self.children.clone(),
+            shown: self.shown.clone(),
+            withheld: self.withheld.clone(),
+            outcome: self.outcome.to_owned(),
+            policy_hash: self.scope.policy.hash().to_owned(),
+        };
+        if let Err(e) = self.scope.audit.append(entry).await {
+            tracing::error!(error = %e, operation = self.operation.as_str(), "the audit record could not be written");
+            return Err(e);
+        }
+        self.log();
+        Ok(())
+    }
+
+    fn log(self) {
         let principal = &self.scope.principal;
         tracing::info!(
             target: "childgraph::access",

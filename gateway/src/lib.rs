@@ -4,6 +4,8 @@
 //! for child data is handled.
 
 pub mod access;
+pub mod audit;
+pub mod audit_cli;
 pub mod auth;
 pub mod config;
 pub mod demo;

@@ -70,6 +70,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Record linkage.
     Linkage {
         #[command(subcommand)]
@@ -155,6 +160,27 @@ enum PolicyCommand {
         /// The policy file; the built-in default when absent.
         #[arg(long)]
         policy: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Checks that no audit record was edited, deleted or reordered; exits non-zero if one was.
+    Verify {
+        #[arg(long, conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        /// The demo's data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Subject access: every record of who saw what about one child, when and why.
+    Sar {
+        #[arg(long)]
+        child: String,
+        #[arg(long, conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -291,6 +317,28 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy { command } => run_policy(command),
+        Command::Audit { command } => {
+            use childgraph::audit_cli;
+            match command {
+                AuditCommand::Verify { config, data_dir } => {
+                    let store = audit_cli::open(config.as_deref(), data_dir.as_deref()).await?;
+                    let (whole, out) = audit_cli::verify(&store).await?;
+                    print!("{out}");
+                    if !whole {
+                        std::process::exit(1);
+                    }
+                }
+                AuditCommand::Sar {
+                    child,
+                    config,
+                    data_dir,
+                } => {
+                    let store = audit_cli::open(config.as_deref(), data_dir.as_deref()).await?;
+                    print!("{}", audit_cli::subject_access(&store, &child).await?);
+                }
+            }
+            Ok(())
+        }
         Command::Linkage {
             command:
                 LinkageCommand::Evaluate {

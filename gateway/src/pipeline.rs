@@ -53,6 +53,7 @@ pub struct Pipeline {
     /// The linkage model and thresholds.
     pub linker: Arc<childgraph_linkage::Linker>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub audit: crate::audit::AuditLog,
 }
 
 /// Why the user is asking, as they declared it.
@@ -70,6 +71,7 @@ pub struct RequestScope {
     /// The policy as it stood when the request began: one answer is never decided by two policies.
     pub policy: Arc<Policy>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub audit: crate::audit::AuditLog,
     pub grant: Grant,
     pub deadline: Instant,
     pub reports: Reports,
@@ -160,6 +162,7 @@ impl Pipeline {
             principal,
             policy,
             metrics: self.metrics.clone(),
+            audit: self.audit.clone(),
             grant,
             deadline: Instant::now() + self.limits.deadline,
             reports: Reports::default(),
@@ -188,7 +191,8 @@ impl Pipeline {
         purpose: &Purpose,
         wanted: Wanted,
     ) -> Result<SearchOutcome, PipelineError> {
-        self.require_child_data(scope, purpose, Operation::Search)?;
+        self.require_child_data(scope, purpose, Operation::Search)
+            .await?;
 
         // Identify: blocking queries to every source, then link the candidates into children.
         let candidates = self
@@ -305,16 +309,19 @@ impl Pipeline {
         if matches.len() > self.limits.max_results {
             AccessRecord::new(scope, purpose, Operation::Search)
                 .too_many()
-                .log();
+                .record()
+                .await?;
             return Ok(SearchOutcome::TooMany);
         }
 
         // Decide, then fetch only what the policy allows and the client asked for.
         let mut children: Vec<ComposedChild> = matches.iter().map(|(_, c)| c.clone()).collect();
         self.fetch_and_compose(scope, &mut children, wanted).await?;
+        // Recorded before the answer leaves: no record, no child data.
         AccessRecord::new(scope, purpose, Operation::Search)
             .children(&children)
-            .log();
+            .record()
+            .await?;
         let scores = matches.into_iter().map(|(s, _)| s);
         Ok(SearchOutcome::Matches(scores.zip(children).collect()))
     }
@@ -341,7 +348,8 @@ impl Pipeline {
         purpose: &Purpose,
         wanted: Wanted,
     ) -> Result<Vec<ComposedChild>, PipelineError> {
-        self.require_child_data(scope, purpose, Operation::View)?;
+        self.require_child_data(scope, purpose, Operation::View)
+            .await?;
         let Linked {
             records: links,
             shielded: register,
@@ -377,11 +385,12 @@ impl Pipeline {
         } else {
             record.children(&children)
         }
-        .log();
+        .record()
+        .await?;
         Ok(children)
     }
 
-    fn require_child_data(
+    async fn require_child_data(
         &self,
         scope: &RequestScope,
         purpose: &Purpose,
@@ -390,7 +399,10 @@ impl Pipeline {
         if scope.policy.sees_child_data(scope.grant) {
             return Ok(());
         }
-        AccessRecord::new(scope, purpose, operation).denied().log();
+        AccessRecord::new(scope, purpose, operation)
+            .denied()
+            .record()
+            .await?;
         Err(PipelineError::Forbidden(
             "none of your roles sees child data",
         ))

@@ -1,6 +1,6 @@
 //! The shield lifecycle as the mutations and oversight queries run it: who may do what, what is checked, and what
 //! is recorded. Two people are involved in every shield: one requests it, a shield officer who is someone else
-//! approves it.
+//! approves it. The auditors' reading of a child's access log is here too: it is the same kind of oversight.
 
 use childgraph_policies::Permission;
 use chrono::{DateTime, Duration, Months, Utc};
@@ -47,7 +47,7 @@ fn purpose(justification: Option<&str>) -> Purpose {
 }
 
 /// Refuses, and records the refusal, unless one of the user's roles holds the permission.
-fn require(
+async fn require(
     scope: &RequestScope,
     permission: Permission,
     operation: Operation,
@@ -57,7 +57,8 @@ fn require(
     }
     AccessRecord::new(scope, &purpose(None), operation)
         .denied()
-        .log();
+        .record()
+        .await?;
     Err(ShieldError::Forbidden(format!(
         "none of your roles holds the {} permission",
         permission.name()
@@ -93,7 +94,7 @@ pub async fn request(
     child_id: &str,
     why: &str,
 ) -> Result<ShieldRequest, ShieldError> {
-    require(scope, Permission::ShieldRequest, Operation::ShieldRequest)?;
+    require(scope, Permission::ShieldRequest, Operation::ShieldRequest).await?;
     let why = reason(why, "reason")?;
     known_child(pipeline, child_id).await?;
     let request = pipeline
@@ -102,7 +103,8 @@ pub async fn request(
         .await?;
     AccessRecord::new(scope, &purpose(None), Operation::ShieldRequest)
         .child_ids(vec![child_id.to_owned()])
-        .log();
+        .record()
+        .await?;
     Ok(request)
 }
 
@@ -113,7 +115,7 @@ pub async fn approve(
     scope: &RequestScope,
     request_id: &str,
 ) -> Result<ShieldEntry, ShieldError> {
-    require(scope, Permission::ShieldApprove, Operation::ShieldApprove)?;
+    require(scope, Permission::ShieldApprove, Operation::ShieldApprove).await?;
     let now = Utc::now();
     let review_due = now + Months::new(scope.policy.review_months());
     let entry = match pipeline
@@ -125,14 +127,16 @@ pub async fn approve(
         Err(ApprovalError::SamePerson) => {
             AccessRecord::new(scope, &purpose(None), Operation::ShieldApprove)
                 .denied()
-                .log();
+                .record()
+                .await?;
             return Err(ApprovalError::SamePerson.into());
         }
         Err(e) => return Err(e.into()),
     };
     AccessRecord::new(scope, &purpose(None), Operation::ShieldApprove)
         .child_ids(vec![entry.child_id.clone()])
-        .log();
+        .record()
+        .await?;
     tracing::info!(child = %entry.child_id, "shield approved");
     Ok(entry)
 }
@@ -144,7 +148,7 @@ pub async fn lift(
     child_id: &str,
     why: &str,
 ) -> Result<bool, ShieldError> {
-    require(scope, Permission::ShieldApprove, Operation::ShieldLift)?;
+    require(scope, Permission::ShieldApprove, Operation::ShieldLift).await?;
     let why = reason(why, "reason")?;
     known_child(pipeline, child_id).await?;
     let lifted = pipeline
@@ -153,7 +157,8 @@ pub async fn lift(
         .await?;
     AccessRecord::new(scope, &purpose(None), Operation::ShieldLift)
         .child_ids(vec![child_id.to_owned()])
-        .log();
+        .record()
+        .await?;
     if lifted {
         tracing::info!(child = %child_id, "shield lifted");
     }
@@ -168,7 +173,7 @@ pub async fn override_shield(
     child_id: &str,
     justification: &str,
 ) -> Result<ShieldOverride, ShieldError> {
-    require(scope, Permission::ShieldOverride, Operation::ShieldOverride)?;
+    require(scope, Permission::ShieldOverride, Operation::ShieldOverride).await?;
     let rules = scope.policy.override_rules();
     let justification = reason(justification, "justification")?;
     if justification.chars().count() < rules.min_justification {
@@ -197,7 +202,8 @@ pub async fn override_shield(
         Operation::ShieldOverride,
     )
     .child_ids(vec![child_id.to_owned()])
-    .log();
+    .record()
+    .await?;
     // The alert: shield officers see it at once in `shieldAlerts`, and monitoring sees this event.
     tracing::warn!(
         target: "childgraph::alert",
@@ -217,7 +223,7 @@ pub async fn due_for_review(
     pipeline: &Pipeline,
     scope: &RequestScope,
 ) -> Result<Vec<ShieldEntry>, ShieldError> {
-    oversight(scope)?;
+    oversight(scope).await?;
     Ok(pipeline.store.shields_due_for_review(Utc::now()).await?)
 }
 
@@ -226,7 +232,7 @@ pub async fn alerts(
     pipeline: &Pipeline,
     scope: &RequestScope,
 ) -> Result<Vec<ShieldOverride>, ShieldError> {
-    oversight(scope)?;
+    oversight(scope).await?;
     let since: DateTime<Utc> = Utc::now() - Duration::days(ALERT_WINDOW_DAYS);
     Ok(pipeline.store.overrides_since(since).await?)
 }
@@ -236,13 +242,32 @@ pub async fn pending(
     pipeline: &Pipeline,
     scope: &RequestScope,
 ) -> Result<Vec<ShieldRequest>, ShieldError> {
-    require(scope, Permission::ShieldApprove, Operation::ShieldReview)?;
+    require(scope, Permission::ShieldApprove, Operation::ShieldReview).await?;
     Ok(pipeline.store.pending_shield_requests().await?)
 }
 
-fn oversight(scope: &RequestScope) -> Result<(), ShieldError> {
+async fn oversight(scope: &RequestScope) -> Result<(), ShieldError> {
     if scope.grant.may(Permission::ShieldView) || scope.grant.may(Permission::ShieldApprove) {
         return Ok(());
     }
-    require(scope, Permission::ShieldView, Operation::ShieldReview)
+    require(scope, Permission::ShieldView, Operation::ShieldReview).await
+}
+
+/// `childAccessLog`: for roles with audit.read. The auditor's reading is recorded before the log is answered.
+pub async fn access_log(
+    pipeline: &Pipeline,
+    scope: &RequestScope,
+    child_id: &str,
+) -> Result<Vec<crate::audit::AuditRecord>, ShieldError> {
+    require(scope, Permission::AuditRead, Operation::AuditRead).await?;
+    let records = crate::audit::for_child(&pipeline.store, child_id).await?;
+    let audit = Purpose {
+        purpose: "AUDIT",
+        justification: None,
+    };
+    AccessRecord::new(scope, &audit, Operation::AuditRead)
+        .child_ids(vec![child_id.to_owned()])
+        .record()
+        .await?;
+    Ok(records)
 }

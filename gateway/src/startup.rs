@@ -38,6 +38,7 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
     let pipeline = Pipeline {
         policy: crate::policy_reload::ActivePolicy::new(parts.policy, metrics.clone()),
         metrics,
+        audit: crate::audit::AuditLog::start(parts.store.clone()),
         store: parts.store.clone(),
         federation: Federation::new(parts.connectors),
         limits: Limits {

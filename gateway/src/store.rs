@@ -117,6 +117,11 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// The pool, for the audit log's own statements.
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Whether the store answers: used by readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

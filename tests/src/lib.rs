@@ -158,6 +158,11 @@ impl TestGateway {
             .expect("the store opens")
     }
 
+    /// The gateway's store file.
+    pub fn store_path(&self) -> std::path::PathBuf {
+        self.dir.path().join(childgraph::demo::STORE_FILE)
+    }
+
     pub fn demo(&self) -> &Demo {
         self.demo.as_ref().expect("running")
     }

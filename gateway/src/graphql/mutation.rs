@@ -153,7 +153,26 @@ impl Mutation {
     }
 }
 
-/// The shield officers' queries, merged into the query root.
+/// One record of a child's access log.
+#[derive(SimpleObject, Debug)]
+pub struct AccessLogEntry {
+    pub at: DateTime<Utc>,
+    pub request_id: String,
+    pub user_id: String,
+    pub organisation_id: String,
+    pub roles: Vec<String>,
+    pub purpose: String,
+    pub justification: Option<String>,
+    /// `search`, `view`, `shield.override`…
+    pub operation: String,
+    /// Categories the answer could show, and those it withheld.
+    pub shown: Vec<String>,
+    pub withheld: Vec<String>,
+    pub outcome: String,
+    pub policy_hash: String,
+}
+
+/// The shield officers' and auditors' queries, merged into the query root.
 #[derive(Debug, Default)]
 pub struct ShieldQueries;
 
@@ -174,6 +193,38 @@ impl ShieldQueries {
         shields::alerts(pipeline, scope)
             .await
             .map(|v| v.into_iter().map(Into::into).collect())
+            .map_err(shield_error)
+    }
+
+    /// Who saw what about a child, when and why: every audit record that names the child, oldest first. Needs
+    /// audit.read; the reading is itself recorded.
+    async fn child_access_log(
+        &self,
+        ctx: &Context<'_>,
+        child_id: ID,
+    ) -> Result<Vec<AccessLogEntry>> {
+        let (pipeline, scope) = parts(ctx)?;
+        crate::shields::access_log(pipeline, scope, &child_id)
+            .await
+            .map(|records| {
+                records
+                    .into_iter()
+                    .map(|r| AccessLogEntry {
+                        at: r.entry.at,
+                        request_id: r.entry.request_id,
+                        user_id: r.entry.user_id,
+                        organisation_id: r.entry.organisation_id,
+                        roles: r.entry.roles,
+                        purpose: r.entry.purpose,
+                        justification: r.entry.justification,
+                        operation: r.entry.operation,
+                        shown: r.entry.shown,
+                        withheld: r.entry.withheld,
+                        outcome: r.entry.outcome,
+                        policy_hash: r.entry.policy_hash,
+                    })
+                    .collect()
+            })
             .map_err(shield_error)
     }
 

@@ -1,0 +1,131 @@
+//! The audit log, as auditors and the gateway's operators see it.
+
+use childgraph_tests::TestGateway;
+use serde_json::json;
+
+const FIND: &str = r#"
+query Find($c: ChildSearchInput!) {
+  searchChildren(criteria: $c, access: { purpose: SAFEGUARDING, justification: "school concern" }) {
+    matches { child { id carers { name } } }
+  }
+}"#;
+
+const LOG: &str = "query($id: ID!) { childAccessLog(childId: $id) { userId organisationId roles purpose justification operation shown withheld outcome policyHash } }";
+
+#[tokio::test]
+async fn every_answer_is_recorded_and_an_auditor_reads_who_saw_what() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let criteria = json!({ "c": { "familyName": "Hartley", "dateOfBirth": "2019-06-14" } });
+    let answer = gateway.query_vars("teacher", FIND, criteria).await;
+    let id = answer.body["data"]["searchChildren"]["matches"][0]["child"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{:#}", answer.body))
+        .to_owned();
+    let view = gateway
+        .query(
+            "gp",
+            &format!(r#"{{ child(id: "{id}", access: {{ purpose: SERVICE_COORDINATION }}) {{ name {{ given }} }} }}"#),
+        )
+        .await;
+    assert!(view.errors().is_empty(), "{:#}", view.body);
+
+    let refused = gateway.query_vars("gp", LOG, json!({ "id": id })).await;
+    assert_eq!(refused.codes(), ["FORBIDDEN"], "{:#}", refused.body);
+    let log = gateway
+        .query_vars("auditor", LOG, json!({ "id": id }))
+        .await;
+    let records = log.body["data"]["childAccessLog"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{:#}", log.body))
+        .clone();
+    let search = records
+        .iter()
+        .find(|r| r["operation"] == "search")
+        .expect("the search is recorded");
+    assert_eq!(search["userId"], "teacher");
+    assert_eq!(search["purpose"], "SAFEGUARDING");
+    assert_eq!(search["justification"], "school concern");
+    assert_eq!(search["outcome"], "ok");
+    assert!(
+        search["shown"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("carers"))
+    );
+    assert!(
+        search["withheld"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("location"))
+    );
+    assert_eq!(search["policyHash"].as_str().unwrap().len(), 64);
+    let seen = records
+        .iter()
+        .find(|r| r["operation"] == "view")
+        .expect("the view is recorded");
+    assert_eq!(seen["userId"], "gp");
+    assert_eq!(seen["purpose"], "SERVICE_COORDINATION");
+
+    // The auditor's own reading is recorded too, and the chain is whole.
+    let store = gateway.store().await;
+    let read = childgraph::audit::for_child(&store, &id).await.unwrap();
+    assert!(
+        read.iter()
+            .any(|r| r.entry.operation == "audit.read" && r.entry.user_id == "auditor")
+    );
+    let (whole, report) = childgraph::audit_cli::verify(&store).await.unwrap();
+    assert!(whole, "{report}");
+    let sar = childgraph::audit_cli::subject_access(&store, &id)
+        .await
+        .unwrap();
+    assert!(
+        sar.lines()
+            .any(|l| l.contains("\tteacher\t") && l.contains("\tsearch\t")),
+        "{sar}"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn without_an_audit_record_there_is_no_child_data() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let criteria = json!({ "c": { "familyName": "Hartley", "dateOfBirth": "2019-06-14" } });
+    let answer = gateway.query_vars("gp", FIND, criteria.clone()).await;
+    assert!(answer.errors().is_empty(), "{:#}", answer.body);
+
+    // The audit log becomes unwritable.
+    let url = format!("sqlite://{}", gateway.store_path().display());
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE audit_log RENAME TO audit_log_away")
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    let answer = gateway.query_vars("gp", FIND, criteria.clone()).await;
+    assert_eq!(answer.codes(), ["INTERNAL"], "{:#}", answer.body);
+    assert!(
+        answer.body["data"].is_null() || answer.body["data"]["searchChildren"].is_null(),
+        "{:#}",
+        answer.body
+    );
+    assert!(
+        !answer.body.to_string().contains("Amelia"),
+        "{:#}",
+        answer.body
+    );
+
+    // And when it is writable again, answers resume, chained to the records before.
+    sqlx::query("ALTER TABLE audit_log_away RENAME TO audit_log")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let answer = gateway.query_vars("gp", FIND, criteria).await;
+    assert!(answer.errors().is_empty(), "{:#}", answer.body);
+    let (whole, report) = childgraph::audit_cli::verify(&gateway.store().await)
+        .await
+        .unwrap();
+    assert!(whole, "{report}");
+    gateway.stop().await;
+}
