@@ -17,6 +17,8 @@ use crate::store::{Store, StoreError};
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// The most records one commit takes.
 const MAX_GROUP: usize = 512;
+/// Records per INSERT statement: 16 values each, well under SQLite's limit on bound values.
+const ROWS_PER_INSERT: usize = 128;
 
 /// One operation, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,33 +141,40 @@ async fn commit(store: &Store, last: &mut Option<String>, group: &[Pending]) -> 
             .map(|r| r.get::<String, _>("hash"))
             .unwrap_or_else(|| GENESIS.to_owned()),
     };
+    // One statement per chunk of records: each statement is a round trip to the connection's thread.
+    let mut chained = Vec::with_capacity(group.len());
     for (entry, _) in group {
         let h = hash(entry, &prev);
-        sqlx::query(
-            "INSERT INTO audit_log (at, request_id, user_id, organisation_id, roles, client, purpose, justification,
-                 operation, child_ids, shown, withheld, outcome, policy_hash, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(entry.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-        .bind(&entry.request_id)
-        .bind(&entry.user_id)
-        .bind(&entry.organisation_id)
-        .bind(entry.roles.join(","))
-        .bind(&entry.client)
-        .bind(&entry.purpose)
-        .bind(&entry.justification)
-        .bind(&entry.operation)
-        .bind(entry.child_ids.join(","))
-        .bind(entry.shown.join(","))
-        .bind(entry.withheld.join(","))
-        .bind(&entry.outcome)
-        .bind(&entry.policy_hash)
-        .bind(&prev)
-        .bind(&h)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| e.to_string())?;
+        chained.push((entry, prev, h.clone()));
         prev = h;
+    }
+    for chunk in chained.chunks(ROWS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO audit_log (at, request_id, user_id, organisation_id, roles, client, purpose, justification,
+                 operation, child_ids, shown, withheld, outcome, policy_hash, prev_hash, hash) ",
+        );
+        q.push_values(chunk, |mut row, (entry, prev, h)| {
+            row.push_bind(entry.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+                .push_bind(&entry.request_id)
+                .push_bind(&entry.user_id)
+                .push_bind(&entry.organisation_id)
+                .push_bind(entry.roles.join(","))
+                .push_bind(&entry.client)
+                .push_bind(&entry.purpose)
+                .push_bind(&entry.justification)
+                .push_bind(&entry.operation)
+                .push_bind(entry.child_ids.join(","))
+                .push_bind(entry.shown.join(","))
+                .push_bind(entry.withheld.join(","))
+                .push_bind(&entry.outcome)
+                .push_bind(&entry.policy_hash)
+                .push_bind(prev)
+                .push_bind(h);
+        });
+        q.build()
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     tx.commit().await.map_err(|e| e.to_string())?;
     *last = Some(prev);
