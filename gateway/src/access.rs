@@ -20,6 +20,9 @@ pub enum Operation {
     ShieldReview,
     /// Reading a child's access log.
     AuditRead,
+    FlagRaise,
+    FlagWithdraw,
+    Disclosure,
 }
 
 impl Operation {
@@ -33,6 +36,9 @@ impl Operation {
             Operation::ShieldOverride => "shield.override",
             Operation::ShieldReview => "shield.review",
             Operation::AuditRead => "audit.read",
+            Operation::FlagRaise => "flag.raise",
+            Operation::FlagWithdraw => "flag.withdraw",
+            Operation::Disclosure => "disclosure",
         }
     }
 }

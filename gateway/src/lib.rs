@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod policy_cli;
 pub mod policy_reload;
+pub mod practice;
 pub mod server;
 pub mod shields;
 pub mod startup;

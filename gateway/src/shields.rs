@@ -14,9 +14,9 @@ pub const MAX_REASON_CHARS: usize = 1000;
 /// How far back `shieldAlerts` looks.
 pub const ALERT_WINDOW_DAYS: i64 = 30;
 
-/// Why a shield operation was refused. Messages carry no child data.
+/// Why an action (a shield operation, a flag, a disclosure) was refused. Messages carry no child data.
 #[derive(Debug, thiserror::Error)]
-pub enum ShieldError {
+pub enum ActionError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -25,14 +25,14 @@ pub enum ShieldError {
     Store(#[from] StoreError),
 }
 
-impl From<ApprovalError> for ShieldError {
+impl From<ApprovalError> for ActionError {
     fn from(e: ApprovalError) -> Self {
         match e {
-            ApprovalError::SamePerson => ShieldError::Forbidden(e.to_string()),
+            ApprovalError::SamePerson => ActionError::Forbidden(e.to_string()),
             ApprovalError::NoSuchRequest | ApprovalError::AlreadyApproved => {
-                ShieldError::BadRequest(e.to_string())
+                ActionError::BadRequest(e.to_string())
             }
-            ApprovalError::Store(e) => ShieldError::Store(e),
+            ApprovalError::Store(e) => ActionError::Store(e),
         }
     }
 }
@@ -51,7 +51,7 @@ async fn require(
     scope: &RequestScope,
     permission: Permission,
     operation: Operation,
-) -> Result<(), ShieldError> {
+) -> Result<(), ActionError> {
     if scope.grant.may(permission) {
         return Ok(());
     }
@@ -59,31 +59,31 @@ async fn require(
         .denied()
         .record()
         .await?;
-    Err(ShieldError::Forbidden(format!(
+    Err(ActionError::Forbidden(format!(
         "none of your roles holds the {} permission",
         permission.name()
     )))
 }
 
 /// A reason in words: trimmed, not empty, not too long.
-fn reason(text: &str, what: &str) -> Result<String, ShieldError> {
+fn reason(text: &str, what: &str) -> Result<String, ActionError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err(ShieldError::BadRequest(format!("a {what} is required")));
+        return Err(ActionError::BadRequest(format!("a {what} is required")));
     }
     if text.chars().count() > MAX_REASON_CHARS {
-        return Err(ShieldError::BadRequest(format!(
+        return Err(ActionError::BadRequest(format!(
             "a {what} has at most {MAX_REASON_CHARS} characters"
         )));
     }
     Ok(text.to_owned())
 }
 
-async fn known_child(pipeline: &Pipeline, child_id: &str) -> Result<(), ShieldError> {
+async fn known_child(pipeline: &Pipeline, child_id: &str) -> Result<(), ActionError> {
     if pipeline.store.child_exists(child_id).await? {
         Ok(())
     } else {
-        Err(ShieldError::BadRequest("no child has this id".to_owned()))
+        Err(ActionError::BadRequest("no child has this id".to_owned()))
     }
 }
 
@@ -93,7 +93,7 @@ pub async fn request(
     scope: &RequestScope,
     child_id: &str,
     why: &str,
-) -> Result<ShieldRequest, ShieldError> {
+) -> Result<ShieldRequest, ActionError> {
     require(scope, Permission::ShieldRequest, Operation::ShieldRequest).await?;
     let why = reason(why, "reason")?;
     known_child(pipeline, child_id).await?;
@@ -114,7 +114,7 @@ pub async fn approve(
     pipeline: &Pipeline,
     scope: &RequestScope,
     request_id: &str,
-) -> Result<ShieldEntry, ShieldError> {
+) -> Result<ShieldEntry, ActionError> {
     require(scope, Permission::ShieldApprove, Operation::ShieldApprove).await?;
     let now = Utc::now();
     let review_due = now + Months::new(scope.policy.review_months());
@@ -147,7 +147,7 @@ pub async fn lift(
     scope: &RequestScope,
     child_id: &str,
     why: &str,
-) -> Result<bool, ShieldError> {
+) -> Result<bool, ActionError> {
     require(scope, Permission::ShieldApprove, Operation::ShieldLift).await?;
     let why = reason(why, "reason")?;
     known_child(pipeline, child_id).await?;
@@ -172,12 +172,12 @@ pub async fn override_shield(
     scope: &RequestScope,
     child_id: &str,
     justification: &str,
-) -> Result<ShieldOverride, ShieldError> {
+) -> Result<ShieldOverride, ActionError> {
     require(scope, Permission::ShieldOverride, Operation::ShieldOverride).await?;
     let rules = scope.policy.override_rules();
     let justification = reason(justification, "justification")?;
     if justification.chars().count() < rules.min_justification {
-        return Err(ShieldError::BadRequest(format!(
+        return Err(ActionError::BadRequest(format!(
             "an override needs a justification of at least {} characters",
             rules.min_justification
         )));
@@ -222,7 +222,7 @@ pub async fn override_shield(
 pub async fn due_for_review(
     pipeline: &Pipeline,
     scope: &RequestScope,
-) -> Result<Vec<ShieldEntry>, ShieldError> {
+) -> Result<Vec<ShieldEntry>, ActionError> {
     oversight(scope).await?;
     Ok(pipeline.store.shields_due_for_review(Utc::now()).await?)
 }
@@ -231,7 +231,7 @@ pub async fn due_for_review(
 pub async fn alerts(
     pipeline: &Pipeline,
     scope: &RequestScope,
-) -> Result<Vec<ShieldOverride>, ShieldError> {
+) -> Result<Vec<ShieldOverride>, ActionError> {
     oversight(scope).await?;
     let since: DateTime<Utc> = Utc::now() - Duration::days(ALERT_WINDOW_DAYS);
     Ok(pipeline.store.overrides_since(since).await?)
@@ -241,12 +241,12 @@ pub async fn alerts(
 pub async fn pending(
     pipeline: &Pipeline,
     scope: &RequestScope,
-) -> Result<Vec<ShieldRequest>, ShieldError> {
+) -> Result<Vec<ShieldRequest>, ActionError> {
     require(scope, Permission::ShieldApprove, Operation::ShieldReview).await?;
     Ok(pipeline.store.pending_shield_requests().await?)
 }
 
-async fn oversight(scope: &RequestScope) -> Result<(), ShieldError> {
+async fn oversight(scope: &RequestScope) -> Result<(), ActionError> {
     if scope.grant.may(Permission::ShieldView) || scope.grant.may(Permission::ShieldApprove) {
         return Ok(());
     }
@@ -258,7 +258,7 @@ pub async fn access_log(
     pipeline: &Pipeline,
     scope: &RequestScope,
     child_id: &str,
-) -> Result<Vec<crate::audit::AuditRecord>, ShieldError> {
+) -> Result<Vec<crate::audit::AuditRecord>, ActionError> {
     require(scope, Permission::AuditRead, Operation::AuditRead).await?;
     let records = crate::audit::for_child(&pipeline.store, child_id).await?;
     let audit = Purpose {

@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+mod practice;
 mod shields;
+pub use practice::{Disclosure, FlagOwner};
 pub use shields::{ApprovalError, ShieldEntry, ShieldOverride, ShieldRequest};
 
 /// A store failure. The detail goes to the log; clients see `INTERNAL`.

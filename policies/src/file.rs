@@ -15,6 +15,24 @@ pub(crate) struct PolicyFile {
     pub roles: BTreeMap<String, RoleFile>,
     pub relevance: RelevanceFile,
     pub shielding: ShieldingFile,
+    #[serde(default)]
+    pub flags: FlagsFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FlagsFile {
+    pub expire_days: u32,
+    pub note_max_chars: usize,
+}
+
+impl Default for FlagsFile {
+    fn default() -> Self {
+        Self {
+            expire_days: 90,
+            note_max_chars: 280,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -214,6 +214,14 @@ pub struct OverrideRules {
     pub alert: Vec<String>,
 }
 
+/// How long a flag lasts, and how long its note may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlagRules {
+    pub expire_days: u32,
+    /// A note is contact guidance, not case notes: it is kept short.
+    pub note_max_chars: usize,
+}
+
 /// The age limit of the relevance section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AgeLimit {
@@ -257,6 +265,7 @@ pub struct Policy {
     shielded_shows: u64,
     review_months: u32,
     override_rules: OverrideRules,
+    flags: FlagRules,
     /// SHA-256 of the file, hex: which policy was in force, for the audit and `/metrics`.
     hash: String,
 }
@@ -417,6 +426,15 @@ impl Policy {
                 "minutes",
             ));
         }
+        if file.flags.expire_days == 0 || file.flags.note_max_chars == 0 {
+            return Err(at(
+                PolicyProblem::Invalid(
+                    "flags.expire_days and flags.note_max_chars must be at least 1".to_owned(),
+                ),
+                &["flags"],
+                "expire_days",
+            ));
+        }
         if file.shielding.review_months == 0 {
             return Err(at(
                 PolicyProblem::Invalid("shielding.review_months must be at least 1".to_owned()),
@@ -450,6 +468,10 @@ impl Policy {
             age,
             shielded_shows,
             review_months: file.shielding.review_months,
+            flags: FlagRules {
+                expire_days: file.flags.expire_days,
+                note_max_chars: file.flags.note_max_chars,
+            },
             override_rules: OverrideRules {
                 min_justification: rules.min_justification,
                 minutes: rules.minutes,
@@ -571,6 +593,10 @@ impl Policy {
 
     pub fn override_rules(&self) -> &OverrideRules {
         &self.override_rules
+    }
+
+    pub fn flag_rules(&self) -> FlagRules {
+        self.flags
     }
 
     /// The rule of the file that made a decision, in words, for `policy explain`.

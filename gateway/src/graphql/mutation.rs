@@ -7,18 +7,18 @@ use chrono::{DateTime, Utc};
 
 use super::errors::coded;
 use crate::pipeline::{Pipeline, RequestScope};
-use crate::shields::{self, ShieldError};
+use crate::shields::{self, ActionError};
 use crate::store;
 
 fn parts<'a>(ctx: &'a Context<'_>) -> Result<(&'a Pipeline, &'a Arc<RequestScope>)> {
     Ok((ctx.data::<Pipeline>()?, ctx.data::<Arc<RequestScope>>()?))
 }
 
-fn shield_error(error: ShieldError) -> async_graphql::Error {
+fn shield_error(error: ActionError) -> async_graphql::Error {
     match error {
-        ShieldError::Forbidden(m) => coded("FORBIDDEN", m),
-        ShieldError::BadRequest(m) => coded("BAD_REQUEST", m),
-        ShieldError::Store(e) => {
+        ActionError::Forbidden(m) => coded("FORBIDDEN", m),
+        ActionError::BadRequest(m) => coded("BAD_REQUEST", m),
+        ActionError::Store(e) => {
             tracing::error!(error = %e, "store failure");
             coded("INTERNAL", "internal error")
         }
@@ -100,11 +100,107 @@ impl From<store::ShieldOverride> for ShieldOverride {
     }
 }
 
+/// The lawful basis for sharing information (UK GDPR Article 6).
+#[derive(async_graphql::Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LawfulBasis {
+    Consent,
+    Contract,
+    LegalObligation,
+    VitalInterests,
+    PublicTask,
+    LegitimateInterests,
+}
+
+impl LawfulBasis {
+    fn as_str(self) -> &'static str {
+        match self {
+            LawfulBasis::Consent => "CONSENT",
+            LawfulBasis::Contract => "CONTRACT",
+            LawfulBasis::LegalObligation => "LEGAL_OBLIGATION",
+            LawfulBasis::VitalInterests => "VITAL_INTERESTS",
+            LawfulBasis::PublicTask => "PUBLIC_TASK",
+            LawfulBasis::LegitimateInterests => "LEGITIMATE_INTERESTS",
+        }
+    }
+}
+
+/// A disclosure of information outside the system, as recorded.
+#[derive(SimpleObject, Debug)]
+pub struct Disclosure {
+    pub id: ID,
+    pub child_id: ID,
+    pub recorded_by: String,
+    pub recipient: String,
+    pub purpose: String,
+    pub lawful_basis: LawfulBasis,
+    pub consent: bool,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug, Default)]
 pub struct Mutation;
 
 #[Object]
 impl Mutation {
+    /// Flags a child for other practitioners. Needs flag.raise. The note is contact guidance only, never case notes,
+    /// and short; the flag lapses after the policy's period.
+    async fn raise_flag(
+        &self,
+        ctx: &Context<'_>,
+        child_id: ID,
+        kind: super::types::FlagKind,
+        note: String,
+    ) -> Result<super::types::Flag> {
+        let (pipeline, scope) = parts(ctx)?;
+        crate::practice::raise_flag(pipeline, scope, &child_id, kind.as_str(), &note)
+            .await
+            .map(super::types::Flag::new)
+            .map_err(shield_error)
+    }
+
+    /// Withdraws a flag: by the practitioner who raised it or by their organisation. False if already withdrawn.
+    async fn withdraw_flag(&self, ctx: &Context<'_>, flag_id: ID) -> Result<bool> {
+        let (pipeline, scope) = parts(ctx)?;
+        crate::practice::withdraw_flag(pipeline, scope, &flag_id)
+            .await
+            .map_err(shield_error)
+    }
+
+    /// Records that information about a child was shared outside the system: with whom, why, on what lawful basis,
+    /// and whether with consent.
+    async fn record_disclosure(
+        &self,
+        ctx: &Context<'_>,
+        child_id: ID,
+        recipient: String,
+        purpose: String,
+        lawful_basis: LawfulBasis,
+        consent: bool,
+    ) -> Result<Disclosure> {
+        let (pipeline, scope) = parts(ctx)?;
+        crate::practice::record_disclosure(
+            pipeline,
+            scope,
+            &child_id,
+            &recipient,
+            &purpose,
+            lawful_basis.as_str(),
+            consent,
+        )
+        .await
+        .map(|d| Disclosure {
+            id: ID(d.id),
+            child_id: ID(d.child_id),
+            recorded_by: d.recorded_by,
+            recipient: d.recipient,
+            purpose: d.purpose,
+            lawful_basis,
+            consent: d.consent,
+            at: d.at,
+        })
+        .map_err(shield_error)
+    }
+
     /// Asks that a child be shielded. Needs shield.request; a shield officer other than you approves it.
     async fn request_shield(
         &self,

@@ -258,6 +258,16 @@ pub enum OrganisationKind {
     Other,
 }
 
+impl FlagKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlagKind::HasInformation => "HAS_INFORMATION",
+            FlagKind::TakingAction => "TAKING_ACTION",
+            FlagKind::AssessmentDone => "ASSESSMENT_DONE",
+        }
+    }
+}
+
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlagKind {
     /// "I have information to share."
@@ -705,6 +715,12 @@ impl Practitioner {
 #[derive(Debug)]
 pub struct Flag {
     data: FlagRecord,
+}
+
+impl Flag {
+    pub fn new(data: FlagRecord) -> Self {
+        Self { data }
+    }
 }
 
 #[Object]

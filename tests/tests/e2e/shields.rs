@@ -310,3 +310,112 @@ async fn a_mutation_sent_with_get_is_refused() {
     assert_eq!(response.status().as_u16(), 405);
     gateway.stop().await;
 }
+
+const RAISE: &str = "mutation($id: ID!, $n: String!) { raiseFlag(childId: $id, kind: HAS_INFORMATION, note: $n) { id kind note raisedBy { name organisation } } }";
+const FLAGS: &str = r#"query($id: ID!) { child(id: $id, access: { purpose: SAFEGUARDING }) { flags { id kind note raisedBy { name } } } }"#;
+
+#[tokio::test]
+async fn practitioners_raise_and_withdraw_flags_and_record_disclosures() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let (child, _) = find(&gateway, "gp").await;
+    let id = child["id"].as_str().unwrap().to_owned();
+
+    let refused = mutate(
+        &gateway,
+        "auditor",
+        RAISE,
+        json!({ "id": id, "n": "call me" }),
+    )
+    .await;
+    assert_eq!(
+        code(&refused).as_deref(),
+        Some("FORBIDDEN"),
+        "{:#}",
+        refused.body
+    );
+    let long = mutate(
+        &gateway,
+        "teacher",
+        RAISE,
+        json!({ "id": id, "n": "x".repeat(281) }),
+    )
+    .await;
+    assert_eq!(
+        code(&long).as_deref(),
+        Some("BAD_REQUEST"),
+        "{:#}",
+        long.body
+    );
+    let raised = mutate(
+        &gateway,
+        "teacher",
+        RAISE,
+        json!({ "id": id, "n": "Please call the school office before a home visit." }),
+    )
+    .await;
+    let flag_id = raised.body["data"]["raiseFlag"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{:#}", raised.body))
+        .to_owned();
+    assert_eq!(
+        raised.body["data"]["raiseFlag"]["raisedBy"]["name"],
+        "Priya Shah"
+    );
+
+    // Another practitioner sees it on the child.
+    let seen = gateway.query_vars("gp", FLAGS, json!({ "id": id })).await;
+    let flags = seen.body["data"]["child"]["flags"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{:#}", seen.body))
+        .clone();
+    assert!(
+        flags
+            .iter()
+            .any(|f| f["id"] == flag_id.as_str() && f["raisedBy"]["name"] == "Priya Shah")
+    );
+
+    // Only the raiser, or their organisation, withdraws it.
+    let withdraw = "mutation($id: ID!) { withdrawFlag(flagId: $id) }";
+    let refused = mutate(&gateway, "gp", withdraw, json!({ "id": flag_id })).await;
+    assert_eq!(
+        code(&refused).as_deref(),
+        Some("FORBIDDEN"),
+        "{:#}",
+        refused.body
+    );
+    let done = mutate(&gateway, "teacher", withdraw, json!({ "id": flag_id })).await;
+    assert_eq!(done.body["data"]["withdrawFlag"], true, "{:#}", done.body);
+    let seen = gateway.query_vars("gp", FLAGS, json!({ "id": id })).await;
+    assert!(!seen.body.to_string().contains(&flag_id), "{:#}", seen.body);
+
+    // A disclosure outside the system is recorded, and audited.
+    let disclose = "mutation($id: ID!) { recordDisclosure(childId: $id, recipient: \"Hartfield Police Child Protection Unit\", purpose: \"Strategy discussion\", lawfulBasis: PUBLIC_TASK, consent: false) { id lawfulBasis consent recordedBy } }";
+    let refused = mutate(&gateway, "auditor", disclose, json!({ "id": id })).await;
+    assert_eq!(
+        code(&refused).as_deref(),
+        Some("FORBIDDEN"),
+        "{:#}",
+        refused.body
+    );
+    let recorded = mutate(&gateway, "gp", disclose, json!({ "id": id })).await;
+    assert_eq!(
+        recorded.body["data"]["recordDisclosure"]["lawfulBasis"], "PUBLIC_TASK",
+        "{:#}",
+        recorded.body
+    );
+    assert_eq!(
+        recorded.body["data"]["recordDisclosure"]["recordedBy"],
+        "gp"
+    );
+    let store = gateway.store().await;
+    let log = childgraph::audit::for_child(&store, &id).await.unwrap();
+    for operation in ["flag.raise", "flag.withdraw", "disclosure"] {
+        assert!(
+            log.iter()
+                .any(|r| r.entry.operation == operation && r.entry.outcome == "ok"),
+            "{operation}"
+        );
+    }
+    assert_eq!(store.disclosures(&id).await.unwrap().len(), 1);
+    gateway.stop().await;
+}

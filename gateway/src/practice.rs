@@ -1,0 +1,157 @@
+//! What practitioners record about a child besides looking: flags for each other, and disclosures made outside
+//! the system. Each is checked, stored and audited here; the GraphQL mutations are thin over it.
+
+use childgraph_policies::Permission;
+use chrono::{Duration, Utc};
+
+use crate::access::{AccessRecord, Operation};
+use crate::pipeline::{Pipeline, Purpose, RequestScope};
+use crate::shields::ActionError;
+use crate::store::{Disclosure, FlagRecord};
+
+/// The longest recipient or purpose of a disclosure.
+const MAX_TEXT_CHARS: usize = 500;
+
+fn purpose(p: &'static str) -> Purpose {
+    Purpose {
+        purpose: p,
+        justification: None,
+    }
+}
+
+fn text(value: &str, what: &str, max: usize) -> Result<String, ActionError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ActionError::BadRequest(format!("a {what} is required")));
+    }
+    if value.chars().count() > max {
+        return Err(ActionError::BadRequest(format!(
+            "a {what} has at most {max} characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+async fn known_child(pipeline: &Pipeline, child_id: &str) -> Result<(), ActionError> {
+    if pipeline.store.child_exists(child_id).await? {
+        Ok(())
+    } else {
+        Err(ActionError::BadRequest("no child has this id".to_owned()))
+    }
+}
+
+/// `raiseFlag`: by a role with flag.raise. The note is contact guidance, kept short; the flag lapses after the
+/// policy's period.
+pub async fn raise_flag(
+    pipeline: &Pipeline,
+    scope: &RequestScope,
+    child_id: &str,
+    kind: &'static str,
+    note: &str,
+) -> Result<FlagRecord, ActionError> {
+    let access = purpose("FLAG");
+    if !scope.grant.may(Permission::FlagRaise) {
+        AccessRecord::new(scope, &access, Operation::FlagRaise)
+            .denied()
+            .record()
+            .await?;
+        return Err(ActionError::Forbidden(
+            "none of your roles holds the flag.raise permission".to_owned(),
+        ));
+    }
+    let rules = scope.policy.flag_rules();
+    let note = text(note, "note", rules.note_max_chars)?;
+    known_child(pipeline, child_id).await?;
+    let now = Utc::now();
+    let flag = FlagRecord {
+        id: format!("flg_{}", uuid::Uuid::new_v4().simple()),
+        child_id: child_id.to_owned(),
+        kind: kind.to_owned(),
+        note,
+        raised_by: scope.principal.clone(),
+        raised_at: now,
+        expires_at: now + Duration::days(i64::from(rules.expire_days)),
+    };
+    pipeline.store.put_flag(&flag).await?;
+    AccessRecord::new(scope, &access, Operation::FlagRaise)
+        .child_ids(vec![child_id.to_owned()])
+        .record()
+        .await?;
+    Ok(flag)
+}
+
+/// `withdrawFlag`: by the practitioner who raised it, or by someone of their organisation.
+pub async fn withdraw_flag(
+    pipeline: &Pipeline,
+    scope: &RequestScope,
+    flag_id: &str,
+) -> Result<bool, ActionError> {
+    let access = purpose("FLAG");
+    let Some(owner) = pipeline.store.flag_owner(flag_id).await? else {
+        return Err(ActionError::BadRequest("no flag has this id".to_owned()));
+    };
+    let principal = &scope.principal;
+    if owner.raised_by != principal.user_id && owner.organisation_id != principal.organisation.id {
+        AccessRecord::new(scope, &access, Operation::FlagWithdraw)
+            .child_ids(vec![owner.child_id])
+            .denied()
+            .record()
+            .await?;
+        return Err(ActionError::Forbidden(
+            "a flag is withdrawn by the practitioner who raised it or by their organisation"
+                .to_owned(),
+        ));
+    }
+    let withdrawn = pipeline
+        .store
+        .withdraw_flag(flag_id, &principal.user_id, Utc::now())
+        .await?;
+    AccessRecord::new(scope, &access, Operation::FlagWithdraw)
+        .child_ids(vec![owner.child_id])
+        .record()
+        .await?;
+    Ok(withdrawn)
+}
+
+/// `recordDisclosure`: by anyone whose roles see child data. It records that information was shared outside the
+/// system, with whom, why, on what lawful basis and whether with consent.
+pub async fn record_disclosure(
+    pipeline: &Pipeline,
+    scope: &RequestScope,
+    child_id: &str,
+    recipient: &str,
+    why: &str,
+    lawful_basis: &'static str,
+    consent: bool,
+) -> Result<Disclosure, ActionError> {
+    let access = purpose("DISCLOSURE");
+    if !scope.policy.sees_child_data(scope.grant) {
+        AccessRecord::new(scope, &access, Operation::Disclosure)
+            .denied()
+            .record()
+            .await?;
+        return Err(ActionError::Forbidden(
+            "none of your roles sees child data".to_owned(),
+        ));
+    }
+    let recipient = text(recipient, "recipient", MAX_TEXT_CHARS)?;
+    let why = text(why, "purpose", MAX_TEXT_CHARS)?;
+    known_child(pipeline, child_id).await?;
+    let disclosure = Disclosure {
+        id: format!("dsc_{}", uuid::Uuid::new_v4().simple()),
+        child_id: child_id.to_owned(),
+        recorded_by: scope.principal.user_id.clone(),
+        organisation_id: scope.principal.organisation.id.clone(),
+        recipient,
+        purpose: why,
+        lawful_basis: lawful_basis.to_owned(),
+        consent,
+        at: Utc::now(),
+    };
+    pipeline.store.put_disclosure(&disclosure).await?;
+    AccessRecord::new(scope, &access, Operation::Disclosure)
+        .child_ids(vec![child_id.to_owned()])
+        .record()
+        .await?;
+    Ok(disclosure)
+}
