@@ -6,7 +6,7 @@ use chrono::{Duration, Utc};
 
 use crate::access::{AccessRecord, Operation};
 use crate::pipeline::{Pipeline, Purpose, RequestScope};
-use crate::shields::ActionError;
+use crate::shields::{ActionError, known_child, required_text as text};
 use crate::store::{Disclosure, FlagRecord};
 
 /// The longest recipient or purpose of a disclosure.
@@ -16,27 +16,6 @@ fn purpose(p: &'static str) -> Purpose {
     Purpose {
         purpose: p,
         justification: None,
-    }
-}
-
-fn text(value: &str, what: &str, max: usize) -> Result<String, ActionError> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(ActionError::BadRequest(format!("a {what} is required")));
-    }
-    if value.chars().count() > max {
-        return Err(ActionError::BadRequest(format!(
-            "a {what} has at most {max} characters"
-        )));
-    }
-    Ok(value.to_owned())
-}
-
-async fn known_child(pipeline: &Pipeline, child_id: &str) -> Result<(), ActionError> {
-    if pipeline.store.child_exists(child_id).await? {
-        Ok(())
-    } else {
-        Err(ActionError::BadRequest("no child has this id".to_owned()))
     }
 }
 

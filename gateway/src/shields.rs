@@ -67,19 +67,25 @@ async fn require(
 
 /// A reason in words: trimmed, not empty, not too long.
 fn reason(text: &str, what: &str) -> Result<String, ActionError> {
+    required_text(text, what, MAX_REASON_CHARS)
+}
+
+/// Text a user must give: trimmed, not empty, at most `max` characters.
+pub(crate) fn required_text(text: &str, what: &str, max: usize) -> Result<String, ActionError> {
     let text = text.trim();
     if text.is_empty() {
         return Err(ActionError::BadRequest(format!("a {what} is required")));
     }
-    if text.chars().count() > MAX_REASON_CHARS {
+    if text.chars().count() > max {
         return Err(ActionError::BadRequest(format!(
-            "a {what} has at most {MAX_REASON_CHARS} characters"
+            "a {what} has at most {max} characters"
         )));
     }
     Ok(text.to_owned())
 }
 
-async fn known_child(pipeline: &Pipeline, child_id: &str) -> Result<(), ActionError> {
+/// Refuses an id the gateway has never given a child.
+pub(crate) async fn known_child(pipeline: &Pipeline, child_id: &str) -> Result<(), ActionError> {
     if pipeline.store.child_exists(child_id).await? {
         Ok(())
     } else {

@@ -133,18 +133,20 @@ pub fn run(policy: &Policy, text: &str) -> Result<Vec<CaseOutcome>, PolicyError>
         };
         let roles: Vec<&str> = case.roles.iter().map(String::as_str).collect();
         let rows = policy.explain(&roles, situation);
-        let find = |field: &str| rows.iter().find(|r| r.field == field);
-        let mut failures = Vec::new();
-        for field in &case.visible {
-            let Some(row) = find(field) else {
-                return Err(invalid(
+        let find = |field: &str| {
+            rows.iter().find(|r| r.field == field).ok_or_else(|| {
+                invalid(
                     format!(
                         "case \"{}\" names field {field}, which the policy does not know",
                         case.name
                     ),
                     field,
-                ));
-            };
+                )
+            })
+        };
+        let mut failures = Vec::new();
+        for field in &case.visible {
+            let row = find(field)?;
             if let Some(reason) = row.withheld {
                 failures.push(format!(
                     "{field}: expected visible, withheld with {} ({})",
@@ -154,15 +156,7 @@ pub fn run(policy: &Policy, text: &str) -> Result<Vec<CaseOutcome>, PolicyError>
             }
         }
         for (field, expected) in &case.withheld {
-            let Some(row) = find(field) else {
-                return Err(invalid(
-                    format!(
-                        "case \"{}\" names field {field}, which the policy does not know",
-                        case.name
-                    ),
-                    field,
-                ));
-            };
+            let row = find(field)?;
             let expected = Reason::from(*expected);
             match row.withheld {
                 Some(reason) if reason == expected => {}
