@@ -104,6 +104,11 @@ impl<'a> AccessRecord<'a> {
         self
     }
 
+    pub fn rate_limited(mut self) -> Self {
+        self.outcome = "rate_limited";
+        self
+    }
+
     pub fn denied(mut self) -> Self {
         self.outcome = "denied";
         self

@@ -100,6 +100,10 @@ pub struct RequestConfig {
     /// The largest request body accepted, in bytes.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
+    /// Searches each user may start a minute, smoothed by a token bucket; beyond it, `RATE_LIMITED` with when to
+    /// retry. 0 turns the quota off.
+    #[serde(default = "default_searches_per_minute")]
+    pub searches_per_minute: u32,
 }
 
 impl Default for RequestConfig {
@@ -108,6 +112,7 @@ impl Default for RequestConfig {
             deadline_ms: default_deadline_ms(),
             max_results: default_max_results(),
             body_limit_bytes: default_body_limit(),
+            searches_per_minute: default_searches_per_minute(),
         }
     }
 }
@@ -116,6 +121,10 @@ impl RequestConfig {
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
     }
+}
+
+fn default_searches_per_minute() -> u32 {
+    30
 }
 
 fn default_deadline_ms() -> u64 {

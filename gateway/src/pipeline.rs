@@ -33,6 +33,18 @@ pub enum PipelineError {
     Criteria(#[from] CriteriaError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The user's search quota is spent; the next search is allowed after this many seconds.
+    #[error("too many searches: try again in {0} s")]
+    RateLimited(u64),
+}
+
+/// A token bucket of searches per user.
+pub type SearchQuota = governor::DefaultKeyedRateLimiter<String>;
+
+/// A quota of `per_minute` searches per user, or none for 0.
+pub fn search_quota(per_minute: u32) -> Option<Arc<SearchQuota>> {
+    std::num::NonZeroU32::new(per_minute)
+        .map(|n| Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(n))))
 }
 
 /// Limits that apply to every request.
@@ -40,6 +52,13 @@ pub enum PipelineError {
 pub struct Limits {
     pub max_results: usize,
     pub deadline: Duration,
+}
+
+/// The abuse limits every request shares.
+#[derive(Debug, Clone, Default)]
+pub struct Quotas {
+    /// Searches per user, when limited.
+    pub searches: Option<Arc<SearchQuota>>,
 }
 
 /// Everything the pipeline needs, shared by all requests.
@@ -54,6 +73,7 @@ pub struct Pipeline {
     pub linker: Arc<childgraph_linkage::Linker>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub audit: crate::audit::AuditLog,
+    pub quotas: Quotas,
 }
 
 /// Why the user is asking, as they declared it.
@@ -193,6 +213,17 @@ impl Pipeline {
     ) -> Result<SearchOutcome, PipelineError> {
         self.require_child_data(scope, purpose, Operation::Search)
             .await?;
+        if let Some(quota) = &self.quotas.searches
+            && let Err(not_until) = quota.check_key(&scope.principal.user_id)
+        {
+            use governor::clock::Clock as _;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            AccessRecord::new(scope, purpose, Operation::Search)
+                .rate_limited()
+                .record()
+                .await?;
+            return Err(PipelineError::RateLimited(wait.as_secs() + 1));
+        }
 
         // Identify: blocking queries to every source, then link the candidates into children.
         let candidates = self

@@ -39,6 +39,9 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
         policy: crate::policy_reload::ActivePolicy::new(parts.policy, metrics.clone()),
         metrics,
         audit: crate::audit::AuditLog::start(parts.store.clone()),
+        quotas: crate::pipeline::Quotas {
+            searches: crate::pipeline::search_quota(parts.request.searches_per_minute),
+        },
         store: parts.store.clone(),
         federation: Federation::new(parts.connectors),
         limits: Limits {

@@ -138,6 +138,8 @@ impl TestGateway {
         );
         options.children = 200;
         options.seed = 7;
+        // Tests search many times as one user; the quota test sets its own.
+        options.request.searches_per_minute = 0;
         TestGatewayBuilder { options }
     }
 

@@ -129,3 +129,35 @@ async fn without_an_audit_record_there_is_no_child_data() {
     assert!(whole, "{report}");
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_spent_search_quota_refuses_with_when_to_retry_until_its_window_passes() {
+    let gateway = TestGateway::builder()
+        .children(0)
+        .configure(|o| o.request.searches_per_minute = 60)
+        .spawn()
+        .await;
+    let criteria = json!({ "c": { "familyName": "Hartley", "dateOfBirth": "2019-06-14" } });
+    // A token bucket of 60 a minute holds 60 at first, then refills one a second.
+    for _ in 0..60 {
+        let answer = gateway.query_vars("gp", FIND, criteria.clone()).await;
+        assert!(answer.errors().is_empty(), "{:#}", answer.body);
+    }
+    let refused = gateway.query_vars("gp", FIND, criteria.clone()).await;
+    assert_eq!(refused.codes(), ["RATE_LIMITED"], "{:#}", refused.body);
+    let retry = refused.errors()[0]["extensions"]["retryAfterSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert!(refused.body["data"].is_null() || refused.body["data"]["searchChildren"].is_null());
+    // Another user's quota is their own.
+    let other = gateway
+        .query_vars("mch-nurse", FIND, criteria.clone())
+        .await;
+    assert!(other.errors().is_empty(), "{:#}", other.body);
+    // Once the window has passed, the user may search again.
+    tokio::time::sleep(std::time::Duration::from_secs(retry)).await;
+    let again = gateway.query_vars("gp", FIND, criteria).await;
+    assert!(again.errors().is_empty(), "{:#}", again.body);
+    gateway.stop().await;
+}
