@@ -104,6 +104,10 @@ pub struct RequestConfig {
     /// retry. 0 turns the quota off.
     #[serde(default = "default_searches_per_minute")]
     pub searches_per_minute: u32,
+    /// Whether the schema answers introspection queries (`__schema`, `__type`). Off unless set: the committed SDL
+    /// is the contract, and production need not describe itself to anyone who asks. The demo turns it on.
+    #[serde(default)]
+    pub introspection: bool,
 }
 
 impl Default for RequestConfig {
@@ -113,6 +117,7 @@ impl Default for RequestConfig {
             max_results: default_max_results(),
             body_limit_bytes: default_body_limit(),
             searches_per_minute: default_searches_per_minute(),
+            introspection: false,
         }
     }
 }

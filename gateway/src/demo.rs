@@ -60,7 +60,11 @@ impl DemoOptions {
             children: 2000,
             seed: 42,
             faults: Faults::default(),
-            request: RequestConfig::default(),
+            // GraphiQL's schema explorer needs introspection.
+            request: RequestConfig {
+                introspection: true,
+                ..RequestConfig::default()
+            },
             source_timeout_ms: 1500,
             cache: true,
             retry: RetrySettings::default(),

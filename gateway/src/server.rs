@@ -157,6 +157,18 @@ async fn execute(state: AppState, headers: HeaderMap, request: GraphQLRequest) -
     let loader = crate::graphql::child_loader(state.pipeline.clone(), scope.clone());
     let mut request = request.into_inner();
     state.documents.prepare(&mut request);
+    if let Some(why) = request
+        .parsed_query()
+        .ok()
+        .and_then(crate::graphql::documents::too_large)
+    {
+        let mut error = ServerError::new(why, None);
+        let mut extensions = ErrorExtensionValues::default();
+        extensions.set("code", "QUERY_TOO_COMPLEX");
+        error.extensions = Some(extensions);
+        return GraphQLResponse::from(async_graphql::Response::from_errors(vec![error]))
+            .into_response();
+    }
     let mut response = state
         .schema
         .execute(request.data(scope.clone()).data(loader))

@@ -60,6 +60,80 @@ impl Documents {
     }
 }
 
+/// The most aliases a document may hold, and the most root fields an operation may select: enough for a portal's
+/// 50 aliased `child` fields, too few to turn one request into a bulk download.
+pub const MAX_ALIASES: usize = 60;
+pub const MAX_ROOT_FIELDS: usize = 60;
+
+/// Why a document is refused for its shape, if it is: too many aliases, or too many root fields in one operation
+/// (fragments spread at the root counted with it).
+pub fn too_large(document: &ExecutableDocument) -> Option<String> {
+    let mut aliases = 0;
+    for (_, operation) in document.operations.iter() {
+        aliases += count_aliases(&operation.node.selection_set);
+    }
+    for fragment in document.fragments.values() {
+        aliases += count_aliases(&fragment.node.selection_set);
+    }
+    if aliases > MAX_ALIASES {
+        return Some(format!(
+            "the query uses {aliases} aliases; at most {MAX_ALIASES} are accepted"
+        ));
+    }
+    for (_, operation) in document.operations.iter() {
+        let roots = count_roots(document, &operation.node.selection_set, 0);
+        if roots > MAX_ROOT_FIELDS {
+            return Some(format!(
+                "an operation selects {roots} root fields; at most {MAX_ROOT_FIELDS} are accepted"
+            ));
+        }
+    }
+    None
+}
+
+fn count_aliases(selection_set: &Positioned<SelectionSet>) -> usize {
+    selection_set
+        .node
+        .items
+        .iter()
+        .map(|item| match &item.node {
+            Selection::Field(field) => {
+                usize::from(field.node.alias.is_some()) + count_aliases(&field.node.selection_set)
+            }
+            Selection::FragmentSpread(_) => 0,
+            Selection::InlineFragment(inline) => count_aliases(&inline.node.selection_set),
+        })
+        .sum()
+}
+
+fn count_roots(
+    document: &ExecutableDocument,
+    selection_set: &Positioned<SelectionSet>,
+    depth: usize,
+) -> usize {
+    // Fragments spreading each other in a cycle are the validator's to refuse; the count stops going deeper.
+    if depth > 8 {
+        return 0;
+    }
+    selection_set
+        .node
+        .items
+        .iter()
+        .map(|item| match &item.node {
+            Selection::Field(_) => 1,
+            Selection::InlineFragment(inline) => {
+                count_roots(document, &inline.node.selection_set, depth + 1)
+            }
+            Selection::FragmentSpread(spread) => document
+                .fragments
+                .get(&spread.node.fragment_name.node)
+                .map_or(0, |f| {
+                    count_roots(document, &f.node.selection_set, depth + 1)
+                }),
+        })
+        .sum()
+}
+
 /// Whether every value written in the document is a variable, an enum, a boolean or null (or a list or object of them).
 pub fn holds_no_literal(document: &ExecutableDocument) -> bool {
     document.operations.iter().all(|(_, operation)| {
@@ -133,6 +207,31 @@ fn const_is_clean(value: &ConstValue) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aliases_and_root_fields_are_bounded() {
+        let parse = |q: &str| async_graphql::parser::parse_query(q).expect("parses");
+        let roots = |n: usize| {
+            (0..n)
+                .map(|i| {
+                    format!("c{i}: child(id: $id, access: {{purpose: SAFEGUARDING}}) {{ id }}")
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            too_large(&parse(&format!("query($id: ID!) {{ {} }}", roots(50)))),
+            None
+        );
+        let many = parse(&format!("query($id: ID!) {{ {} }}", roots(61)));
+        assert!(too_large(&many).unwrap().contains("61 aliases"));
+        // Root fields without aliases, spread from a fragment.
+        let spread = parse(&format!(
+            "query {{ ...F }} fragment F on Query {{ {} }}",
+            (0..61).map(|_| "me { name }").collect::<Vec<_>>().join(" ")
+        ));
+        assert!(too_large(&spread).unwrap().contains("61 root fields"));
+    }
 
     fn clean(query: &str) -> bool {
         holds_no_literal(&async_graphql::parser::parse_query(query).expect("parses"))

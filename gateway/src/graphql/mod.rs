@@ -1,6 +1,6 @@
 //! The GraphQL schema: query root, types, and the mapping of pipeline errors to `extensions.code`.
 
-mod documents;
+pub mod documents;
 mod errors;
 mod loader;
 mod mutation;
@@ -36,13 +36,17 @@ const MAX_DEPTH: usize = 12;
 /// a search may be configured to return.
 const MAX_COMPLEXITY: usize = 2000;
 
-/// Builds the schema over a pipeline.
-pub fn build(pipeline: Pipeline) -> ChildgraphSchema {
-    Schema::build(Query::default(), Mutation, EmptySubscription)
+/// Builds the schema over a pipeline, answering introspection only if asked to.
+pub fn build(pipeline: Pipeline, introspection: bool) -> ChildgraphSchema {
+    let builder = Schema::build(Query::default(), Mutation, EmptySubscription)
         .data(pipeline)
         .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .finish()
+        .limit_complexity(MAX_COMPLEXITY);
+    if introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
 }
 
 /// The schema's SDL, as committed at `schema/childgraph.graphql`.

@@ -161,3 +161,55 @@ async fn a_spent_search_quota_refuses_with_when_to_retry_until_its_window_passes
     assert!(again.errors().is_empty(), "{:#}", again.body);
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn introspection_follows_the_config_and_wide_queries_are_refused() {
+    let closed = TestGateway::builder()
+        .children(0)
+        .configure(|o| o.request.introspection = false)
+        .spawn()
+        .await;
+    // Disabled, introspection answers nothing about the schema.
+    let answer = closed
+        .query("gp", "{ __schema { queryType { name } } }")
+        .await;
+    assert!(
+        answer.body["data"]["__schema"].is_null(),
+        "{:#}",
+        answer.body
+    );
+    assert!(
+        !answer.body.to_string().contains("\"Query\""),
+        "{:#}",
+        answer.body
+    );
+    closed.stop().await;
+
+    // The demo answers it, for GraphiQL.
+    let demo = TestGateway::builder().children(0).spawn().await;
+    let answer = demo
+        .query("gp", "{ __schema { queryType { name } } }")
+        .await;
+    assert_eq!(
+        answer.body["data"]["__schema"]["queryType"]["name"], "Query",
+        "{:#}",
+        answer.body
+    );
+
+    // 61 aliases of one root field: one request must not become a bulk read.
+    let fields: Vec<String> = (0..61).map(|i| format!("m{i}: me {{ name }}")).collect();
+    let answer = demo
+        .query("gp", &format!("{{ {} }}", fields.join(" ")))
+        .await;
+    assert_eq!(answer.codes(), ["QUERY_TOO_COMPLEX"], "{:#}", answer.body);
+    // A batch of operations in one body is not accepted.
+    let response = reqwest::Client::new()
+        .post(demo.url())
+        .bearer_auth(demo.token("gp"))
+        .json(&json!([{ "query": "{ me { name } }" }, { "query": "{ me { name } }" }]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    demo.stop().await;
+}
