@@ -99,32 +99,30 @@ async fn graphql_get(
         .into_response();
     }
     match request {
-        Ok(request) if is_mutation(&request.0) => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "POST")],
-            axum::Json(serde_json::json!({"errors": [{
-                "message": "a mutation is sent with POST",
-                "extensions": {"code": "BAD_REQUEST"}
-            }]})),
-        )
-            .into_response(),
-        Ok(request) => execute(state, headers, request).await,
+        Ok(request) => execute(state, headers, request, Method::Get).await,
         Err(rejection) => rejection.into_response(),
     }
 }
 
-/// Whether the operation a request would run is a mutation: GET must not change anything (GraphQL over HTTP).
-/// A document that does not parse is left for the executor to refuse with its own error.
-fn is_mutation(request: &async_graphql::Request) -> bool {
+/// How the request came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+}
+
+/// Whether the operation a parsed document would run is a mutation: GET must not change anything (GraphQL over
+/// HTTP).
+fn is_mutation(
+    document: &async_graphql::parser::types::ExecutableDocument,
+    operation_name: Option<&str>,
+) -> bool {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
-        return false;
-    };
     match &document.operations {
         DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
-        DocumentOperations::Multiple(ops) => match &request.operation_name {
+        DocumentOperations::Multiple(ops) => match operation_name {
             Some(name) => ops
-                .get(name.as_str())
+                .get(name)
                 .is_some_and(|op| op.node.ty == OperationType::Mutation),
             None => ops.values().any(|op| op.node.ty == OperationType::Mutation),
         },
@@ -136,10 +134,15 @@ async fn graphql_post(
     headers: HeaderMap,
     request: GraphQLRequest,
 ) -> Response {
-    execute(state, headers, request).await
+    execute(state, headers, request, Method::Post).await
 }
 
-async fn execute(state: AppState, headers: HeaderMap, request: GraphQLRequest) -> Response {
+async fn execute(
+    state: AppState,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+    method: Method,
+) -> Response {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -157,6 +160,24 @@ async fn execute(state: AppState, headers: HeaderMap, request: GraphQLRequest) -
     let loader = crate::graphql::child_loader(state.pipeline.clone(), scope.clone());
     let mut request = request.into_inner();
     state.documents.prepare(&mut request);
+    // The document parsed once, for the executor and for these checks. One that does not parse is left for the
+    // executor to refuse with its own error.
+    let operation_name = request.operation_name.clone();
+    if method == Method::Get
+        && request
+            .parsed_query()
+            .is_ok_and(|d| is_mutation(d, operation_name.as_deref()))
+    {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "POST")],
+            axum::Json(serde_json::json!({"errors": [{
+                "message": "a mutation is sent with POST",
+                "extensions": {"code": "BAD_REQUEST"}
+            }]})),
+        )
+            .into_response();
+    }
     if let Some(why) = request
         .parsed_query()
         .ok()
