@@ -6,7 +6,7 @@ use chrono::{Duration, Utc};
 
 use crate::access::{AccessRecord, Operation};
 use crate::pipeline::{Pipeline, Purpose, RequestScope};
-use crate::shields::{ActionError, known_child, required_text as text};
+use crate::shields::{ActionError, known_child, require, required_text as text};
 use crate::store::{Disclosure, FlagRecord};
 
 /// The longest recipient or purpose of a disclosure.
@@ -28,16 +28,8 @@ pub async fn raise_flag(
     kind: &'static str,
     note: &str,
 ) -> Result<FlagRecord, ActionError> {
+    require(scope, Permission::FlagRaise, Operation::FlagRaise).await?;
     let access = purpose("FLAG");
-    if !scope.grant.may(Permission::FlagRaise) {
-        AccessRecord::new(scope, &access, Operation::FlagRaise)
-            .denied()
-            .record()
-            .await?;
-        return Err(ActionError::Forbidden(
-            "none of your roles holds the flag.raise permission".to_owned(),
-        ));
-    }
     let rules = scope.policy.flag_rules();
     let note = text(note, "note", rules.note_max_chars)?;
     known_child(pipeline, child_id).await?;

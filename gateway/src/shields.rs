@@ -47,7 +47,7 @@ fn purpose(justification: Option<&str>) -> Purpose {
 }
 
 /// Refuses, and records the refusal, unless one of the user's roles holds the permission.
-async fn require(
+pub(crate) async fn require(
     scope: &RequestScope,
     permission: Permission,
     operation: Operation,

@@ -11,7 +11,6 @@ pub struct FlagOwner {
     pub child_id: String,
     pub raised_by: String,
     pub organisation_id: String,
-    pub withdrawn: bool,
 }
 
 /// A disclosure of information outside the system.
@@ -31,7 +30,7 @@ pub struct Disclosure {
 impl Store {
     pub async fn flag_owner(&self, flag_id: &str) -> Result<Option<FlagOwner>, StoreError> {
         let row = sqlx::query(
-            "SELECT f.child_id, f.raised_by, a.organisation_id, f.withdrawn_at FROM flags f
+            "SELECT f.child_id, f.raised_by, a.organisation_id FROM flags f
              JOIN accounts a ON a.user_id = f.raised_by WHERE f.id = ?",
         )
         .bind(flag_id)
@@ -42,7 +41,6 @@ impl Store {
                 child_id: r.try_get("child_id")?,
                 raised_by: r.try_get("raised_by")?,
                 organisation_id: r.try_get("organisation_id")?,
-                withdrawn: r.try_get::<Option<String>, _>("withdrawn_at")?.is_some(),
             })
         })
         .transpose()
