@@ -109,8 +109,8 @@ impl AuditLog {
 }
 
 async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
-    // The hash of the last record, once read; forgotten after a failed commit, since the store may then hold
-    // less than was assumed.
+    // The hash of the last record, once read. `commit` takes it and puts back the new one only when the commit
+    // succeeds, so after a failure it is read again: the store may hold less than was assumed.
     let mut last: Option<String> = None;
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
@@ -121,9 +121,6 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
             }
         }
         let outcome = commit(&store, &mut last, &group).await;
-        if outcome.is_err() {
-            last = None;
-        }
         for (_, done) in group {
             let _ = done.send(outcome.clone().map_err(|e| e.to_string()));
         }
