@@ -41,10 +41,23 @@ pub enum PipelineError {
 /// A token bucket of searches per user.
 pub type SearchQuota = governor::DefaultKeyedRateLimiter<String>;
 
-/// A quota of `per_minute` searches per user, or none for 0.
+/// A quota of `per_minute` searches per user, or none for 0. A task forgets, every minute, the users whose bucket
+/// has refilled, so that the limiter holds only recent users; it ends with the last handle on the quota.
 pub fn search_quota(per_minute: u32) -> Option<Arc<SearchQuota>> {
-    std::num::NonZeroU32::new(per_minute)
-        .map(|n| Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(n))))
+    let quota = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
+        std::num::NonZeroU32::new(per_minute)?,
+    )));
+    let weak = Arc::downgrade(&quota);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Some(quota) = weak.upgrade() else { return };
+            quota.retain_recent();
+            quota.shrink_to_fit();
+        }
+    });
+    Some(quota)
 }
 
 /// Limits that apply to every request.
