@@ -529,7 +529,6 @@ impl Pipeline {
                 .iter()
                 .find_map(|r| r.date_of_birth)
                 .is_some_and(|born| age.is_past(born, today, at_school));
-            child.relation = Relation::Own;
         }
         // The parts a child's answer may show, were it a child of the user's organisation.
         let parts_for = |child: &ComposedChild, wanted: Wanted| {
