@@ -210,18 +210,22 @@ pub async fn override_shield(
     .child_ids(vec![child_id.to_owned()])
     .record()
     .await?;
-    // The alert: shield officers see it at once in `shieldAlerts`, and monitoring sees this event.
+    alert(&record, &rules.alert);
+    Ok(record)
+}
+
+/// The alert of an override: shield officers see it at once in `shieldAlerts`; monitoring sees this log event,
+/// which names the child by id only, and the metric.
+fn alert(record: &ShieldOverride, notify: &[String]) {
     tracing::warn!(
         target: "childgraph::alert",
         alert = "shield-override",
-        child = %child_id,
-        user = %scope.principal.user_id,
-        organisation = %scope.principal.organisation.id,
+        child = %record.child_id,
+        user = %record.user_id,
         expires_at = %record.expires_at.to_rfc3339(),
-        notify = %rules.alert.join(","),
+        notify = %notify.join(","),
         "a shield was overridden"
     );
-    Ok(record)
 }
 
 /// `shieldsDueForReview`: for roles with shield.view or shield.approve.
@@ -276,4 +280,56 @@ pub async fn access_log(
         .record()
         .await?;
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Captures what a subscriber is given to write.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_override_raises_a_log_alert_naming_the_child_by_id_only() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        let now = Utc::now();
+        let record = ShieldOverride {
+            id: "ovr_1".to_owned(),
+            child_id: "ch_1".to_owned(),
+            user_id: "social-worker".to_owned(),
+            justification: "Seen at A&E; the justification stays in the store".to_owned(),
+            created_at: now,
+            expires_at: now + Duration::minutes(30),
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            alert(&record, &["shield-officer".to_owned()]);
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let event: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(event["level"], "WARN");
+        assert_eq!(event["target"], "childgraph::alert");
+        assert_eq!(event["fields"]["alert"], "shield-override");
+        assert_eq!(event["fields"]["child"], "ch_1");
+        assert_eq!(event["fields"]["notify"], "shield-officer");
+        assert!(
+            !text.contains("A&E"),
+            "the justification is not logged: {text}"
+        );
+    }
 }
