@@ -131,6 +131,47 @@ mod tests {
     use super::*;
     use childgraph_policies::DEFAULT_POLICY;
 
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn sighup_reloads_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, DEFAULT_POLICY).unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let active = ActivePolicy::new(Policy::default_policy(), metrics);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // Looked at once on start, then not for an hour: only the signal can reload it in time.
+        let watcher = tokio::spawn(watch(
+            active.clone(),
+            path.clone(),
+            Duration::from_secs(3600),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let changed = DEFAULT_POLICY.replace("until_age: 18", "until_age: 17");
+        std::fs::write(&path, &changed).unwrap();
+        let before = active.snapshot().hash().to_owned();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut reloaded = false;
+        for _ in 0..100 {
+            if active.snapshot().hash() != before {
+                reloaded = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(reloaded, "SIGHUP put the changed file in force");
+        assert_eq!(active.snapshot().age_limit().until, 17);
+        let _ = stop.send(());
+        watcher.await.unwrap();
+    }
+
     #[test]
     fn a_good_file_replaces_the_policy_and_a_bad_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
