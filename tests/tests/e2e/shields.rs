@@ -202,6 +202,24 @@ async fn a_shield_takes_two_people_can_be_overridden_by_one_user_and_lifted() {
         child["carers"].is_null(),
         "the override is the social worker's alone"
     );
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains("childgraph_shield_overrides_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("childgraph_redactions_total{reason=\"SHIELDED\"}"),
+        "{metrics}"
+    );
+    let audited = childgraph::audit::for_child(&gateway.store().await, &id)
+        .await
+        .unwrap();
+    for operation in ["shield.request", "shield.approve", "shield.override"] {
+        assert!(
+            audited.iter().any(|r| r.entry.operation == operation),
+            "{operation} is audited"
+        );
+    }
 
     // Shield officers see the alert at once; others may not list alerts.
     let alerts = gateway
