@@ -71,21 +71,24 @@ impl<'a> AccessRecord<'a> {
     /// The children answered, and the categories their answer could show and withheld.
     pub fn children(mut self, children: &[ComposedChild]) -> Self {
         self.children = children.iter().map(|c| c.id.clone()).collect();
-        let policy = &self.scope.policy;
-        for (i, (name, _)) in policy.categories().enumerate() {
-            let Ok(index) = u8::try_from(i) else { break };
-            let visible = |c: &ComposedChild| {
-                policy
-                    .decide_category(self.scope.grant, c.situation(), index)
-                    .is_visible()
-            };
-            if children.iter().any(visible) {
-                self.shown.push(name.to_owned());
+        let scope = self.scope;
+        let policy = &scope.policy;
+        scope.metrics.policy(|| {
+            for (i, (name, _)) in policy.categories().enumerate() {
+                let Ok(index) = u8::try_from(i) else { break };
+                let visible = |c: &ComposedChild| {
+                    policy
+                        .decide_category(scope.grant, c.situation(), index)
+                        .is_visible()
+                };
+                if children.iter().any(visible) {
+                    self.shown.push(name.to_owned());
+                }
+                if !children.iter().all(visible) {
+                    self.withheld.push(name.to_owned());
+                }
             }
-            if !children.iter().all(visible) {
-                self.withheld.push(name.to_owned());
-            }
-        }
+        });
         self
     }
 

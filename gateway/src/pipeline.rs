@@ -188,8 +188,11 @@ pub struct Wanted {
 impl Pipeline {
     /// Opens a request scope for an authenticated principal.
     pub fn scope(&self, request_id: String, principal: Account) -> RequestScope {
-        let policy = self.policy.snapshot();
-        let grant = policy.grant(principal.roles.iter().map(String::as_str));
+        let (policy, grant) = self.metrics.policy(|| {
+            let policy = self.policy.snapshot();
+            let grant = policy.grant(principal.roles.iter().map(String::as_str));
+            (policy, grant)
+        });
         RequestScope {
             request_id,
             principal,
@@ -343,7 +346,11 @@ impl Pipeline {
                 shielded,
                 ..Situation::default()
             };
-            if shielded && uses_hidden_field(&scope.policy, scope.grant, situation, &criteria) {
+            if shielded
+                && scope
+                    .metrics
+                    .policy(|| uses_hidden_field(&scope.policy, scope.grant, situation, &criteria))
+            {
                 continue;
             }
             matches.push((score, skeleton(id, shielded, records)));
@@ -440,7 +447,10 @@ impl Pipeline {
         purpose: &Purpose,
         operation: Operation,
     ) -> Result<(), PipelineError> {
-        if scope.policy.sees_child_data(scope.grant) {
+        if scope
+            .metrics
+            .policy(|| scope.policy.sees_child_data(scope.grant))
+        {
             return Ok(());
         }
         AccessRecord::new(scope, purpose, operation)
@@ -522,14 +532,16 @@ impl Pipeline {
         let grant = scope.grant;
         let today = Utc::now().date_naive();
         let age = policy.age_limit();
-        for child in children.iter_mut() {
-            let at_school = child.records.iter().any(|r| r.source == SourceName::School);
-            child.past_age = child
-                .records
-                .iter()
-                .find_map(|r| r.date_of_birth)
-                .is_some_and(|born| age.is_past(born, today, at_school));
-        }
+        scope.metrics.policy(|| {
+            for child in children.iter_mut() {
+                let at_school = child.records.iter().any(|r| r.source == SourceName::School);
+                child.past_age = child
+                    .records
+                    .iter()
+                    .find_map(|r| r.date_of_birth)
+                    .is_some_and(|born| age.is_past(born, today, at_school));
+            }
+        });
         // The parts a child's answer may show, were it a child of the user's organisation.
         let parts_for = |child: &ComposedChild, wanted: Wanted| {
             let situation = child.situation();
@@ -570,7 +582,9 @@ impl Pipeline {
             }
             parts
         };
-        let plan: Vec<Parts> = children.iter().map(first_round).collect();
+        let plan: Vec<Parts> = scope
+            .metrics
+            .policy(|| children.iter().map(first_round).collect());
         let flags_now = !relation_matters;
         let (details, flags) = tokio::join!(self.details_by_parts(scope, children, &plan), async {
             if flags_now {
@@ -583,24 +597,28 @@ impl Pipeline {
         compose(children, details);
         if relation_matters {
             let org = scope.principal.organisation.source.as_ref();
-            for child in children.iter_mut() {
-                if !org.is_some_and(|org| works_with(org, &child.details)) {
-                    child.relation = Relation::Other;
-                }
-            }
-            // The rest, for the children the user's organisation works with.
-            let plan: Vec<Parts> = children
-                .iter()
-                .zip(&plan)
-                .map(|(child, done)| {
-                    let all = parts_for(child, wanted);
-                    Parts {
-                        carers: all.carers && !done.carers,
-                        involvements: all.involvements && !done.involvements,
-                        participation: all.participation && !done.participation,
+            scope.metrics.policy(|| {
+                for child in children.iter_mut() {
+                    if !org.is_some_and(|org| works_with(org, &child.details)) {
+                        child.relation = Relation::Other;
                     }
-                })
-                .collect();
+                }
+            });
+            // The rest, for the children the user's organisation works with.
+            let plan: Vec<Parts> = scope.metrics.policy(|| {
+                children
+                    .iter()
+                    .zip(&plan)
+                    .map(|(child, done)| {
+                        let all = parts_for(child, wanted);
+                        Parts {
+                            carers: all.carers && !done.carers,
+                            involvements: all.involvements && !done.involvements,
+                            participation: all.participation && !done.participation,
+                        }
+                    })
+                    .collect()
+            });
             let (details, more_flags) = tokio::join!(
                 self.details_by_parts(scope, children, &plan),
                 self.flags_for(scope, children, wanted)
@@ -656,10 +674,12 @@ impl Pipeline {
         let ids: Vec<String> = children
             .iter()
             .filter(|c| {
-                scope
-                    .policy
-                    .decide(scope.grant, c.situation(), Field::ChildFlags)
-                    .is_visible()
+                scope.metrics.policy(|| {
+                    scope
+                        .policy
+                        .decide(scope.grant, c.situation(), Field::ChildFlags)
+                        .is_visible()
+                })
             })
             .map(|c| c.id.clone())
             .collect();

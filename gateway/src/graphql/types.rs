@@ -308,24 +308,28 @@ impl Lens {
 
     /// Whether a service, or the child's participation in one, listed under `field` may be shown.
     fn shows_item(&self, field: Field, kind: schema::ServiceKind) -> bool {
-        self.policy
-            .decide_category(
-                self.grant,
-                self.situation,
-                self.policy.item_category(field, kind),
-            )
-            .is_visible()
+        self.metrics.policy(|| {
+            self.policy
+                .decide_category(
+                    self.grant,
+                    self.situation,
+                    self.policy.item_category(field, kind),
+                )
+                .is_visible()
+        })
     }
 
     fn check(&self, field: Field) -> Result<()> {
-        let decision = self.policy.decide(self.grant, self.situation, field);
-        match decision {
-            Decision::Visible => Ok(()),
-            Decision::Withheld { reason, .. } => {
-                self.metrics.redaction(reason);
-                Err(redacted(field, &decision))
+        self.metrics.policy(|| {
+            let decision = self.policy.decide(self.grant, self.situation, field);
+            match decision {
+                Decision::Visible => Ok(()),
+                Decision::Withheld { reason, .. } => {
+                    self.metrics.redaction(reason);
+                    Err(redacted(field, &decision))
+                }
             }
-        }
+        })
     }
 }
 

@@ -611,6 +611,7 @@ sources:
         concurrent(self, &gateway, 4, 40, |i| self.body(query, i), false).await;
 
         let before = self.source_requests();
+        let policy_before = self.policy_seconds(&gateway).await?;
         let cpu_before = gateway.cpu_ticks()?;
         let bench_before = proc_cpu_ticks("/proc/self/stat")?;
         let started = Instant::now();
@@ -626,6 +627,7 @@ sources:
         let cpu = (gateway.cpu_ticks()? - cpu_before) as f64 / self.clock_ticks;
         let bench_cpu =
             (proc_cpu_ticks("/proc/self/stat")? - bench_before) as f64 / self.clock_ticks;
+        let policy = self.policy_seconds(&gateway).await? - policy_before;
         let peak_kib = gateway.peak_rss_kib()?;
         let after = self.source_requests();
         drop(gateway);
@@ -636,10 +638,29 @@ sources:
             shed,
             elapsed,
             SourceDelta::new(&before, &after),
-            cpu,
-            bench_cpu,
+            Cpu {
+                gateway: cpu,
+                policy,
+                bench: bench_cpu,
+            },
             peak_kib,
         ))
+    }
+
+    /// The gateway's own count of the time it spent on policy work, `childgraph_policy_seconds_total` on `/metrics`.
+    async fn policy_seconds(&self, gateway: &Gateway) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", gateway.url))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("childgraph_policy_seconds_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .context("no childgraph_policy_seconds_total on /metrics")
     }
 
     /// Runs every search once, one at a time, so each search's source requests are the counters' change across it;
@@ -1012,6 +1033,14 @@ fn ms(us: impl Into<f64>) -> f64 {
 }
 
 /// A scenario's figures, for the table and the JSON line.
+/// CPU seconds over a run: the gateway's, the part of it spent on policy work, and the bench's own.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    gateway: f64,
+    policy: f64,
+    bench: f64,
+}
+
 #[derive(Debug)]
 struct Outcome {
     row: Vec<String>,
@@ -1019,17 +1048,26 @@ struct Outcome {
 }
 
 impl Outcome {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         scenario: &Scenario,
         samples: &[Sample],
         shed: u64,
         elapsed: f64,
         sources: SourceDelta,
-        cpu: f64,
-        bench_cpu: f64,
+        cpu: Cpu,
         peak_kib: u64,
     ) -> Self {
+        let Cpu {
+            gateway: cpu,
+            policy,
+            bench: bench_cpu,
+        } = cpu;
+        // The policy's share of the gateway's CPU time: its timed policy work over the process's utime + stime.
+        let policy_share = if cpu > 0.0 {
+            (policy / cpu * 100.0 * 100.0).round() / 100.0
+        } else {
+            0.0
+        };
         let ok: Vec<&Sample> = samples.iter().filter(|s| s.error.is_none()).collect();
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
         for s in samples.iter().filter_map(|s| s.error.as_ref()) {
@@ -1120,6 +1158,7 @@ impl Outcome {
             format!("{}/{}/{}", per_query[0], per_query[1], per_query[2]),
             format!("{cpu:.2}"),
             format!("{cpu_per_answer_ms}"),
+            format!("{policy_share}"),
             format!("{peak_mib}"),
             format!("{bench_cpu:.2}"),
         ];
@@ -1149,6 +1188,8 @@ impl Outcome {
             "source_requests_per_query": { "health": per_query[0], "school": per_query[1], "early_years": per_query[2] },
             "gateway_cpu_s": (cpu * 100.0).round() / 100.0,
             "gateway_cpu_ms_per_answer": cpu_per_answer_ms,
+            "policy_cpu_s": (policy * 10000.0).round() / 10000.0,
+            "policy_share_of_gateway_cpu_pct": policy_share,
             "gateway_peak_rss_mib": peak_mib,
             "bench_cpu_s": (bench_cpu * 100.0).round() / 100.0,
         });
@@ -1225,7 +1266,7 @@ fn print_rows(header: &[&str], rows: &[Vec<String>]) {
 fn print_table(results: &[Outcome]) {
     println!();
     println!(
-        "latency and overhead in ms; overhead = client latency - slowest source's responseTimeMs; ovh p99 c/s = overhead p99 of answers wholly from the cache / of answers that waited for a source; own = latency - the gateway's Server-Timing wait on sources, p50/p99; src req/q = health/school/early-years requests per query"
+        "latency and overhead in ms; overhead = client latency - slowest source's responseTimeMs; ovh p99 c/s = overhead p99 of answers wholly from the cache / of answers that waited for a source; own = latency - the gateway's Server-Timing wait on sources, p50/p99; src req/q = health/school/early-years requests per query; policy %cpu = the gateway's timed policy work (childgraph_policy_seconds_total) as a share of its CPU time"
     );
     let rows: Vec<Vec<String>> = results.iter().map(|r| r.row.clone()).collect();
     print_rows(
@@ -1247,6 +1288,7 @@ fn print_table(results: &[Outcome]) {
             "src req/q",
             "gw cpu s",
             "cpu ms/ans",
+            "policy %cpu",
             "gw peak MiB",
             "bench cpu s",
         ],

@@ -211,6 +211,15 @@ async fn a_shield_takes_two_people_can_be_overridden_by_one_user_and_lifted() {
         metrics.contains("childgraph_redactions_total{reason=\"SHIELDED\"}"),
         "{metrics}"
     );
+    let policy_seconds: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("childgraph_policy_seconds_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("the policy's time on /metrics");
+    assert!(
+        policy_seconds > 0.0,
+        "the answers' policy work is timed: {metrics}"
+    );
     let audited = childgraph::audit::for_child(&gateway.store().await, &id)
         .await
         .unwrap();
