@@ -23,9 +23,33 @@ pub enum Operation {
     FlagRaise,
     FlagWithdraw,
     Disclosure,
+    AccountAuthorise,
+    AccountRevoke,
+    AccountRecertify,
+    /// Reading an organisation's accounts.
+    AccountList,
 }
 
 impl Operation {
+    /// The purpose recorded with an operation the user names no purpose for: every one but search and view.
+    pub fn purpose(self) -> &'static str {
+        match self {
+            Operation::Search | Operation::View => "SAFEGUARDING",
+            Operation::ShieldRequest
+            | Operation::ShieldApprove
+            | Operation::ShieldLift
+            | Operation::ShieldOverride
+            | Operation::ShieldReview => "SHIELDING",
+            Operation::AuditRead => "AUDIT",
+            Operation::FlagRaise | Operation::FlagWithdraw => "FLAG",
+            Operation::Disclosure => "DISCLOSURE",
+            Operation::AccountAuthorise
+            | Operation::AccountRevoke
+            | Operation::AccountRecertify
+            | Operation::AccountList => "ACCOUNTS",
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Operation::Search => "search",
@@ -39,6 +63,10 @@ impl Operation {
             Operation::FlagRaise => "flag.raise",
             Operation::FlagWithdraw => "flag.withdraw",
             Operation::Disclosure => "disclosure",
+            Operation::AccountAuthorise => "account.authorise",
+            Operation::AccountRevoke => "account.revoke",
+            Operation::AccountRecertify => "account.recertify",
+            Operation::AccountList => "account.list",
         }
     }
 }
@@ -53,6 +81,7 @@ pub struct AccessRecord<'a> {
     shown: Vec<String>,
     withheld: Vec<String>,
     outcome: &'static str,
+    subject: Option<String>,
 }
 
 impl<'a> AccessRecord<'a> {
@@ -65,6 +94,7 @@ impl<'a> AccessRecord<'a> {
             shown: Vec::new(),
             withheld: Vec::new(),
             outcome: "ok",
+            subject: None,
         }
     }
 
@@ -94,6 +124,12 @@ impl<'a> AccessRecord<'a> {
 
     pub fn child_ids(mut self, ids: Vec<String>) -> Self {
         self.children = ids;
+        self
+    }
+
+    /// The account an account action is about.
+    pub fn subject(mut self, user_id: &str) -> Self {
+        self.subject = Some(user_id.to_owned());
         self
     }
 
@@ -136,6 +172,7 @@ impl<'a> AccessRecord<'a> {
             withheld: self.withheld.clone(),
             outcome: self.outcome.to_owned(),
             policy_hash: self.scope.policy.hash().to_owned(),
+            subject: self.subject.clone(),
         };
         if let Err(e) = self.scope.audit.append(entry).await {
             tracing::error!(error = %e, operation = self.operation.as_str(), "the audit record could not be written");
@@ -157,6 +194,7 @@ impl<'a> AccessRecord<'a> {
             justified = self.purpose.justification.is_some(),
             operation = self.operation.as_str(),
             children = %self.children.join(","),
+            subject = self.subject.as_deref().unwrap_or(""),
             outcome = self.outcome,
             policy = %self.scope.policy.hash(),
             "access"

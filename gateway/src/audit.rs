@@ -17,7 +17,7 @@ use crate::store::{Store, StoreError};
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// The most records one commit takes.
 const MAX_GROUP: usize = 512;
-/// Records per INSERT statement: 16 values each, well under SQLite's limit on bound values.
+/// Records per INSERT statement: 17 values each, well under SQLite's limit on bound values.
 const ROWS_PER_INSERT: usize = 128;
 
 /// One operation, as recorded.
@@ -39,6 +39,8 @@ pub struct AuditEntry {
     pub withheld: Vec<String>,
     pub outcome: String,
     pub policy_hash: String,
+    /// The account an account action was about (`account.authorise`, `account.revoke`, `account.recertify`).
+    pub subject: Option<String>,
 }
 
 /// A record as stored, with its place in the chain.
@@ -50,9 +52,10 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
-/// The hash of a record: its fields, in a fixed order, then the previous record's hash.
+/// The hash of a record: its fields, in a fixed order, then the previous record's hash. A field added to the record
+/// later (`subject`) joins the hash only when it is set, so records written before it still verify.
 pub fn hash(entry: &AuditEntry, prev_hash: &str) -> String {
-    let fields = serde_json::json!([
+    let mut fields = serde_json::json!([
         entry.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         entry.request_id,
         entry.user_id,
@@ -69,6 +72,9 @@ pub fn hash(entry: &AuditEntry, prev_hash: &str) -> String {
         entry.policy_hash,
         prev_hash,
     ]);
+    if let (Some(subject), Some(list)) = (&entry.subject, fields.as_array_mut()) {
+        list.insert(list.len() - 1, serde_json::json!({ "subject": subject }));
+    }
     Sha256::digest(fields.to_string().as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -148,7 +154,7 @@ async fn commit(store: &Store, last: &mut Option<String>, group: &[Pending]) -> 
     for chunk in chained.chunks(ROWS_PER_INSERT) {
         let mut q = sqlx::QueryBuilder::new(
             "INSERT INTO audit_log (at, request_id, user_id, organisation_id, roles, client, purpose, justification,
-                 operation, child_ids, shown, withheld, outcome, policy_hash, prev_hash, hash) ",
+                 operation, child_ids, shown, withheld, outcome, policy_hash, subject, prev_hash, hash) ",
         );
         q.push_values(chunk, |mut row, (entry, prev, h)| {
             row.push_bind(entry.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
@@ -165,6 +171,7 @@ async fn commit(store: &Store, last: &mut Option<String>, group: &[Pending]) -> 
                 .push_bind(entry.withheld.join(","))
                 .push_bind(&entry.outcome)
                 .push_bind(&entry.policy_hash)
+                .push_bind(&entry.subject)
                 .push_bind(prev)
                 .push_bind(h);
         });
@@ -208,6 +215,7 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord, StoreEr
             withheld: split(&row.try_get::<String, _>("withheld")?),
             outcome: row.try_get("outcome")?,
             policy_hash: row.try_get("policy_hash")?,
+            subject: row.try_get("subject")?,
         },
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
@@ -215,7 +223,7 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord, StoreEr
 }
 
 const COLUMNS: &str = "seq, at, request_id, user_id, organisation_id, roles, client, purpose, justification, \
-    operation, child_ids, shown, withheld, outcome, policy_hash, prev_hash, hash";
+    operation, child_ids, shown, withheld, outcome, policy_hash, subject, prev_hash, hash";
 
 /// What `audit verify` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,6 +306,7 @@ mod tests {
             shown: vec!["identity".to_owned()],
             withheld: vec![],
             outcome: "ok".to_owned(),
+            subject: None,
             policy_hash: "abc".to_owned(),
         }
     }
@@ -373,5 +382,35 @@ mod tests {
         tamper(&store, "UPDATE audit_log SET seq = 3 WHERE seq = 4").await;
         tamper(&store, "UPDATE audit_log SET seq = 4 WHERE seq = -1").await;
         assert_eq!(verify(&store).await.unwrap().broken.map(|b| b.0), Some(3));
+    }
+
+    #[tokio::test]
+    async fn an_account_actions_subject_is_covered_by_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
+        let log = AuditLog::start(store.clone());
+        for n in 0..4 {
+            let mut e = entry(n);
+            if n % 2 == 1 {
+                e.operation = "account.revoke".to_owned();
+                e.child_ids.clear();
+                e.subject = Some(format!("user-{n}"));
+            }
+            log.append(e).await.unwrap();
+        }
+        assert_eq!(verify(&store).await.unwrap().broken, None);
+        tamper(
+            &store,
+            "UPDATE audit_log SET subject = 'user-9' WHERE seq = 2",
+        )
+        .await;
+        assert_eq!(verify(&store).await.unwrap().broken.map(|b| b.0), Some(2));
+        // A subject added to a record that had none is an edit too.
+        tamper(
+            &store,
+            "UPDATE audit_log SET subject = 'user-9' WHERE seq = 1",
+        )
+        .await;
+        assert_eq!(verify(&store).await.unwrap().broken.map(|b| b.0), Some(1));
     }
 }

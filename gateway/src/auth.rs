@@ -6,7 +6,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::{AuthConfig, KeyAlgorithm};
-use crate::store::{Account, Store};
+use crate::store::{Account, Standing, Store};
 
 /// Why a request was not let in. Messages are for the client: they say what to fix and reveal nothing else.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,14 @@ pub enum AuthError {
     NoMfa,
     #[error("there is no active authorisation for this user")]
     NoAccount,
+    #[error(
+        "your authorisation has lapsed: your clearance has expired; an authoriser of your organisation can recertify you"
+    )]
+    ClearanceExpired,
+    #[error(
+        "your authorisation has lapsed: it was not recertified in time; an authoriser of your organisation can recertify you"
+    )]
+    RecertificationMissed,
     #[error("the account store is unavailable")]
     Store,
 }
@@ -32,7 +40,10 @@ impl AuthError {
     pub fn code(&self) -> &'static str {
         match self {
             AuthError::Missing | AuthError::Invalid | AuthError::Expired => "UNAUTHENTICATED",
-            AuthError::NoMfa | AuthError::NoAccount => "FORBIDDEN",
+            AuthError::NoMfa
+            | AuthError::NoAccount
+            | AuthError::ClearanceExpired
+            | AuthError::RecertificationMissed => "FORBIDDEN",
             AuthError::Store => "INTERNAL",
         }
     }
@@ -300,8 +311,8 @@ impl Authenticator {
     async fn active_account(&self, user_id: String) -> Result<Account, AuthError> {
         let read = async {
             match self.store.account(&user_id).await {
-                Ok(Some(account)) if account.active => Ok(account),
-                Ok(_) => Err(AuthError::NoAccount),
+                Ok(Some(account)) => standing(account),
+                Ok(None) => Err(AuthError::NoAccount),
                 Err(e) => {
                     tracing::error!(error = %e, "account lookup failed");
                     Err(AuthError::Store)
@@ -311,13 +322,34 @@ impl Authenticator {
         let Some(accounts) = &self.accounts else {
             return read.await;
         };
-        accounts
+        let account = accounts
             .try_get_with(user_id.clone(), read)
             .await
             .map_err(|e| match *e {
                 AuthError::Store => AuthError::Store,
+                AuthError::ClearanceExpired => AuthError::ClearanceExpired,
+                AuthError::RecertificationMissed => AuthError::RecertificationMissed,
                 _ => AuthError::NoAccount,
-            })
+            })?;
+        // A kept account may have lapsed since it was read.
+        standing(account)
+    }
+
+    /// Drops a kept account at once, so a revoked or changed account takes effect on this gateway's next request.
+    pub async fn forget(&self, user_id: &str) {
+        if let Some(accounts) = &self.accounts {
+            accounts.invalidate(user_id).await;
+        }
+    }
+}
+
+/// The account, if its standing lets its user in now.
+fn standing(account: Account) -> Result<Account, AuthError> {
+    match account.standing(chrono::Utc::now()) {
+        Standing::Active => Ok(account),
+        Standing::Revoked => Err(AuthError::NoAccount),
+        Standing::ClearanceExpired => Err(AuthError::ClearanceExpired),
+        Standing::RecertificationMissed => Err(AuthError::RecertificationMissed),
     }
 }
 
@@ -345,6 +377,7 @@ mod tests {
                 phone: None,
                 email: None,
                 active: true,
+                authorisation: crate::store::Authorisation::seeded("authoriser"),
             })
             .await
             .expect("account");

@@ -34,7 +34,30 @@ pub struct Config {
     #[serde(default)]
     pub linkage: LinkageConfig,
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub accounts: AccountsConfig,
     pub sources: SourcesConfig,
+}
+
+/// How accounts are kept authorised.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// An authoriser recertifies each user at least this often, in months; access lapses when it is missed.
+    #[serde(default = "default_recertify_months")]
+    pub recertify_months: u32,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        Self {
+            recertify_months: default_recertify_months(),
+        }
+    }
+}
+
+fn default_recertify_months() -> u32 {
+    4
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -440,6 +463,11 @@ impl Config {
             config.linkage.possible_threshold,
         ) {
             return Err(invalid(format!("linkage: {e}")));
+        }
+        if !(1..=12).contains(&config.accounts.recertify_months) {
+            return Err(invalid(
+                "accounts.recertify_months: must be from 1 to 12".into(),
+            ));
         }
         if config.sources.school.filter_max_predicates == 0 {
             return Err(invalid(

@@ -106,6 +106,7 @@ impl Identity {
             phone: Some("01632 960000".to_owned()),
             email: Some(format!("{}@demo.childgraph.example", self.user)),
             active: true,
+            authorisation: crate::store::Authorisation::seeded("authoriser"),
         }
     }
 }
@@ -291,6 +292,7 @@ impl Demo {
             issuers: vec![key.issuer()],
             leeway_seconds: 30,
             account_cache: options.account_cache,
+            accounts: crate::config::AccountsConfig::default(),
             request: options.request.clone(),
             linker: childgraph_linkage::Linker::default(),
         })?;

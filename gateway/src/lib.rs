@@ -4,6 +4,7 @@
 //! for child data is handled.
 
 pub mod access;
+pub mod accounts;
 pub mod audit;
 pub mod audit_cli;
 pub mod auth;

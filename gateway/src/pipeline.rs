@@ -87,6 +87,7 @@ pub struct Pipeline {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub audit: crate::audit::AuditLog,
     pub quotas: Quotas,
+    pub accounts: crate::config::AccountsConfig,
 }
 
 /// Why the user is asking, as they declared it.

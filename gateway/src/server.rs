@@ -192,7 +192,12 @@ async fn execute(
     }
     let mut response = state
         .schema
-        .execute(request.data(scope.clone()).data(loader))
+        .execute(
+            request
+                .data(scope.clone())
+                .data(loader)
+                .data(state.auth.clone()),
+        )
         .await;
     // One error per failed source, however many resolvers called it.
     for report in scope.reports.failed() {

@@ -55,7 +55,11 @@ pub(crate) async fn require(
     if scope.grant.may(permission) {
         return Ok(());
     }
-    AccessRecord::new(scope, &purpose(None), operation)
+    let purpose = Purpose {
+        purpose: operation.purpose(),
+        justification: None,
+    };
+    AccessRecord::new(scope, &purpose, operation)
         .denied()
         .record()
         .await?;

@@ -29,6 +29,7 @@ pub struct Parts {
     /// How long an active account is kept between reads of the store.
     pub account_cache: std::time::Duration,
     pub request: RequestConfig,
+    pub accounts: crate::config::AccountsConfig,
     pub linker: childgraph_linkage::Linker,
 }
 
@@ -49,6 +50,7 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
             deadline: parts.request.deadline(),
         },
         linker: Arc::new(parts.linker),
+        accounts: parts.accounts,
     };
     let auth = Authenticator::new(parts.issuers, parts.leeway_seconds, parts.store)
         .context("loading trusted keys")?
@@ -113,6 +115,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         issuers,
         leeway_seconds: config.auth.leeway_seconds,
         account_cache: std::time::Duration::from_secs(config.auth.account_cache_seconds),
+        accounts: config.accounts,
         request: config.request.clone(),
         linker: config.linkage.linker()?,
     })?;

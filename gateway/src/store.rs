@@ -7,12 +7,14 @@ use std::path::Path;
 use std::str::FromStr;
 
 use childgraph_schema::{RecordRef, SourceName};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+mod accounts;
 mod practice;
 mod shields;
+pub use accounts::{AccountChangeError, Recertification};
 pub use practice::{Disclosure, FlagOwner};
 pub use shields::{ApprovalError, ShieldEntry, ShieldOverride, ShieldRequest};
 
@@ -45,7 +47,64 @@ pub struct Account {
     pub roles: Vec<String>,
     pub phone: Option<String>,
     pub email: Option<String>,
+    /// False once revoked.
     pub active: bool,
+    pub authorisation: Authorisation,
+}
+
+/// What an authoriser granted with the account, and until when it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorisation {
+    /// The reference of the user's clearance (a DBS check, say), as the authoriser saw it.
+    pub clearance_reference: String,
+    /// The last day the clearance is good for.
+    pub clearance_expires: NaiveDate,
+    pub training_completed: NaiveDate,
+    pub authorised_by: String,
+    pub authorised_at: DateTime<Utc>,
+    /// Access lapses after this unless an authoriser recertifies the user.
+    pub recertify_by: DateTime<Utc>,
+}
+
+impl Authorisation {
+    /// The authorisation the demo's cast and the test fixtures hold: cleared for a year from now, trained, and due
+    /// for recertification in four months.
+    pub fn seeded(authorised_by: &str) -> Self {
+        let now = Utc::now();
+        Self {
+            clearance_reference: "DBS-DEMO".to_owned(),
+            clearance_expires: (now + chrono::Duration::days(365)).date_naive(),
+            training_completed: (now - chrono::Duration::days(30)).date_naive(),
+            authorised_by: authorised_by.to_owned(),
+            authorised_at: now,
+            recertify_by: now + chrono::Months::new(4),
+        }
+    }
+}
+
+/// Whether an account lets its user in now, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Active,
+    Revoked,
+    ClearanceExpired,
+    RecertificationMissed,
+}
+
+impl Account {
+    /// The account's standing at `now`: revoked, lapsed (its clearance expired, or its recertification is overdue),
+    /// or active.
+    pub fn standing(&self, now: DateTime<Utc>) -> Standing {
+        if !self.active {
+            Standing::Revoked
+        } else if now.date_naive() > self.authorisation.clearance_expires {
+            Standing::ClearanceExpired
+        } else if now > self.authorisation.recertify_by {
+            Standing::RecertificationMissed
+        } else {
+            Standing::Active
+        }
+    }
 }
 
 /// A flag raised on a child by a practitioner.
@@ -149,12 +208,17 @@ impl Store {
         self.upsert_organisation(&account.organisation).await?;
         let roles = serde_json::to_string(&account.roles)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let a = &account.authorisation;
         sqlx::query(
-            "INSERT INTO accounts (user_id, display_name, organisation_id, roles, phone, email, active)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO accounts (user_id, display_name, organisation_id, roles, phone, email, active,
+                 clearance_reference, clearance_expires, training_completed, authorised_by, authorised_at, recertify_by)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name,
              organisation_id = excluded.organisation_id, roles = excluded.roles, phone = excluded.phone,
-             email = excluded.email, active = excluded.active",
+             email = excluded.email, active = excluded.active, clearance_reference = excluded.clearance_reference,
+             clearance_expires = excluded.clearance_expires, training_completed = excluded.training_completed,
+             authorised_by = excluded.authorised_by, authorised_at = excluded.authorised_at,
+             recertify_by = excluded.recertify_by",
         )
         .bind(&account.user_id)
         .bind(&account.display_name)
@@ -163,20 +227,26 @@ impl Store {
         .bind(&account.phone)
         .bind(&account.email)
         .bind(account.active)
+        .bind(&a.clearance_reference)
+        .bind(a.clearance_expires.to_string())
+        .bind(a.training_completed.to_string())
+        .bind(&a.authorised_by)
+        .bind(a.authorised_at.to_rfc3339())
+        .bind(a.recertify_by.to_rfc3339())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     pub async fn account(&self, user_id: &str) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query(
-            "SELECT a.user_id, a.display_name, a.roles, a.phone, a.email, a.active,
-                    o.id AS org_id, o.name AS org_name, o.source, o.source_org_id
-             FROM accounts a JOIN organisations o ON o.id = a.organisation_id WHERE a.user_id = ?",
-        )
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let query = format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts a JOIN organisations o ON o.id = a.organisation_id
+             WHERE a.user_id = ?"
+        );
+        let row = sqlx::query(&query)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| account_from_row(&r)).transpose()
     }
 
@@ -441,13 +511,11 @@ impl Store {
     ) -> Result<HashMap<String, Vec<FlagRecord>>, StoreError> {
         let mut flags: HashMap<String, Vec<FlagRecord>> = HashMap::new();
         for chunk in child_ids.chunks(200) {
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT f.id, f.child_id, f.kind, f.note, f.raised_at, f.expires_at,
-                        a.user_id, a.display_name, a.roles, a.phone, a.email, a.active,
-                        o.id AS org_id, o.name AS org_name, o.source, o.source_org_id
+            let mut q = sqlx::QueryBuilder::new(format!(
+                "SELECT f.id, f.child_id, f.kind, f.note, f.raised_at, f.expires_at, {ACCOUNT_COLUMNS}
                  FROM flags f JOIN accounts a ON a.user_id = f.raised_by JOIN organisations o ON o.id = a.organisation_id
-                 WHERE f.withdrawn_at IS NULL AND f.expires_at > ",
-            );
+                 WHERE f.withdrawn_at IS NULL AND f.expires_at > "
+            ));
             q.push_bind(now.to_rfc3339());
             q.push(" AND f.child_id IN (");
             let mut list = q.separated(", ");
@@ -471,6 +539,11 @@ impl Store {
         Ok(flags)
     }
 }
+
+/// The columns [`account_from_row`] reads, from `accounts a JOIN organisations o`.
+const ACCOUNT_COLUMNS: &str = "a.user_id, a.display_name, a.roles, a.phone, a.email, a.active, \
+    a.clearance_reference, a.clearance_expires, a.training_completed, a.authorised_by, a.authorised_at, \
+    a.recertify_by, o.id AS org_id, o.name AS org_name, o.source, o.source_org_id";
 
 fn new_child_id() -> String {
     format!("ch_{}", uuid::Uuid::new_v4().simple())
@@ -507,7 +580,20 @@ fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Account, StoreError
         )),
         _ => None,
     };
+    let date = |column: &str| -> Result<NaiveDate, StoreError> {
+        let text: String = row.try_get(column)?;
+        text.parse()
+            .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+    };
     Ok(Account {
+        authorisation: Authorisation {
+            clearance_reference: row.try_get("clearance_reference")?,
+            clearance_expires: date("clearance_expires")?,
+            training_completed: date("training_completed")?,
+            authorised_by: row.try_get("authorised_by")?,
+            authorised_at: timestamp(row, "authorised_at")?,
+            recertify_by: timestamp(row, "recertify_by")?,
+        },
         user_id: row.try_get("user_id")?,
         display_name: row.try_get("display_name")?,
         organisation: OrganisationRecord {
@@ -678,6 +764,7 @@ mod tests {
             phone: None,
             email: Some("p@example.org".into()),
             active: true,
+            authorisation: crate::store::Authorisation::seeded("authoriser"),
         };
         store.upsert_account(&account).await.expect("account");
         assert_eq!(

@@ -165,6 +165,14 @@ impl TestGateway {
         self.dir.path().join(childgraph::demo::STORE_FILE)
     }
 
+    /// A connection of its own to the gateway's store file, for a test to read or change what the gateway keeps.
+    pub async fn db(&self) -> sqlx::SqliteConnection {
+        let url = format!("sqlite://{}", self.store_path().display());
+        <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+            .await
+            .expect("the store file opens")
+    }
+
     pub fn demo(&self) -> &Demo {
         self.demo.as_ref().expect("running")
     }

@@ -6,6 +6,7 @@ use async_graphql::{Context, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::errors::coded;
+use super::types::Date;
 use crate::pipeline::{Pipeline, RequestScope};
 use crate::shields::{self, ActionError};
 use crate::store;
@@ -137,11 +138,154 @@ pub struct Disclosure {
     pub at: DateTime<Utc>,
 }
 
+/// Whether an account lets its user in now.
+#[derive(async_graphql::Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStanding {
+    Active,
+    /// An authoriser revoked it.
+    Revoked,
+    /// Lapsed: the clearance expired.
+    ClearanceExpired,
+    /// Lapsed: it was not recertified in time.
+    RecertificationMissed,
+}
+
+/// A user's account, as their organisation's authorisers see it.
+#[derive(SimpleObject, Debug)]
+pub struct UserAccount {
+    pub user_id: String,
+    pub display_name: String,
+    pub organisation_id: ID,
+    pub roles: Vec<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub clearance_reference: String,
+    /// The last day the clearance is good for.
+    pub clearance_expires: Date,
+    pub training_completed: Date,
+    /// The authoriser who last authorised or recertified the user.
+    pub authorised_by: String,
+    /// Access lapses after this unless the user is recertified.
+    pub recertify_by: DateTime<Utc>,
+    pub standing: AccountStanding,
+}
+
+impl From<store::Account> for UserAccount {
+    fn from(a: store::Account) -> Self {
+        let standing = match a.standing(Utc::now()) {
+            store::Standing::Active => AccountStanding::Active,
+            store::Standing::Revoked => AccountStanding::Revoked,
+            store::Standing::ClearanceExpired => AccountStanding::ClearanceExpired,
+            store::Standing::RecertificationMissed => AccountStanding::RecertificationMissed,
+        };
+        Self {
+            user_id: a.user_id,
+            display_name: a.display_name,
+            organisation_id: ID(a.organisation.id),
+            roles: a.roles,
+            phone: a.phone,
+            email: a.email,
+            clearance_reference: a.authorisation.clearance_reference,
+            clearance_expires: Date(a.authorisation.clearance_expires),
+            training_completed: Date(a.authorisation.training_completed),
+            authorised_by: a.authorisation.authorised_by,
+            recertify_by: a.authorisation.recertify_by,
+            standing,
+        }
+    }
+}
+
+/// What an authoriser grants a user of their own organisation.
+#[derive(async_graphql::InputObject, Debug)]
+pub struct AuthoriseUserInput {
+    /// The user's subject (`sub`) in their tokens.
+    pub user_id: String,
+    pub display_name: String,
+    /// Your own organisation: an authoriser manages no other.
+    pub organisation_id: ID,
+    /// Roles as the policy names them.
+    pub roles: Vec<String>,
+    /// The reference of the user's clearance (a DBS check, say).
+    pub clearance_reference: String,
+    /// The last day the clearance is good for; after it, access lapses.
+    pub clearance_expires: Date,
+    pub training_completed: Date,
+    /// Contact details other practitioners see with the user's flags.
+    pub phone: Option<String>,
+    pub email: Option<String>,
+}
+
+fn auth<'a>(ctx: &'a Context<'_>) -> Result<&'a Arc<crate::auth::Authenticator>> {
+    ctx.data::<Arc<crate::auth::Authenticator>>()
+}
+
 #[derive(Debug, Default)]
 pub struct Mutation;
 
 #[Object]
 impl Mutation {
+    /// Grants a user of your organisation access, or grants it again: roles, clearance and training. Needs
+    /// accounts.manage; never your own account. Recertification falls due after the configured months.
+    async fn authorise_user(
+        &self,
+        ctx: &Context<'_>,
+        input: AuthoriseUserInput,
+    ) -> Result<UserAccount> {
+        let (pipeline, scope) = parts(ctx)?;
+        let grant = crate::accounts::NewAuthorisation {
+            user_id: input.user_id,
+            display_name: input.display_name,
+            organisation_id: input.organisation_id.0,
+            roles: input.roles,
+            clearance_reference: input.clearance_reference,
+            clearance_expires: input.clearance_expires.0,
+            training_completed: input.training_completed.0,
+            phone: input.phone,
+            email: input.email,
+        };
+        crate::accounts::authorise(pipeline, scope, auth(ctx)?, grant)
+            .await
+            .map(Into::into)
+            .map_err(shield_error)
+    }
+
+    /// Ends a user's access at once. Needs accounts.manage, for a user of your organisation.
+    async fn revoke_user(
+        &self,
+        ctx: &Context<'_>,
+        user_id: String,
+        reason: String,
+    ) -> Result<UserAccount> {
+        let (pipeline, scope) = parts(ctx)?;
+        crate::accounts::revoke(pipeline, scope, auth(ctx)?, &user_id, &reason)
+            .await
+            .map(Into::into)
+            .map_err(shield_error)
+    }
+
+    /// Keeps a user's access for another period, with a renewed clearance expiry or training date where given.
+    /// Needs accounts.manage, for an active user of your organisation.
+    async fn recertify_user(
+        &self,
+        ctx: &Context<'_>,
+        user_id: String,
+        clearance_expires: Option<Date>,
+        training_completed: Option<Date>,
+    ) -> Result<UserAccount> {
+        let (pipeline, scope) = parts(ctx)?;
+        crate::accounts::recertify(
+            pipeline,
+            scope,
+            auth(ctx)?,
+            &user_id,
+            clearance_expires.map(|d| d.0),
+            training_completed.map(|d| d.0),
+        )
+        .await
+        .map(Into::into)
+        .map_err(shield_error)
+    }
+
     /// Flags a child for other practitioners. Needs flag.raise. The note is contact guidance only, never case notes,
     /// and short; the flag lapses after the policy's period.
     async fn raise_flag(
@@ -321,6 +465,16 @@ impl ShieldQueries {
                     })
                     .collect()
             })
+            .map_err(shield_error)
+    }
+
+    /// Your organisation's accounts, with their standing and when each is due for recertification. Needs
+    /// accounts.manage.
+    async fn organisation_accounts(&self, ctx: &Context<'_>) -> Result<Vec<UserAccount>> {
+        let (pipeline, scope) = parts(ctx)?;
+        crate::accounts::list(pipeline, scope)
+            .await
+            .map(|v| v.into_iter().map(Into::into).collect())
             .map_err(shield_error)
     }
 

@@ -1,5 +1,6 @@
 //! The integration tests, in one test binary: the real gateway on `127.0.0.1:0` against the three simulators.
 
+mod accounts;
 mod audit;
 mod conformance;
 mod gateway;

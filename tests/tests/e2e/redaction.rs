@@ -230,6 +230,7 @@ async fn no_withheld_value_reaches_the_response_by_any_path() {
         phone: None,
         email: None,
         active: true,
+        authorisation: childgraph::store::Authorisation::seeded("authoriser"),
     };
     // The user who sees everything: every role, and an override of every shield.
     store

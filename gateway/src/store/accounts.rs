@@ -1,0 +1,253 @@
+//! Accounts as authorisers manage them: each change is bound to the authoriser's own organisation in the statement
+//! that makes it, so an account of another organisation is never touched.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::{ACCOUNT_COLUMNS, Account, Store, StoreError, account_from_row};
+
+/// Why an account change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountChangeError {
+    #[error("no account of your organisation has this user id")]
+    NotInOrganisation,
+    #[error("this user id belongs to another organisation's account")]
+    OtherOrganisation,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for AccountChangeError {
+    fn from(e: sqlx::Error) -> Self {
+        AccountChangeError::Store(e.into())
+    }
+}
+
+/// A recertification: the new deadline, and the clearance expiry and training date if they changed.
+#[derive(Debug, Clone)]
+pub struct Recertification {
+    pub recertify_by: DateTime<Utc>,
+    pub clearance_expires: Option<NaiveDate>,
+    pub training_completed: Option<NaiveDate>,
+}
+
+impl Store {
+    /// Grants (or grants again) the account to its user in `account.organisation`, which must be the authoriser's
+    /// own. An account of another organisation with the same user id is refused, not taken over. A revoked account
+    /// authorised again is active again.
+    pub async fn authorise(&self, account: &Account) -> Result<Account, AccountChangeError> {
+        let mut tx = self.pool.begin().await?;
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT organisation_id FROM accounts WHERE user_id = ?")
+                .bind(&account.user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if owner.is_some_and(|org| org != account.organisation.id) {
+            return Err(AccountChangeError::OtherOrganisation);
+        }
+        let roles = serde_json::to_string(&account.roles)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let a = &account.authorisation;
+        sqlx::query(
+            "INSERT INTO accounts (user_id, display_name, organisation_id, roles, phone, email, active,
+                 clearance_reference, clearance_expires, training_completed, authorised_by, authorised_at, recertify_by)
+             VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name, roles = excluded.roles,
+             phone = excluded.phone, email = excluded.email, active = 1,
+             clearance_reference = excluded.clearance_reference, clearance_expires = excluded.clearance_expires,
+             training_completed = excluded.training_completed, authorised_by = excluded.authorised_by,
+             authorised_at = excluded.authorised_at, recertify_by = excluded.recertify_by,
+             revoked_by = NULL, revoked_at = NULL, revoke_reason = NULL",
+        )
+        .bind(&account.user_id)
+        .bind(&account.display_name)
+        .bind(&account.organisation.id)
+        .bind(roles)
+        .bind(&account.phone)
+        .bind(&account.email)
+        .bind(&a.clearance_reference)
+        .bind(a.clearance_expires.to_string())
+        .bind(a.training_completed.to_string())
+        .bind(&a.authorised_by)
+        .bind(a.authorised_at.to_rfc3339())
+        .bind(a.recertify_by.to_rfc3339())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.account(&account.user_id)
+            .await?
+            .ok_or(AccountChangeError::NotInOrganisation)
+    }
+
+    /// Revokes a user's account in `organisation_id`; the account stays, inactive, with who revoked it and why.
+    pub async fn revoke(
+        &self,
+        user_id: &str,
+        organisation_id: &str,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Account, AccountChangeError> {
+        let done = sqlx::query(
+            "UPDATE accounts SET active = 0, revoked_by = ?, revoked_at = ?, revoke_reason = ?
+             WHERE user_id = ? AND organisation_id = ?",
+        )
+        .bind(by)
+        .bind(now.to_rfc3339())
+        .bind(reason)
+        .bind(user_id)
+        .bind(organisation_id)
+        .execute(&self.pool)
+        .await?;
+        self.changed(done.rows_affected(), user_id).await
+    }
+
+    /// Recertifies an active account of `organisation_id`: a new deadline, and the clearance expiry and training
+    /// date where given.
+    pub async fn recertify(
+        &self,
+        user_id: &str,
+        organisation_id: &str,
+        by: &str,
+        recertification: &Recertification,
+    ) -> Result<Account, AccountChangeError> {
+        let done = sqlx::query(
+            "UPDATE accounts SET recertify_by = ?, authorised_by = ?,
+                 clearance_expires = COALESCE(?, clearance_expires),
+                 training_completed = COALESCE(?, training_completed)
+             WHERE user_id = ? AND organisation_id = ? AND active = 1",
+        )
+        .bind(recertification.recertify_by.to_rfc3339())
+        .bind(by)
+        .bind(recertification.clearance_expires.map(|d| d.to_string()))
+        .bind(recertification.training_completed.map(|d| d.to_string()))
+        .bind(user_id)
+        .bind(organisation_id)
+        .execute(&self.pool)
+        .await?;
+        self.changed(done.rows_affected(), user_id).await
+    }
+
+    async fn changed(&self, rows: u64, user_id: &str) -> Result<Account, AccountChangeError> {
+        if rows == 0 {
+            return Err(AccountChangeError::NotInOrganisation);
+        }
+        self.account(user_id)
+            .await?
+            .ok_or(AccountChangeError::NotInOrganisation)
+    }
+
+    /// Every account of an organisation, by user id.
+    pub async fn organisation_accounts(
+        &self,
+        organisation_id: &str,
+    ) -> Result<Vec<Account>, StoreError> {
+        let query = format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts a JOIN organisations o ON o.id = a.organisation_id
+             WHERE a.organisation_id = ? ORDER BY a.user_id"
+        );
+        sqlx::query(&query)
+            .bind(organisation_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(account_from_row)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Authorisation, OrganisationRecord, Standing};
+
+    fn account(user: &str, org: &str) -> Account {
+        Account {
+            user_id: user.into(),
+            display_name: user.into(),
+            organisation: OrganisationRecord {
+                id: org.into(),
+                name: org.into(),
+                source: None,
+            },
+            roles: vec!["teacher".into()],
+            phone: None,
+            email: None,
+            active: true,
+            authorisation: Authorisation::seeded("authoriser"),
+        }
+    }
+
+    #[test]
+    fn standing_follows_revocation_clearance_and_recertification() {
+        let now = Utc::now();
+        let mut a = account("u", "org");
+        assert_eq!(a.standing(now), Standing::Active);
+        a.authorisation.recertify_by = now - chrono::Duration::seconds(1);
+        assert_eq!(a.standing(now), Standing::RecertificationMissed);
+        // The clearance's last day still counts; the day after does not.
+        a.authorisation.clearance_expires = now.date_naive();
+        assert_eq!(a.standing(now), Standing::RecertificationMissed);
+        a.authorisation.clearance_expires = now.date_naive() - chrono::Duration::days(1);
+        assert_eq!(a.standing(now), Standing::ClearanceExpired);
+        a.active = false;
+        assert_eq!(a.standing(now), Standing::Revoked);
+    }
+
+    #[tokio::test]
+    async fn changes_are_bound_to_the_authorisers_organisation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
+        let school = account("priya", "org-school");
+        store.upsert_organisation(&school.organisation).await.unwrap();
+        store.authorise(&school).await.unwrap();
+        // Another organisation cannot take the user id over, revoke it or recertify it.
+        let mut takeover = account("priya", "org-clinic");
+        store
+            .upsert_organisation(&takeover.organisation)
+            .await
+            .unwrap();
+        takeover.roles = vec!["gp".into()];
+        assert!(matches!(
+            store.authorise(&takeover).await,
+            Err(AccountChangeError::OtherOrganisation)
+        ));
+        let now = Utc::now();
+        assert!(matches!(
+            store.revoke("priya", "org-clinic", "x", "r", now).await,
+            Err(AccountChangeError::NotInOrganisation)
+        ));
+        let again = Recertification {
+            recertify_by: now + chrono::Months::new(4),
+            clearance_expires: None,
+            training_completed: None,
+        };
+        assert!(matches!(
+            store.recertify("priya", "org-clinic", "x", &again).await,
+            Err(AccountChangeError::NotInOrganisation)
+        ));
+        assert_eq!(store.account("priya").await.unwrap(), Some(school.clone()));
+        // Its own organisation revokes it; a revoked account is not recertified, and is authorised again.
+        let revoked = store
+            .revoke("priya", "org-school", "boss", "left", now)
+            .await
+            .unwrap();
+        assert_eq!(revoked.standing(now), Standing::Revoked);
+        assert!(matches!(
+            store.recertify("priya", "org-school", "boss", &again).await,
+            Err(AccountChangeError::NotInOrganisation)
+        ));
+        let back = store.authorise(&school).await.unwrap();
+        assert_eq!(back.standing(Utc::now()), Standing::Active);
+        assert_eq!(
+            store.organisation_accounts("org-school").await.unwrap(),
+            vec![back]
+        );
+        assert!(
+            store
+                .organisation_accounts("org-clinic")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,310 @@
+//! Accounts as authorisers manage them: granted within their own organisation, revoked at once, lapsed by time.
+
+use childgraph_tests::TestGateway;
+use serde_json::{Value, json};
+
+const AUTHORISE: &str = r#"
+mutation($input: AuthoriseUserInput!) {
+  authoriseUser(input: $input) { userId organisationId roles clearanceReference clearanceExpires authorisedBy recertifyBy standing }
+}"#;
+
+const REVOKE: &str = r#"
+mutation($user: String!) { revokeUser(userId: $user, reason: "left the council") { userId standing } }"#;
+
+const RECERTIFY: &str = r#"
+mutation($user: String!, $expires: Date) {
+  recertifyUser(userId: $user, clearanceExpires: $expires) { userId standing recertifyBy clearanceExpires }
+}"#;
+
+const ME: &str = "{ me { userId roles } }";
+
+const VIEW: &str = r#"query($id: ID!) { child(id: $id, access: { purpose: SAFEGUARDING }) { id name { given } } }"#;
+
+fn days_from_today(days: i64) -> String {
+    (chrono::Utc::now().date_naive() + chrono::Duration::days(days)).to_string()
+}
+
+fn grant(user: &str, organisation: &str, roles: &[&str]) -> Value {
+    json!({ "input": {
+        "userId": user,
+        "displayName": "Sam Duty",
+        "organisationId": organisation,
+        "roles": roles,
+        "clearanceReference": "DBS-001234",
+        "clearanceExpires": days_from_today(365),
+        "trainingCompleted": days_from_today(-7),
+        "email": "sam.duty@council.example",
+    }})
+}
+
+async fn amelia(gateway: &TestGateway) -> String {
+    let found = gateway
+        .query(
+            "teacher",
+            r#"{ searchChildren(criteria: { familyName: "Hartley", dateOfBirth: "2019-06-14" }, access: { purpose: SAFEGUARDING }) { matches { child { id } } } }"#,
+        )
+        .await;
+    found.body["data"]["searchChildren"]["matches"][0]["child"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{:#}", found.body))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_authoriser_grants_access_in_their_own_organisation_only() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let id = amelia(&gateway).await;
+
+    // Before any authorisation, the user is refused.
+    let before = gateway.query("duty-worker", ME).await;
+    assert_eq!(before.codes(), ["FORBIDDEN"], "{:#}", before.body);
+
+    let granted = gateway
+        .query_vars(
+            "authoriser",
+            AUTHORISE,
+            grant("duty-worker", "org-council", &["social-worker"]),
+        )
+        .await;
+    assert!(granted.errors().is_empty(), "{:#}", granted.body);
+    let account = &granted.body["data"]["authoriseUser"];
+    assert_eq!(account["standing"], "ACTIVE");
+    assert_eq!(account["authorisedBy"], "authoriser");
+    assert_eq!(account["organisationId"], "org-council");
+    let recertify_by: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(account["recertifyBy"].clone()).unwrap();
+    let months = (recertify_by - chrono::Utc::now()).num_days();
+    assert!((118..=124).contains(&months), "four months: {months} days");
+
+    let view = gateway
+        .query_vars("duty-worker", VIEW, json!({ "id": id }))
+        .await;
+    assert!(view.errors().is_empty(), "{:#}", view.body);
+    assert_eq!(view.body["data"]["child"]["name"]["given"], "Amelia");
+
+    // Another organisation's account, another organisation, and the authoriser's own account are all refused.
+    for (variables, what) in [
+        (
+            grant("gp", "org-council", &["gp"]),
+            "another organisation's user",
+        ),
+        (
+            grant("new-gp", "org-elm-tree", &["gp"]),
+            "another organisation",
+        ),
+        (
+            grant("authoriser", "org-council", &["social-worker"]),
+            "their own account",
+        ),
+    ] {
+        let refused = gateway.query_vars("authoriser", AUTHORISE, variables).await;
+        assert_eq!(refused.codes(), ["FORBIDDEN"], "{what}: {:#}", refused.body);
+    }
+    let gp = gateway
+        .query_vars("authoriser", REVOKE, json!({ "user": "gp" }))
+        .await;
+    assert_eq!(gp.codes(), ["FORBIDDEN"], "{:#}", gp.body);
+    let still = gateway.query("gp", ME).await;
+    assert!(
+        still.errors().is_empty(),
+        "the GP is untouched: {:#}",
+        still.body
+    );
+
+    // Without accounts.manage, nobody authorises.
+    let teacher = gateway
+        .query_vars(
+            "teacher",
+            AUTHORISE,
+            grant("helper", "org-riverside", &["teacher"]),
+        )
+        .await;
+    assert_eq!(teacher.codes(), ["FORBIDDEN"], "{:#}", teacher.body);
+
+    // Bad grants say what to fix.
+    let mut unknown = grant("duty-2", "org-council", &["wizard"]);
+    let bad = gateway
+        .query_vars("authoriser", AUTHORISE, unknown.clone())
+        .await;
+    assert_eq!(bad.codes(), ["BAD_REQUEST"], "{:#}", bad.body);
+    assert!(
+        bad.errors()[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wizard")
+    );
+    unknown["input"]["roles"] = json!(["social-worker"]);
+    unknown["input"]["clearanceExpires"] = json!(days_from_today(-1));
+    let expired = gateway.query_vars("authoriser", AUTHORISE, unknown).await;
+    assert_eq!(expired.codes(), ["BAD_REQUEST"], "{:#}", expired.body);
+
+    // The authoriser lists the organisation's accounts, and every change is audited with the account it was about.
+    let listed = gateway
+        .query("authoriser", "{ organisationAccounts { userId standing } }")
+        .await;
+    let users: Vec<&str> = listed.body["data"]["organisationAccounts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{:#}", listed.body))
+        .iter()
+        .filter_map(|a| a["userId"].as_str())
+        .collect();
+    assert_eq!(users, ["auditor", "authoriser", "duty-worker"]);
+    let subjects: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT operation, outcome, subject FROM audit_log WHERE operation LIKE 'account.%' ORDER BY seq",
+    )
+    .fetch_all(&mut gateway.db().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        subjects[0],
+        (
+            "account.authorise".to_owned(),
+            "ok".to_owned(),
+            Some("duty-worker".to_owned())
+        )
+    );
+    for user in ["gp", "new-gp", "authoriser"] {
+        assert!(
+            subjects
+                .iter()
+                .any(|s| s.1 == "denied" && s.2.as_deref() == Some(user)),
+            "the refusal for {user} is audited: {subjects:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_authoriser_without_a_practitioner_role_sees_no_child_data() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let id = amelia(&gateway).await;
+    let view = gateway
+        .query_vars("authoriser", VIEW, json!({ "id": id }))
+        .await;
+    assert_eq!(view.codes(), ["FORBIDDEN"], "{:#}", view.body);
+    assert!(view.body["data"]["child"].is_null(), "{:#}", view.body);
+}
+
+#[tokio::test]
+async fn a_revoked_user_is_refused_on_their_next_request() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let granted = gateway
+        .query_vars(
+            "authoriser",
+            AUTHORISE,
+            grant("duty-worker", "org-council", &["social-worker"]),
+        )
+        .await;
+    assert!(granted.errors().is_empty(), "{:#}", granted.body);
+    // The account is read, and kept for the gateway's account cache period.
+    assert!(gateway.query("duty-worker", ME).await.errors().is_empty());
+
+    let revoked = gateway
+        .query_vars("authoriser", REVOKE, json!({ "user": "duty-worker" }))
+        .await;
+    assert_eq!(
+        revoked.body["data"]["revokeUser"]["standing"], "REVOKED",
+        "{:#}",
+        revoked.body
+    );
+    let refused = gateway.query("duty-worker", ME).await;
+    assert_eq!(refused.codes(), ["FORBIDDEN"], "{:#}", refused.body);
+
+    // A revoked account is not recertified; it is authorised again.
+    let recertify = gateway
+        .query_vars("authoriser", RECERTIFY, json!({ "user": "duty-worker" }))
+        .await;
+    assert_eq!(recertify.codes(), ["BAD_REQUEST"], "{:#}", recertify.body);
+    let again = gateway
+        .query_vars(
+            "authoriser",
+            AUTHORISE,
+            grant("duty-worker", "org-council", &["social-worker"]),
+        )
+        .await;
+    assert_eq!(
+        again.body["data"]["authoriseUser"]["standing"], "ACTIVE",
+        "{:#}",
+        again.body
+    );
+    assert!(gateway.query("duty-worker", ME).await.errors().is_empty());
+}
+
+#[tokio::test]
+async fn access_lapses_when_recertification_is_missed_or_the_clearance_expires() {
+    let gateway = TestGateway::builder()
+        .children(0)
+        .configure(|o| o.account_cache = std::time::Duration::ZERO)
+        .spawn()
+        .await;
+    let granted = gateway
+        .query_vars(
+            "authoriser",
+            AUTHORISE,
+            grant("duty-worker", "org-council", &["social-worker"]),
+        )
+        .await;
+    assert!(granted.errors().is_empty(), "{:#}", granted.body);
+    let set = |sql: &'static str| {
+        let gateway = &gateway;
+        async move {
+            sqlx::query(sql)
+                .execute(&mut gateway.db().await)
+                .await
+                .unwrap();
+        }
+    };
+
+    // Four months pass without a recertification.
+    set("UPDATE accounts SET recertify_by = '2020-01-01T00:00:00+00:00' WHERE user_id = 'duty-worker'").await;
+    let lapsed = gateway.query("duty-worker", ME).await;
+    assert_eq!(lapsed.codes(), ["FORBIDDEN"], "{:#}", lapsed.body);
+    assert!(
+        lapsed.errors()[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("recertified"),
+        "{:#}",
+        lapsed.body
+    );
+    let recertified = gateway
+        .query_vars("authoriser", RECERTIFY, json!({ "user": "duty-worker" }))
+        .await;
+    assert_eq!(
+        recertified.body["data"]["recertifyUser"]["standing"], "ACTIVE",
+        "{:#}",
+        recertified.body
+    );
+    assert!(gateway.query("duty-worker", ME).await.errors().is_empty());
+
+    // The clearance expires.
+    set("UPDATE accounts SET clearance_expires = '2020-01-01' WHERE user_id = 'duty-worker'").await;
+    let lapsed = gateway.query("duty-worker", ME).await;
+    assert_eq!(lapsed.codes(), ["FORBIDDEN"], "{:#}", lapsed.body);
+    assert!(
+        lapsed.errors()[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("clearance"),
+        "{:#}",
+        lapsed.body
+    );
+    // Recertifying needs the renewed clearance's expiry.
+    let missing = gateway
+        .query_vars("authoriser", RECERTIFY, json!({ "user": "duty-worker" }))
+        .await;
+    assert_eq!(missing.codes(), ["BAD_REQUEST"], "{:#}", missing.body);
+    let renewed = gateway
+        .query_vars(
+            "authoriser",
+            RECERTIFY,
+            json!({ "user": "duty-worker", "expires": days_from_today(200) }),
+        )
+        .await;
+    assert_eq!(
+        renewed.body["data"]["recertifyUser"]["clearanceExpires"],
+        days_from_today(200),
+        "{:#}",
+        renewed.body
+    );
+    assert!(gateway.query("duty-worker", ME).await.errors().is_empty());
+}
