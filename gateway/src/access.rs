@@ -28,6 +28,10 @@ pub enum Operation {
     AccountRecertify,
     /// Reading an organisation's accounts.
     AccountList,
+    /// The monitor's alert on a user who viewed many distinct children: recorded against that user's request.
+    MonitorAlert,
+    /// Reading the monitor's alerts and counters.
+    MonitorRead,
 }
 
 impl Operation {
@@ -47,10 +51,11 @@ impl Operation {
             | Operation::AccountRevoke
             | Operation::AccountRecertify
             | Operation::AccountList => "ACCOUNTS",
+            Operation::MonitorAlert | Operation::MonitorRead => "MONITORING",
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Operation::Search => "search",
             Operation::View => "view",
@@ -67,6 +72,8 @@ impl Operation {
             Operation::AccountRevoke => "account.revoke",
             Operation::AccountRecertify => "account.recertify",
             Operation::AccountList => "account.list",
+            Operation::MonitorAlert => "monitor.alert",
+            Operation::MonitorRead => "monitor.read",
         }
     }
 }
@@ -145,6 +152,11 @@ impl<'a> AccessRecord<'a> {
 
     pub fn rate_limited(mut self) -> Self {
         self.outcome = "rate_limited";
+        self
+    }
+
+    pub fn alert(mut self) -> Self {
+        self.outcome = "alert";
         self
     }
 

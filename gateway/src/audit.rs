@@ -287,6 +287,25 @@ pub async fn for_child(store: &Store, child_id: &str) -> Result<Vec<AuditRecord>
         .collect()
 }
 
+/// The records of one operation since a time, newest first.
+pub async fn by_operation(
+    store: &Store,
+    operation: &str,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let query = format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE operation = ? AND at >= ? ORDER BY seq DESC"
+    );
+    sqlx::query(&query)
+        .bind(operation)
+        .bind(since.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+        .fetch_all(store.pool())
+        .await?
+        .iter()
+        .map(record_from_row)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,8 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub accounts: AccountsConfig,
+    #[serde(default)]
+    pub monitoring: MonitoringConfig,
     pub sources: SourcesConfig,
 }
 
@@ -127,6 +129,10 @@ pub struct RequestConfig {
     /// retry. 0 turns the quota off.
     #[serde(default = "default_searches_per_minute")]
     pub searches_per_minute: u32,
+    /// Distinct children each user may be shown an hour, by searches and views together, smoothed by a token bucket;
+    /// a child shown to them within the hour is free. Beyond it, `RATE_LIMITED` with when to retry. 0 turns it off.
+    #[serde(default = "default_children_per_hour")]
+    pub children_per_hour: u32,
     /// Whether the schema answers introspection queries (`__schema`, `__type`). Off unless set: the committed SDL
     /// is the contract, and production need not describe itself to anyone who asks. The demo turns it on.
     #[serde(default)]
@@ -140,6 +146,7 @@ impl Default for RequestConfig {
             max_results: default_max_results(),
             body_limit_bytes: default_body_limit(),
             searches_per_minute: default_searches_per_minute(),
+            children_per_hour: default_children_per_hour(),
             introspection: false,
         }
     }
@@ -153,6 +160,44 @@ impl RequestConfig {
 
 fn default_searches_per_minute() -> u32 {
     30
+}
+
+fn default_children_per_hour() -> u32 {
+    100
+}
+
+/// The audit monitor: an alert when a user views more distinct children than a threshold within a window.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringConfig {
+    /// Alert when a user is shown more distinct children than this within the window; 0 turns the alert off.
+    #[serde(default = "default_distinct_children_alert")]
+    pub distinct_children_alert: u32,
+    #[serde(default = "default_window_minutes")]
+    pub window_minutes: u32,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        Self {
+            distinct_children_alert: default_distinct_children_alert(),
+            window_minutes: default_window_minutes(),
+        }
+    }
+}
+
+impl MonitoringConfig {
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(u64::from(self.window_minutes) * 60)
+    }
+}
+
+fn default_distinct_children_alert() -> u32 {
+    50
+}
+
+fn default_window_minutes() -> u32 {
+    60
 }
 
 fn default_deadline_ms() -> u64 {
@@ -463,6 +508,11 @@ impl Config {
             config.linkage.possible_threshold,
         ) {
             return Err(invalid(format!("linkage: {e}")));
+        }
+        if config.monitoring.window_minutes == 0 {
+            return Err(invalid(
+                "monitoring.window_minutes: must be at least 1".into(),
+            ));
         }
         if !(1..=12).contains(&config.accounts.recertify_months) {
             return Err(invalid(

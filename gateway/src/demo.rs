@@ -49,6 +49,8 @@ pub struct DemoOptions {
     pub policy: Option<PathBuf>,
     /// How often the policy file is looked at for a change.
     pub policy_poll: std::time::Duration,
+    /// The alert on users who view many distinct children.
+    pub monitoring: crate::config::MonitoringConfig,
 }
 
 impl DemoOptions {
@@ -73,6 +75,7 @@ impl DemoOptions {
             account_cache: std::time::Duration::from_secs(5),
             policy: None,
             policy_poll: crate::startup::POLICY_POLL,
+            monitoring: crate::config::MonitoringConfig::default(),
         }
     }
 }
@@ -293,6 +296,7 @@ impl Demo {
             leeway_seconds: 30,
             account_cache: options.account_cache,
             accounts: crate::config::AccountsConfig::default(),
+            monitoring: options.monitoring,
             request: options.request.clone(),
             linker: childgraph_linkage::Linker::default(),
         })?;

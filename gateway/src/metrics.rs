@@ -13,6 +13,7 @@ pub struct Metrics {
     policy_info: IntGaugeVec,
     policy_reloads: IntCounterVec,
     shield_overrides: IntCounter,
+    access_alerts: IntCounter,
     /// Withheld fields by reason, resolved once: a redaction is counted on the answer's hot path.
     redactions: [IntCounter; 3],
     /// Time spent on policy work, read from the CPU's cycle counter: cheap enough to wrap every field's decision.
@@ -50,6 +51,11 @@ impl Metrics {
             "Shield overrides made; each alerts shield officers",
         )
         .expect("a valid metric");
+        let access_alerts = IntCounter::new(
+            "childgraph_access_alerts_total",
+            "Users who viewed more distinct children than the monitoring threshold within its window",
+        )
+        .expect("a valid metric");
         let redactions = IntCounterVec::new(
             Opts::new("childgraph_redactions_total", "Fields withheld, by reason"),
             &["reason"],
@@ -64,6 +70,7 @@ impl Metrics {
             Box::new(policy_info.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(policy_reloads.clone()),
             Box::new(shield_overrides.clone()),
+            Box::new(access_alerts.clone()),
             Box::new(redactions.clone()),
             Box::new(policy_seconds.clone()),
         ] {
@@ -74,6 +81,7 @@ impl Metrics {
             policy_info,
             policy_reloads,
             shield_overrides,
+            access_alerts,
             redactions: ["ROLE", "SHIELDED", "NOT_RELEVANT"]
                 .map(|r| redactions.with_label_values(&[r])),
             policy_seconds,
@@ -94,6 +102,10 @@ impl Metrics {
 
     pub fn shield_override(&self) {
         self.shield_overrides.inc();
+    }
+
+    pub fn access_alert(&self) {
+        self.access_alerts.inc();
     }
 
     /// Records a withheld field.

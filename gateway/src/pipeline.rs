@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::access::{AccessRecord, Operation};
 use crate::federation::{Federation, Reports, SourceHealth};
+use crate::quotas::{SearchQuota, ViewMonitor, ViewQuota};
 use crate::store::{Account, FlagRecord, Linked, Shield, Store, StoreError};
 
 /// Who the register names for shields the gateway itself sets.
@@ -33,31 +34,12 @@ pub enum PipelineError {
     Criteria(#[from] CriteriaError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    /// The user's search quota is spent; the next search is allowed after this many seconds.
-    #[error("too many searches: try again in {0} s")]
-    RateLimited(u64),
-}
-
-/// A token bucket of searches per user.
-pub type SearchQuota = governor::DefaultKeyedRateLimiter<String>;
-
-/// A quota of `per_minute` searches per user, or none for 0. A task forgets, every minute, the users whose bucket
-/// has refilled, so that the limiter holds only recent users; it ends with the last handle on the quota.
-pub fn search_quota(per_minute: u32) -> Option<Arc<SearchQuota>> {
-    let quota = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
-        std::num::NonZeroU32::new(per_minute)?,
-    )));
-    let weak = Arc::downgrade(&quota);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            let Some(quota) = weak.upgrade() else { return };
-            quota.retain_recent();
-            quota.shrink_to_fit();
-        }
-    });
-    Some(quota)
+    /// A quota of the user's is spent; the request is allowed again after `retry_after` seconds.
+    #[error("{what}: try again in {retry_after} s")]
+    RateLimited {
+        what: &'static str,
+        retry_after: u64,
+    },
 }
 
 /// Limits that apply to every request.
@@ -67,11 +49,15 @@ pub struct Limits {
     pub deadline: Duration,
 }
 
-/// The abuse limits every request shares.
+/// The abuse limits and the monitor every request shares.
 #[derive(Debug, Clone, Default)]
 pub struct Quotas {
     /// Searches per user, when limited.
     pub searches: Option<Arc<SearchQuota>>,
+    /// Distinct children shown per user per hour, when limited.
+    pub views: Option<Arc<ViewQuota>>,
+    /// The alert on users who view many distinct children, when on.
+    pub monitor: Option<Arc<ViewMonitor>>,
 }
 
 /// Everything the pipeline needs, shared by all requests.
@@ -231,15 +217,16 @@ impl Pipeline {
         self.require_child_data(scope, purpose, Operation::Search)
             .await?;
         if let Some(quota) = &self.quotas.searches
-            && let Err(not_until) = quota.check_key(&scope.principal.user_id)
+            && let Err(retry_after) = quota.admit(&scope.principal.user_id)
         {
-            use governor::clock::Clock as _;
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
             AccessRecord::new(scope, purpose, Operation::Search)
                 .rate_limited()
                 .record()
                 .await?;
-            return Err(PipelineError::RateLimited(wait.as_secs() + 1));
+            return Err(PipelineError::RateLimited {
+                what: "too many searches",
+                retry_after,
+            });
         }
 
         // Identify: blocking queries to every source, then link the candidates into children.
@@ -368,12 +355,16 @@ impl Pipeline {
 
         // Decide, then fetch only what the policy allows and the client asked for.
         let mut children: Vec<ComposedChild> = matches.iter().map(|(_, c)| c.clone()).collect();
+        let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
+        self.admit_views(scope, purpose, Operation::Search, &ids)
+            .await?;
         self.fetch_and_compose(scope, &mut children, wanted).await?;
         // Recorded before the answer leaves: no record, no child data.
         AccessRecord::new(scope, purpose, Operation::Search)
             .children(&children)
             .record()
             .await?;
+        self.monitor(scope, &ids).await?;
         let scores = matches.into_iter().map(|(s, _)| s);
         Ok(SearchOutcome::Matches(scores.zip(children).collect()))
     }
@@ -419,6 +410,8 @@ impl Pipeline {
             .filter(|id| links.contains_key(*id))
             .cloned()
             .collect();
+        self.admit_views(scope, purpose, Operation::View, &linked)
+            .await?;
         let mut children: Vec<ComposedChild> = linked
             .into_iter()
             .map(|id| {
@@ -439,7 +432,68 @@ impl Pipeline {
         }
         .record()
         .await?;
+        let shown: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
+        self.monitor(scope, &shown).await?;
         Ok(children)
+    }
+
+    /// Refuses, and records the refusal, when showing these children would spend more of the user's quota of
+    /// distinct children per hour than is left.
+    async fn admit_views(
+        &self,
+        scope: &RequestScope,
+        purpose: &Purpose,
+        operation: Operation,
+        ids: &[String],
+    ) -> Result<(), PipelineError> {
+        let Some(quota) = &self.quotas.views else {
+            return Ok(());
+        };
+        let Err(retry_after) = quota.admit(&scope.principal.user_id, ids) else {
+            return Ok(());
+        };
+        AccessRecord::new(scope, purpose, operation)
+            .child_ids(ids.to_vec())
+            .rate_limited()
+            .record()
+            .await?;
+        Err(PipelineError::RateLimited {
+            what: "too many distinct children viewed this hour",
+            retry_after,
+        })
+    }
+
+    /// Counts the children shown for the monitor, and raises its alert when the user passes the threshold: a log
+    /// event, a metric, and an audit record auditors list with `accessAlerts`.
+    async fn monitor(&self, scope: &RequestScope, ids: &[String]) -> Result<(), PipelineError> {
+        let Some(monitor) = &self.quotas.monitor else {
+            return Ok(());
+        };
+        let user = &scope.principal.user_id;
+        let Some(count) = monitor.record(user, ids) else {
+            return Ok(());
+        };
+        tracing::warn!(
+            target: "childgraph::monitor",
+            alert = "distinct_children",
+            user = %user,
+            organisation = %scope.principal.organisation.id,
+            distinct_children = count,
+            threshold = monitor.threshold(),
+            window_minutes = monitor.window().as_secs() / 60,
+            "a user viewed more distinct children than the monitoring threshold"
+        );
+        self.metrics.access_alert();
+        let purpose = Purpose {
+            purpose: Operation::MonitorAlert.purpose(),
+            justification: None,
+        };
+        AccessRecord::new(scope, &purpose, Operation::MonitorAlert)
+            .subject(user)
+            .alert()
+            .record()
+            .await?;
+        Ok(())
     }
 
     async fn require_child_data(

@@ -1,6 +1,6 @@
 //! The shield lifecycle as the mutations and oversight queries run it: who may do what, what is checked, and what
 //! is recorded. Two people are involved in every shield: one requests it, a shield officer who is someone else
-//! approves it. The auditors' reading of a child's access log is here too: it is the same kind of oversight.
+//! approves it.
 
 use childgraph_policies::Permission;
 use chrono::{DateTime, Duration, Months, Utc};
@@ -265,25 +265,6 @@ async fn oversight(scope: &RequestScope) -> Result<(), ActionError> {
         return Ok(());
     }
     require(scope, Permission::ShieldView, Operation::ShieldReview).await
-}
-
-/// `childAccessLog`: for roles with audit.read. The auditor's reading is recorded before the log is answered.
-pub async fn access_log(
-    pipeline: &Pipeline,
-    scope: &RequestScope,
-    child_id: &str,
-) -> Result<Vec<crate::audit::AuditRecord>, ActionError> {
-    require(scope, Permission::AuditRead, Operation::AuditRead).await?;
-    let records = crate::audit::for_child(&pipeline.store, child_id).await?;
-    let audit = Purpose {
-        purpose: "AUDIT",
-        justification: None,
-    };
-    AccessRecord::new(scope, &audit, Operation::AuditRead)
-        .child_ids(vec![child_id.to_owned()])
-        .record()
-        .await?;
-    Ok(records)
 }
 
 #[cfg(test)]

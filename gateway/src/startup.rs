@@ -30,6 +30,7 @@ pub struct Parts {
     pub account_cache: std::time::Duration,
     pub request: RequestConfig,
     pub accounts: crate::config::AccountsConfig,
+    pub monitoring: crate::config::MonitoringConfig,
     pub linker: childgraph_linkage::Linker,
 }
 
@@ -41,7 +42,12 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
         metrics,
         audit: crate::audit::AuditLog::start(parts.store.clone()),
         quotas: crate::pipeline::Quotas {
-            searches: crate::pipeline::search_quota(parts.request.searches_per_minute),
+            searches: crate::quotas::SearchQuota::new(parts.request.searches_per_minute),
+            views: crate::quotas::ViewQuota::new(parts.request.children_per_hour),
+            monitor: crate::quotas::ViewMonitor::new(
+                parts.monitoring.distinct_children_alert,
+                parts.monitoring.window(),
+            ),
         },
         store: parts.store.clone(),
         federation: Federation::new(parts.connectors),
@@ -116,6 +122,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         leeway_seconds: config.auth.leeway_seconds,
         account_cache: std::time::Duration::from_secs(config.auth.account_cache_seconds),
         accounts: config.accounts,
+        monitoring: config.monitoring,
         request: config.request.clone(),
         linker: config.linkage.linker()?,
     })?;

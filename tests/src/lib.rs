@@ -140,6 +140,8 @@ impl TestGateway {
         options.seed = 7;
         // Tests search many times as one user; the quota test sets its own.
         options.request.searches_per_minute = 0;
+        options.request.children_per_hour = 0;
+        options.monitoring.distinct_children_alert = 0;
         TestGatewayBuilder { options }
     }
 

@@ -55,14 +55,12 @@ pub fn pipeline_error(error: &PipelineError) -> Error {
             CriteriaError::Insufficient.to_string(),
         ),
         PipelineError::Criteria(e) => coded("BAD_REQUEST", e.to_string()),
-        PipelineError::RateLimited(seconds) => {
-            let seconds = *seconds;
-            Error::new(format!("too many searches: try again in {seconds} s")).extend_with(
-                move |_, e| {
-                    e.set("code", "RATE_LIMITED");
-                    e.set("retryAfterSeconds", seconds);
-                },
-            )
+        PipelineError::RateLimited { what, retry_after } => {
+            let seconds = *retry_after;
+            Error::new(format!("{what}: try again in {seconds} s")).extend_with(move |_, e| {
+                e.set("code", "RATE_LIMITED");
+                e.set("retryAfterSeconds", seconds);
+            })
         }
         PipelineError::Store(e) => {
             tracing::error!(error = %e, "store failure");

@@ -412,7 +412,36 @@ pub struct AccessLogEntry {
     pub policy_hash: String,
 }
 
-/// The shield officers' and auditors' queries, merged into the query root.
+/// A user who viewed more distinct children than the monitoring threshold within its window.
+#[derive(SimpleObject, Debug)]
+pub struct AccessAlert {
+    pub at: DateTime<Utc>,
+    pub user_id: String,
+    pub organisation_id: String,
+    pub roles: Vec<String>,
+    /// The request that took the user past the threshold.
+    pub request_id: String,
+}
+
+/// The monitor's counters.
+#[derive(SimpleObject, Debug)]
+pub struct ViewingActivity {
+    pub window_minutes: u32,
+    /// An alert is raised past this many distinct children within the window.
+    pub threshold: u32,
+    pub users: Vec<UserViewing>,
+}
+
+/// One user's viewing within the monitor's window.
+#[derive(SimpleObject, Debug)]
+pub struct UserViewing {
+    pub user_id: String,
+    pub distinct_children: u32,
+    /// Whether the user passed the threshold within the window.
+    pub alerted: bool,
+}
+
+/// The oversight queries of shield officers, auditors and authorisers, merged into the query root.
 #[derive(Debug, Default)]
 pub struct ShieldQueries;
 
@@ -444,7 +473,7 @@ impl ShieldQueries {
         child_id: ID,
     ) -> Result<Vec<AccessLogEntry>> {
         let (pipeline, scope) = parts(ctx)?;
-        crate::shields::access_log(pipeline, scope, &child_id)
+        crate::auditing::access_log(pipeline, scope, &child_id)
             .await
             .map(|records| {
                 records
@@ -464,6 +493,51 @@ impl ShieldQueries {
                         policy_hash: r.entry.policy_hash,
                     })
                     .collect()
+            })
+            .map_err(shield_error)
+    }
+
+    /// The monitor's alerts of the last 30 days, newest first: users who viewed more distinct children than the
+    /// threshold within the window. Needs audit.read.
+    async fn access_alerts(&self, ctx: &Context<'_>) -> Result<Vec<AccessAlert>> {
+        let (pipeline, scope) = parts(ctx)?;
+        crate::auditing::alerts(pipeline, scope)
+            .await
+            .map(|records| {
+                records
+                    .into_iter()
+                    .map(|r| AccessAlert {
+                        at: r.entry.at,
+                        user_id: r.entry.user_id,
+                        organisation_id: r.entry.organisation_id,
+                        roles: r.entry.roles,
+                        request_id: r.entry.request_id,
+                    })
+                    .collect()
+            })
+            .map_err(shield_error)
+    }
+
+    /// Each user's count of distinct children viewed within the monitor's window, as this gateway process counted
+    /// them, the most first; null when the monitor is off. Needs audit.read.
+    async fn viewing_activity(&self, ctx: &Context<'_>) -> Result<Option<ViewingActivity>> {
+        let (pipeline, scope) = parts(ctx)?;
+        crate::auditing::activity(pipeline, scope)
+            .await
+            .map(|found| {
+                found.map(|(window_minutes, threshold, users)| ViewingActivity {
+                    window_minutes,
+                    threshold: u32::try_from(threshold).unwrap_or(u32::MAX),
+                    users: users
+                        .into_iter()
+                        .map(|u| UserViewing {
+                            user_id: u.user_id,
+                            distinct_children: u32::try_from(u.distinct_children)
+                                .unwrap_or(u32::MAX),
+                            alerted: u.alerted,
+                        })
+                        .collect(),
+                })
             })
             .map_err(shield_error)
     }

@@ -198,7 +198,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
         let school = account("priya", "org-school");
-        store.upsert_organisation(&school.organisation).await.unwrap();
+        store
+            .upsert_organisation(&school.organisation)
+            .await
+            .unwrap();
         store.authorise(&school).await.unwrap();
         // Another organisation cannot take the user id over, revoke it or recertify it.
         let mut takeover = account("priya", "org-clinic");

@@ -574,8 +574,9 @@ store:
 request:
   deadline_ms: 2000
   max_results: 50
-  # The benchmark measures capacity: one user searches far more than a person would.
+  # The benchmark measures capacity: one user searches and views far more than a person would.
   searches_per_minute: 0
+  children_per_hour: 0
 auth:
   issuers:
     - issuer: {ISSUER}

@@ -213,3 +213,155 @@ async fn introspection_follows_the_config_and_wide_queries_are_refused() {
     assert_eq!(response.status().as_u16(), 400);
     demo.stop().await;
 }
+
+/// Finds a cast child's id by family name and date of birth, as the GP.
+async fn find_id(gateway: &TestGateway, family: &str, born: &str) -> String {
+    let answer = gateway
+        .query_vars(
+            "gp",
+            FIND,
+            json!({ "c": { "familyName": family, "dateOfBirth": born } }),
+        )
+        .await;
+    answer.body["data"]["searchChildren"]["matches"][0]["child"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{:#}", answer.body))
+        .to_owned()
+}
+
+const VIEW: &str = "query($id: ID!) { child(id: $id, access: { purpose: SAFEGUARDING }) { id } }";
+
+/// Finds a cast child's id as the teacher, who has no quota in these tests' gateways to spend.
+async fn teacher_finds(gateway: &TestGateway, family: &str, born: &str) -> String {
+    let answer = gateway
+        .query_vars(
+            "teacher",
+            FIND,
+            json!({ "c": { "familyName": family, "dateOfBirth": born } }),
+        )
+        .await;
+    answer.body["data"]["searchChildren"]["matches"][0]["child"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{:#}", answer.body))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_spent_quota_of_distinct_children_refuses_new_children_only() {
+    let gateway = TestGateway::builder()
+        .children(0)
+        .configure(|o| o.request.children_per_hour = 3)
+        .spawn()
+        .await;
+    // Each child a search shows spends one of the GP's three.
+    let amelia = find_id(&gateway, "Hartley", "2019-06-14").await;
+    let leo = find_id(&gateway, "Fernandes", "2012-09-05").await;
+    // The twins' search would show two children with one left: it is refused whole, with when to retry.
+    let twins = json!({ "c": { "familyName": "Brennan", "dateOfBirth": "2017-01-22" } });
+    let refused = gateway.query_vars("gp", FIND, twins).await;
+    assert_eq!(refused.codes(), ["RATE_LIMITED"], "{:#}", refused.body);
+    assert!(
+        refused.body["data"]["searchChildren"].is_null(),
+        "{:#}",
+        refused.body
+    );
+    let retry = refused.errors()[0]["extensions"]["retryAfterSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!((60..=3600).contains(&retry), "{retry}");
+    // A view of one new child takes the last.
+    let noah = teacher_finds(&gateway, "Okafor", "2021-11-03").await;
+    let view = gateway.query_vars("gp", VIEW, json!({ "id": noah })).await;
+    assert!(view.errors().is_empty(), "{:#}", view.body);
+    let isla = teacher_finds(&gateway, "Brennan", "2017-01-22").await;
+    let refused = gateway.query_vars("gp", VIEW, json!({ "id": isla })).await;
+    assert_eq!(refused.codes(), ["RATE_LIMITED"], "{:#}", refused.body);
+    assert!(
+        refused.body["data"]["child"].is_null(),
+        "{:#}",
+        refused.body
+    );
+    // Children already shown this hour are free to show again.
+    for id in [&amelia, &leo, &noah] {
+        let again = gateway.query_vars("gp", VIEW, json!({ "id": id })).await;
+        assert!(again.errors().is_empty(), "{:#}", again.body);
+    }
+    // Another user's quota is their own.
+    let other = gateway
+        .query_vars("social-worker", VIEW, json!({ "id": isla }))
+        .await;
+    assert!(other.errors().is_empty(), "{:#}", other.body);
+    // The refusal is audited, naming the child refused.
+    let audited = childgraph::audit::for_child(&gateway.store().await, &isla)
+        .await
+        .unwrap();
+    assert!(
+        audited
+            .iter()
+            .any(|r| r.entry.user_id == "gp" && r.entry.outcome == "rate_limited"),
+        "{audited:?}"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn viewing_more_distinct_children_than_the_threshold_alerts_auditors() {
+    let gateway = TestGateway::builder()
+        .children(0)
+        .configure(|o| o.monitoring.distinct_children_alert = 2)
+        .spawn()
+        .await;
+    find_id(&gateway, "Hartley", "2019-06-14").await;
+    find_id(&gateway, "Hartley", "2019-06-14").await;
+    find_id(&gateway, "Fernandes", "2012-09-05").await;
+    let quiet = gateway
+        .query("auditor", "{ accessAlerts { userId } }")
+        .await;
+    assert_eq!(
+        quiet.body["data"]["accessAlerts"],
+        json!([]),
+        "{:#}",
+        quiet.body
+    );
+    // The third distinct child passes the threshold of two.
+    find_id(&gateway, "Brennan", "2017-01-22").await;
+    let alerts = gateway
+        .query(
+            "auditor",
+            "{ accessAlerts { userId organisationId roles requestId } viewingActivity { windowMinutes threshold users { userId distinctChildren alerted } } }",
+        )
+        .await;
+    assert!(alerts.errors().is_empty(), "{:#}", alerts.body);
+    let list = alerts.body["data"]["accessAlerts"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{:#}", alerts.body);
+    assert_eq!(list[0]["userId"], "gp");
+    assert_eq!(list[0]["organisationId"], "org-elm-tree");
+    let activity = &alerts.body["data"]["viewingActivity"];
+    assert_eq!(activity["windowMinutes"], 60);
+    assert_eq!(activity["threshold"], 2);
+    assert_eq!(
+        activity["users"][0],
+        json!({ "userId": "gp", "distinctChildren": 4, "alerted": true }),
+        "the twins make four: {:#}",
+        alerts.body
+    );
+    // One alert a window, however many more children.
+    find_id(&gateway, "Okafor", "2021-11-03").await;
+    let again = gateway
+        .query("auditor", "{ accessAlerts { userId } }")
+        .await;
+    assert_eq!(
+        again.body["data"]["accessAlerts"].as_array().unwrap().len(),
+        1
+    );
+    assert!(
+        gateway
+            .metrics()
+            .await
+            .contains("childgraph_access_alerts_total 1")
+    );
+    // Only auditors read the monitor.
+    let refused = gateway.query("gp", "{ accessAlerts { userId } }").await;
+    assert_eq!(refused.codes(), ["FORBIDDEN"], "{:#}", refused.body);
+    gateway.stop().await;
+}

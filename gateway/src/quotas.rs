@@ -1,0 +1,301 @@
+//! Abuse limits and monitoring per user, in each gateway process: searches per minute and distinct children viewed
+//! per hour (governor token buckets), and the alert when a user views more distinct children than a threshold
+//! within a window.
+//!
+//! A child already shown to a user within the window costs nothing to show again: the quotas count distinct
+//! children, not answers. What is kept is user ids and gateway child ids, never a name or a search term, and only
+//! for the window.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::clock::Clock as _;
+
+type Limiter = governor::DefaultKeyedRateLimiter<String>;
+
+/// The most (user, child) pairs kept per tracker: far above what the quotas let users view.
+const MAX_PAIRS: u64 = 1_000_000;
+
+/// Forgets, every minute, the users whose bucket has refilled, so that the limiter holds only recent users; the
+/// task ends with the last handle on the limiter.
+fn keep_recent(limiter: &Arc<Limiter>) {
+    let weak = Arc::downgrade(limiter);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Some(limiter) = weak.upgrade() else {
+                return;
+            };
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    });
+}
+
+/// The wait until a refused request would be let in, in whole seconds, at least one.
+fn retry_after(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> u64 {
+    not_until
+        .wait_time_from(governor::clock::DefaultClock::default().now())
+        .as_secs()
+        + 1
+}
+
+/// A token bucket of searches per user.
+#[derive(Debug)]
+pub struct SearchQuota(Arc<Limiter>);
+
+impl SearchQuota {
+    /// `per_minute` searches per user, or none for 0.
+    pub fn new(per_minute: u32) -> Option<Arc<Self>> {
+        let limiter = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
+            NonZeroU32::new(per_minute)?,
+        )));
+        keep_recent(&limiter);
+        Some(Arc::new(Self(limiter)))
+    }
+
+    /// Takes one search from the user's bucket, or says in how many seconds to retry.
+    pub fn admit(&self, user: &str) -> Result<(), u64> {
+        self.0
+            .check_key(&user.to_owned())
+            .map_err(|not_until| retry_after(&not_until))
+    }
+}
+
+/// Distinct children a user may be shown per hour: each child not shown to them within the hour takes one from a
+/// token bucket of `per_hour`, refilled evenly over the hour.
+#[derive(Debug)]
+pub struct ViewQuota {
+    limiter: Arc<Limiter>,
+    seen: moka::sync::Cache<(String, String), ()>,
+}
+
+impl ViewQuota {
+    /// `per_hour` distinct children per user, or none for 0.
+    pub fn new(per_hour: u32) -> Option<Arc<Self>> {
+        let limiter = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_hour(
+            NonZeroU32::new(per_hour)?,
+        )));
+        keep_recent(&limiter);
+        Some(Arc::new(Self {
+            limiter,
+            seen: moka::sync::Cache::builder()
+                .max_capacity(MAX_PAIRS)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+        }))
+    }
+
+    /// Admits an answer showing these children to the user, all of them or none: those shown to them within the
+    /// hour are free, the others take one each. Refused, it says in how many seconds to retry.
+    pub fn admit(&self, user: &str, children: &[String]) -> Result<(), u64> {
+        let new: Vec<(String, String)> = children
+            .iter()
+            .map(|c| (user.to_owned(), c.clone()))
+            .filter(|pair| !self.seen.contains_key(pair))
+            .collect();
+        let Some(n) = NonZeroU32::new(u32::try_from(new.len()).unwrap_or(u32::MAX)) else {
+            return Ok(());
+        };
+        match self.limiter.check_key_n(&user.to_owned(), n) {
+            Ok(Ok(())) => {
+                for pair in new {
+                    self.seen.insert(pair, ());
+                }
+                Ok(())
+            }
+            Ok(Err(not_until)) => Err(retry_after(&not_until)),
+            // More new children in one answer than the whole hour's quota.
+            Err(_) => Err(3600),
+        }
+    }
+}
+
+/// What the monitor knows of one user within the window.
+#[derive(Debug, Default)]
+struct Activity {
+    /// When each distinct child was first shown within the window, oldest first.
+    firsts: VecDeque<Instant>,
+    /// When the user was last alerted on; one alert per window.
+    alerted: Option<Instant>,
+}
+
+/// A user's viewing within the monitor's window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserActivity {
+    pub user_id: String,
+    pub distinct_children: usize,
+    pub alerted: bool,
+}
+
+/// Counts the distinct children each user is shown within a window, and raises an alert, once per window, when a
+/// user passes the threshold.
+#[derive(Debug)]
+pub struct ViewMonitor {
+    window: Duration,
+    threshold: usize,
+    seen: moka::sync::Cache<(String, String), ()>,
+    users: moka::sync::Cache<String, Arc<Mutex<Activity>>>,
+}
+
+impl ViewMonitor {
+    /// An alert past `threshold` distinct children within `window`, or no monitor for a threshold of 0.
+    pub fn new(threshold: u32, window: Duration) -> Option<Arc<Self>> {
+        if threshold == 0 || window.is_zero() {
+            return None;
+        }
+        Some(Arc::new(Self {
+            window,
+            threshold: threshold as usize,
+            seen: moka::sync::Cache::builder()
+                .max_capacity(MAX_PAIRS)
+                .time_to_live(window)
+                .build(),
+            users: moka::sync::Cache::builder()
+                .max_capacity(MAX_PAIRS)
+                .time_to_idle(window)
+                .build(),
+        }))
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    pub fn threshold(&self) -> usize {
+        self.threshold
+    }
+
+    /// Counts the children shown to the user. Returns the user's count of distinct children in the window when
+    /// this answer took it past the threshold for the first time in the window: the caller raises the alert.
+    pub fn record(&self, user: &str, children: &[String]) -> Option<usize> {
+        let now = Instant::now();
+        let mut new = 0;
+        for child in children {
+            let pair = (user.to_owned(), child.clone());
+            if !self.seen.contains_key(&pair) {
+                self.seen.insert(pair, ());
+                new += 1;
+            }
+        }
+        let activity = self.users.get_with(user.to_owned(), Default::default);
+        let mut activity = activity.lock().unwrap_or_else(|e| e.into_inner());
+        while activity
+            .firsts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            activity.firsts.pop_front();
+        }
+        activity.firsts.extend(std::iter::repeat_n(now, new));
+        let count = activity.firsts.len();
+        let alerted_lately = activity
+            .alerted
+            .is_some_and(|t| now.duration_since(t) < self.window);
+        if count > self.threshold && !alerted_lately {
+            activity.alerted = Some(now);
+            return Some(count);
+        }
+        None
+    }
+
+    /// Every user with children counted in the window, the most first.
+    pub fn activity(&self) -> Vec<UserActivity> {
+        let now = Instant::now();
+        let mut list: Vec<UserActivity> = self
+            .users
+            .iter()
+            .map(|(user, activity)| {
+                let activity = activity.lock().unwrap_or_else(|e| e.into_inner());
+                UserActivity {
+                    user_id: user.as_ref().clone(),
+                    distinct_children: activity
+                        .firsts
+                        .iter()
+                        .filter(|t| now.duration_since(**t) < self.window)
+                        .count(),
+                    alerted: activity
+                        .alerted
+                        .is_some_and(|t| now.duration_since(t) < self.window),
+                }
+            })
+            .filter(|a| a.distinct_children > 0)
+            .collect();
+        list.sort_by(|a, b| {
+            b.distinct_children
+                .cmp(&a.distinct_children)
+                .then_with(|| a.user_id.cmp(&b.user_id))
+        });
+        list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| format!("ch_{i}")).collect()
+    }
+
+    #[tokio::test]
+    async fn a_view_quota_counts_distinct_children_all_or_none() {
+        let quota = ViewQuota::new(5).expect("a quota");
+        assert_eq!(quota.admit("u", &ids(0..3)), Ok(()));
+        // Children already shown are free, however often.
+        for _ in 0..10 {
+            assert_eq!(quota.admit("u", &ids(0..3)), Ok(()));
+        }
+        // Three new children do not fit in the two left: none is admitted, and the retry is within the hour.
+        let wait = quota.admit("u", &ids(3..6)).expect_err("over the quota");
+        assert!((1..=3600).contains(&wait), "{wait}");
+        assert_eq!(quota.admit("u", &ids(3..5)), Ok(()));
+        assert!(quota.admit("u", &ids(5..6)).is_err());
+        // Another user has a bucket of their own; more than a whole hour's quota at once is refused for the hour.
+        assert_eq!(quota.admit("v", &ids(5..6)), Ok(()));
+        assert_eq!(quota.admit("w", &ids(0..6)), Err(3600));
+        assert!(ViewQuota::new(0).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_monitor_alerts_once_per_window_past_the_threshold() {
+        let monitor = ViewMonitor::new(3, Duration::from_secs(3600)).expect("a monitor");
+        assert_eq!(monitor.record("u", &ids(0..3)), None);
+        assert_eq!(monitor.record("u", &ids(0..3)), None, "the same children");
+        assert_eq!(monitor.record("u", &ids(3..5)), Some(5));
+        assert_eq!(monitor.record("u", &ids(5..6)), None, "alerted already");
+        assert_eq!(monitor.record("v", &ids(0..2)), None);
+        assert_eq!(
+            monitor.activity(),
+            vec![
+                UserActivity {
+                    user_id: "u".into(),
+                    distinct_children: 6,
+                    alerted: true
+                },
+                UserActivity {
+                    user_id: "v".into(),
+                    distinct_children: 2,
+                    alerted: false
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_monitor_forgets_children_outside_its_window() {
+        let monitor = ViewMonitor::new(2, Duration::from_millis(200)).expect("a monitor");
+        assert_eq!(monitor.record("u", &ids(0..2)), None);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            monitor.record("u", &ids(2..4)),
+            None,
+            "the first two left the window"
+        );
+        assert_eq!(monitor.activity()[0].distinct_children, 2);
+        assert_eq!(monitor.record("u", &ids(4..5)), Some(3));
+    }
+}
