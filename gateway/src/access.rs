@@ -6,7 +6,7 @@
 
 use crate::audit::AuditEntry;
 use crate::pipeline::{ComposedChild, Purpose, RequestScope};
-use crate::store::StoreError;
+use crate::store::{ClientScope, StoreError};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Operation {
@@ -32,9 +32,38 @@ pub enum Operation {
     MonitorAlert,
     /// Reading the monitor's alerts and counters.
     MonitorRead,
+    /// A request refused before any operation ran (an operation not on the trusted list).
+    Request,
 }
 
 impl Operation {
+    /// The scope an API client needs for the operation; `None` for an operation no client may perform.
+    pub fn client_scope(self) -> Option<ClientScope> {
+        match self {
+            Operation::Search => Some(ClientScope::Search),
+            Operation::View => Some(ClientScope::View),
+            Operation::FlagRaise | Operation::FlagWithdraw => Some(ClientScope::Flag),
+            Operation::Disclosure => Some(ClientScope::Disclosure),
+            _ => None,
+        }
+    }
+
+    /// Whether the principal may perform the operation as far as API-client scopes go: a person always may; a
+    /// client only with the operation's scope. Why not, when not.
+    pub fn allowed_for(self, principal: &crate::store::Account) -> Result<(), String> {
+        let Some(client) = &principal.client else {
+            return Ok(());
+        };
+        match self.client_scope() {
+            Some(needed) if client.scopes.contains(&needed) => Ok(()),
+            Some(needed) => Err(format!(
+                "this API client's scopes do not include {}",
+                needed.as_str()
+            )),
+            None => Err(format!("an API client may not perform {}", self.as_str())),
+        }
+    }
+
     /// The purpose recorded with an operation the user names no purpose for: every one but search and view.
     pub fn purpose(self) -> &'static str {
         match self {
@@ -52,6 +81,7 @@ impl Operation {
             | Operation::AccountRecertify
             | Operation::AccountList => "ACCOUNTS",
             Operation::MonitorAlert | Operation::MonitorRead => "MONITORING",
+            Operation::Request => "UNSTATED",
         }
     }
 
@@ -74,6 +104,7 @@ impl Operation {
             Operation::AccountList => "account.list",
             Operation::MonitorAlert => "monitor.alert",
             Operation::MonitorRead => "monitor.read",
+            Operation::Request => "request",
         }
     }
 }
@@ -175,7 +206,7 @@ impl<'a> AccessRecord<'a> {
             user_id: principal.user_id.clone(),
             organisation_id: principal.organisation.id.clone(),
             roles: principal.roles.clone(),
-            client: None,
+            client: principal.client.as_ref().map(|_| principal.user_id.clone()),
             purpose: self.purpose.purpose.to_owned(),
             justification: self.purpose.justification.clone(),
             operation: self.operation.as_str().to_owned(),

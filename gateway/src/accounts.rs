@@ -11,7 +11,7 @@ use crate::access::{AccessRecord, Operation};
 use crate::auth::Authenticator;
 use crate::pipeline::{Pipeline, Purpose, RequestScope};
 use crate::shields::{ActionError, require, required_text as text};
-use crate::store::{Account, AccountChangeError, Authorisation, Recertification};
+use crate::store::{Account, AccountChangeError, Authorisation, ClientTerms, Recertification};
 
 /// The longest user id, name, clearance reference, phone or email kept.
 const MAX_FIELD_CHARS: usize = 200;
@@ -30,6 +30,41 @@ pub struct NewAuthorisation {
     pub training_completed: NaiveDate,
     pub phone: Option<String>,
     pub email: Option<String>,
+    /// For a partner agency's API client: its scopes and quotas.
+    pub client: Option<ClientTerms>,
+}
+
+/// The most a client's own quotas may be set to: a partner system, not a bulk export.
+pub const MAX_CLIENT_SEARCHES_PER_MINUTE: u32 = 600;
+pub const MAX_CLIENT_CHILDREN_PER_HOUR: u32 = 10_000;
+
+fn check_terms(terms: &mut ClientTerms) -> Result<(), ActionError> {
+    terms.scopes.sort();
+    terms.scopes.dedup();
+    if terms.scopes.is_empty() {
+        return Err(ActionError::BadRequest(
+            "a client needs at least one scope".to_owned(),
+        ));
+    }
+    for (value, max, what) in [
+        (
+            terms.searches_per_minute,
+            MAX_CLIENT_SEARCHES_PER_MINUTE,
+            "searchesPerMinute",
+        ),
+        (
+            terms.children_per_hour,
+            MAX_CLIENT_CHILDREN_PER_HOUR,
+            "childrenPerHour",
+        ),
+    ] {
+        if value.is_some_and(|v| v == 0 || v > max) {
+            return Err(ActionError::BadRequest(format!(
+                "{what} is from 1 to {max}, or left out for the gateway's own quota"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn purpose() -> Purpose {
@@ -150,6 +185,10 @@ pub async fn authorise(
         Some(grant.clearance_expires),
         Some(grant.training_completed),
     )?;
+    let mut client = grant.client;
+    if let Some(terms) = &mut client {
+        check_terms(terms)?;
+    }
     let now = Utc::now();
     let account = Account {
         user_id: user_id.clone(),
@@ -167,6 +206,7 @@ pub async fn authorise(
             authorised_at: now,
             recertify_by: now + Months::new(pipeline.accounts.recertify_months),
         },
+        client,
     };
     let account = match pipeline.store.authorise(&account).await {
         Ok(account) => account,

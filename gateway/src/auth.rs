@@ -378,6 +378,7 @@ mod tests {
                 email: None,
                 active: true,
                 authorisation: crate::store::Authorisation::seeded("authoriser"),
+                client: None,
             })
             .await
             .expect("account");

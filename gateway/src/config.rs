@@ -133,6 +133,10 @@ pub struct RequestConfig {
     /// a child shown to them within the hour is free. Beyond it, `RATE_LIMITED` with when to retry. 0 turns it off.
     #[serde(default = "default_children_per_hour")]
     pub children_per_hour: u32,
+    /// Registered operations, by the SHA-256 of their text: clients may send an id instead of the text, and in
+    /// trusted mode only registered operations run.
+    #[serde(default)]
+    pub trusted_documents: Option<TrustedDocumentsConfig>,
     /// Whether the schema answers introspection queries (`__schema`, `__type`). Off unless set: the committed SDL
     /// is the contract, and production need not describe itself to anyone who asks. The demo turns it on.
     #[serde(default)]
@@ -147,6 +151,7 @@ impl Default for RequestConfig {
             body_limit_bytes: default_body_limit(),
             searches_per_minute: default_searches_per_minute(),
             children_per_hour: default_children_per_hour(),
+            trusted_documents: None,
             introspection: false,
         }
     }
@@ -160,6 +165,21 @@ impl RequestConfig {
 
 fn default_searches_per_minute() -> u32 {
     30
+}
+
+/// The trusted documents' list, and who is held to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedDocumentsConfig {
+    /// An Apollo persisted-query manifest, or a JSON map of id to text.
+    pub manifest: PathBuf,
+    /// `clients` (partner agencies' API clients send only registered operations) or `everyone`.
+    #[serde(default = "default_enforce")]
+    pub enforce: crate::graphql::trusted::Enforce,
+}
+
+fn default_enforce() -> crate::graphql::trusted::Enforce {
+    crate::graphql::trusted::Enforce::Clients
 }
 
 fn default_children_per_hour() -> u32 {

@@ -110,6 +110,7 @@ impl Identity {
             email: Some(format!("{}@demo.childgraph.example", self.user)),
             active: true,
             authorisation: crate::store::Authorisation::seeded("authoriser"),
+            client: None,
         }
     }
 }

@@ -313,6 +313,12 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let config = childgraph::config::Config::load(&file)?;
             config.linkage.linker()?;
+            if let Some(trusted) = &config.request.trusted_documents {
+                childgraph::graphql::trusted::TrustedDocuments::load(
+                    &trusted.manifest,
+                    trusted.enforce,
+                )?;
+            }
             println!("{} is valid", file.display());
             Ok(())
         }

@@ -30,6 +30,9 @@ const POSSIBLE_MATCH_REVIEW_DAYS: i64 = 30;
 pub enum PipelineError {
     #[error("{0}")]
     Forbidden(&'static str),
+    /// Refused, with a reason made for this request.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Criteria(#[from] CriteriaError),
     #[error("store: {0}")]
@@ -50,12 +53,12 @@ pub struct Limits {
 }
 
 /// The abuse limits and the monitor every request shares.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Quotas {
-    /// Searches per user, when limited.
-    pub searches: Option<Arc<SearchQuota>>,
-    /// Distinct children shown per user per hour, when limited.
-    pub views: Option<Arc<ViewQuota>>,
+    /// Searches per user (and per API client at its own rate).
+    pub searches: Arc<SearchQuota>,
+    /// Distinct children shown per user per hour (and per API client at its own rate).
+    pub views: Arc<ViewQuota>,
     /// The alert on users who view many distinct children, when on.
     pub monitor: Option<Arc<ViewMonitor>>,
 }
@@ -216,9 +219,12 @@ impl Pipeline {
     ) -> Result<SearchOutcome, PipelineError> {
         self.require_child_data(scope, purpose, Operation::Search)
             .await?;
-        if let Some(quota) = &self.quotas.searches
-            && let Err(retry_after) = quota.admit(&scope.principal.user_id)
-        {
+        let own = scope
+            .principal
+            .client
+            .as_ref()
+            .and_then(|c| c.searches_per_minute);
+        if let Err(retry_after) = self.quotas.searches.admit(&scope.principal.user_id, own) {
             AccessRecord::new(scope, purpose, Operation::Search)
                 .rate_limited()
                 .record()
@@ -446,10 +452,12 @@ impl Pipeline {
         operation: Operation,
         ids: &[String],
     ) -> Result<(), PipelineError> {
-        let Some(quota) = &self.quotas.views else {
-            return Ok(());
-        };
-        let Err(retry_after) = quota.admit(&scope.principal.user_id, ids) else {
+        let own = scope
+            .principal
+            .client
+            .as_ref()
+            .and_then(|c| c.children_per_hour);
+        let Err(retry_after) = self.quotas.views.admit(&scope.principal.user_id, ids, own) else {
             return Ok(());
         };
         AccessRecord::new(scope, purpose, operation)
@@ -502,6 +510,13 @@ impl Pipeline {
         purpose: &Purpose,
         operation: Operation,
     ) -> Result<(), PipelineError> {
+        if let Err(why) = operation.allowed_for(&scope.principal) {
+            AccessRecord::new(scope, purpose, operation)
+                .denied()
+                .record()
+                .await?;
+            return Err(PipelineError::Refused(why));
+        }
         if scope
             .metrics
             .policy(|| scope.policy.sees_child_data(scope.grant))

@@ -58,6 +58,13 @@ pub async fn withdraw_flag(
     flag_id: &str,
 ) -> Result<bool, ActionError> {
     let access = purpose("FLAG");
+    if let Err(why) = Operation::FlagWithdraw.allowed_for(&scope.principal) {
+        AccessRecord::new(scope, &access, Operation::FlagWithdraw)
+            .denied()
+            .record()
+            .await?;
+        return Err(ActionError::Forbidden(why));
+    }
     let Some(owner) = pipeline.store.flag_owner(flag_id).await? else {
         return Err(ActionError::BadRequest("no flag has this id".to_owned()));
     };
@@ -96,14 +103,19 @@ pub async fn record_disclosure(
     consent: bool,
 ) -> Result<Disclosure, ActionError> {
     let access = purpose("DISCLOSURE");
-    if !scope.policy.sees_child_data(scope.grant) {
+    let refusal = match Operation::Disclosure.allowed_for(&scope.principal) {
+        Err(why) => Some(why),
+        Ok(()) if !scope.policy.sees_child_data(scope.grant) => {
+            Some("none of your roles sees child data".to_owned())
+        }
+        Ok(()) => None,
+    };
+    if let Some(why) = refusal {
         AccessRecord::new(scope, &access, Operation::Disclosure)
             .denied()
             .record()
             .await?;
-        return Err(ActionError::Forbidden(
-            "none of your roles sees child data".to_owned(),
-        ));
+        return Err(ActionError::Forbidden(why));
     }
     let recipient = text(recipient, "recipient", MAX_TEXT_CHARS)?;
     let why = text(why, "purpose", MAX_TEXT_CHARS)?;

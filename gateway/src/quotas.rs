@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use governor::clock::Clock as _;
 
 type Limiter = governor::DefaultKeyedRateLimiter<String>;
+type OwnLimiter = governor::DefaultDirectRateLimiter;
 
 /// The most (user, child) pairs kept per tracker: far above what the quotas let users view.
 const MAX_PAIRS: u64 = 1_000_000;
@@ -43,25 +44,80 @@ fn retry_after(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -
         + 1
 }
 
-/// A token bucket of searches per user.
+/// The buckets of one quota: one per user at the gateway's rate, and one for each API client with a rate of its own.
 #[derive(Debug)]
-pub struct SearchQuota(Arc<Limiter>);
+struct Buckets {
+    shared: Option<Arc<Limiter>>,
+    /// By client id and its rate, so that a changed rate starts a bucket of its own.
+    own: moka::sync::Cache<(String, u32), Arc<OwnLimiter>>,
+    quota: fn(NonZeroU32) -> governor::Quota,
+}
 
-impl SearchQuota {
-    /// `per_minute` searches per user, or none for 0.
-    pub fn new(per_minute: u32) -> Option<Arc<Self>> {
-        let limiter = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
-            NonZeroU32::new(per_minute)?,
-        )));
-        keep_recent(&limiter);
-        Some(Arc::new(Self(limiter)))
+impl Buckets {
+    fn new(shared: u32, quota: fn(NonZeroU32) -> governor::Quota, idle: Duration) -> Self {
+        let shared = NonZeroU32::new(shared).map(|n| {
+            let limiter = Arc::new(governor::RateLimiter::keyed(quota(n)));
+            keep_recent(&limiter);
+            limiter
+        });
+        Self {
+            shared,
+            own: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(idle)
+                .build(),
+            quota,
+        }
     }
 
-    /// Takes one search from the user's bucket, or says in how many seconds to retry.
-    pub fn admit(&self, user: &str) -> Result<(), u64> {
-        self.0
-            .check_key(&user.to_owned())
-            .map_err(|not_until| retry_after(&not_until))
+    /// Takes `n` from the key's bucket: its own rate if it has one, else the gateway's; none is free.
+    fn take(&self, key: &str, own: Option<u32>, n: NonZeroU32) -> Result<(), u64> {
+        let outcome = match own.and_then(NonZeroU32::new) {
+            Some(rate) => self
+                .own
+                .get_with((key.to_owned(), rate.get()), || {
+                    Arc::new(governor::RateLimiter::direct((self.quota)(rate)))
+                })
+                .check_n(n),
+            None => match &self.shared {
+                Some(limiter) => limiter.check_key_n(&key.to_owned(), n),
+                None => return Ok(()),
+            },
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(retry_after(&not_until)),
+            // More at once than the bucket holds: not before it has refilled whole.
+            Err(_) => Err(self.period()),
+        }
+    }
+
+    fn period(&self) -> u64 {
+        (self.quota)(NonZeroU32::MIN)
+            .replenish_interval()
+            .as_secs()
+            .max(1)
+    }
+}
+
+/// A token bucket of searches per user, and per API client at its own rate where it has one.
+#[derive(Debug)]
+pub struct SearchQuota(Buckets);
+
+impl SearchQuota {
+    /// `per_minute` searches per user; 0 leaves users unlimited (a client's own rate still holds).
+    pub fn new(per_minute: u32) -> Arc<Self> {
+        Arc::new(Self(Buckets::new(
+            per_minute,
+            governor::Quota::per_minute,
+            Duration::from_secs(60),
+        )))
+    }
+
+    /// Takes one search from the user's bucket, or says in how many seconds to retry. `own` is an API client's own
+    /// rate.
+    pub fn admit(&self, user: &str, own: Option<u32>) -> Result<(), u64> {
+        self.0.take(user, own, NonZeroU32::MIN)
     }
 }
 
@@ -69,29 +125,33 @@ impl SearchQuota {
 /// token bucket of `per_hour`, refilled evenly over the hour.
 #[derive(Debug)]
 pub struct ViewQuota {
-    limiter: Arc<Limiter>,
+    buckets: Buckets,
     seen: moka::sync::Cache<(String, String), ()>,
 }
 
 impl ViewQuota {
-    /// `per_hour` distinct children per user, or none for 0.
-    pub fn new(per_hour: u32) -> Option<Arc<Self>> {
-        let limiter = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_hour(
-            NonZeroU32::new(per_hour)?,
-        )));
-        keep_recent(&limiter);
-        Some(Arc::new(Self {
-            limiter,
+    /// `per_hour` distinct children per user; 0 leaves users unlimited (a client's own rate still holds).
+    pub fn new(per_hour: u32) -> Arc<Self> {
+        Arc::new(Self {
+            buckets: Buckets::new(
+                per_hour,
+                governor::Quota::per_hour,
+                Duration::from_secs(3600),
+            ),
             seen: moka::sync::Cache::builder()
                 .max_capacity(MAX_PAIRS)
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
-        }))
+        })
     }
 
     /// Admits an answer showing these children to the user, all of them or none: those shown to them within the
-    /// hour are free, the others take one each. Refused, it says in how many seconds to retry.
-    pub fn admit(&self, user: &str, children: &[String]) -> Result<(), u64> {
+    /// hour are free, the others take one each. Refused, it says in how many seconds to retry. `own` is an API
+    /// client's own rate.
+    pub fn admit(&self, user: &str, children: &[String], own: Option<u32>) -> Result<(), u64> {
+        if self.buckets.shared.is_none() && own.is_none() {
+            return Ok(());
+        }
         let new: Vec<(String, String)> = children
             .iter()
             .map(|c| (user.to_owned(), c.clone()))
@@ -100,17 +160,11 @@ impl ViewQuota {
         let Some(n) = NonZeroU32::new(u32::try_from(new.len()).unwrap_or(u32::MAX)) else {
             return Ok(());
         };
-        match self.limiter.check_key_n(&user.to_owned(), n) {
-            Ok(Ok(())) => {
-                for pair in new {
-                    self.seen.insert(pair, ());
-                }
-                Ok(())
-            }
-            Ok(Err(not_until)) => Err(retry_after(&not_until)),
-            // More new children in one answer than the whole hour's quota.
-            Err(_) => Err(3600),
+        self.buckets.take(user, own, n)?;
+        for pair in new {
+            self.seen.insert(pair, ());
         }
+        Ok(())
     }
 }
 
@@ -243,21 +297,47 @@ mod tests {
 
     #[tokio::test]
     async fn a_view_quota_counts_distinct_children_all_or_none() {
-        let quota = ViewQuota::new(5).expect("a quota");
-        assert_eq!(quota.admit("u", &ids(0..3)), Ok(()));
+        let quota = ViewQuota::new(5);
+        assert_eq!(quota.admit("u", &ids(0..3), None), Ok(()));
         // Children already shown are free, however often.
         for _ in 0..10 {
-            assert_eq!(quota.admit("u", &ids(0..3)), Ok(()));
+            assert_eq!(quota.admit("u", &ids(0..3), None), Ok(()));
         }
         // Three new children do not fit in the two left: none is admitted, and the retry is within the hour.
-        let wait = quota.admit("u", &ids(3..6)).expect_err("over the quota");
+        let wait = quota
+            .admit("u", &ids(3..6), None)
+            .expect_err("over the quota");
         assert!((1..=3600).contains(&wait), "{wait}");
-        assert_eq!(quota.admit("u", &ids(3..5)), Ok(()));
-        assert!(quota.admit("u", &ids(5..6)).is_err());
+        assert_eq!(quota.admit("u", &ids(3..5), None), Ok(()));
+        assert!(quota.admit("u", &ids(5..6), None).is_err());
         // Another user has a bucket of their own; more than a whole hour's quota at once is refused for the hour.
-        assert_eq!(quota.admit("v", &ids(5..6)), Ok(()));
-        assert_eq!(quota.admit("w", &ids(0..6)), Err(3600));
-        assert!(ViewQuota::new(0).is_none());
+        assert_eq!(quota.admit("v", &ids(5..6), None), Ok(()));
+        assert_eq!(quota.admit("w", &ids(0..6), None), Err(3600));
+        // A client with a rate of its own is held to it, not to the gateway's.
+        assert_eq!(quota.admit("client", &ids(0..8), Some(8)), Ok(()));
+        assert!(quota.admit("client", &ids(8..9), Some(8)).is_err());
+        // With the gateway's quota off, users are free and a client's own rate still holds.
+        let off = ViewQuota::new(0);
+        assert_eq!(off.admit("u", &ids(0..500), None), Ok(()));
+        assert_eq!(off.admit("client", &ids(0..2), Some(2)), Ok(()));
+        assert!(off.admit("client", &ids(2..3), Some(2)).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_search_quota_is_per_user_or_the_clients_own() {
+        let quota = SearchQuota::new(2);
+        assert_eq!(quota.admit("u", None), Ok(()));
+        assert_eq!(quota.admit("u", None), Ok(()));
+        let wait = quota.admit("u", None).expect_err("spent");
+        assert!((1..=30).contains(&wait), "{wait}");
+        assert_eq!(quota.admit("client", Some(3)), Ok(()));
+        assert_eq!(quota.admit("client", Some(3)), Ok(()));
+        assert_eq!(quota.admit("client", Some(3)), Ok(()));
+        assert!(quota.admit("client", Some(3)).is_err());
+        let off = SearchQuota::new(0);
+        for _ in 0..100 {
+            assert_eq!(off.admit("u", None), Ok(()));
+        }
     }
 
     #[tokio::test]

@@ -32,6 +32,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Parsed query texts that carry no typed values, by text.
     pub documents: Documents,
+    /// Registered operations, when configured.
+    pub trusted: Option<crate::graphql::trusted::TrustedDocuments>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -159,6 +161,11 @@ async fn execute(
     let started = std::time::Instant::now();
     let loader = crate::graphql::child_loader(state.pipeline.clone(), scope.clone());
     let mut request = request.into_inner();
+    if let Some(trusted) = &state.trusted
+        && let Err(refusal) = trusted.resolve(&mut request, scope.principal.client.is_some())
+    {
+        return untrusted(&scope, refusal).await;
+    }
     state.documents.prepare(&mut request);
     // The document parsed once, for the executor and for these checks. One that does not parse is left for the
     // executor to refuse with its own error.
@@ -232,6 +239,51 @@ async fn execute(
         http.headers_mut().insert("server-timing", value);
     }
     http
+}
+
+/// The answer to a document the trusted list does not allow; a refusal in trusted mode is audited.
+async fn untrusted(
+    scope: &crate::pipeline::RequestScope,
+    refusal: crate::graphql::trusted::Refusal,
+) -> Response {
+    use crate::graphql::trusted::Refusal;
+    let code = match refusal {
+        Refusal::NotTrusted => {
+            let purpose = crate::pipeline::Purpose {
+                purpose: crate::access::Operation::Request.purpose(),
+                justification: None,
+            };
+            let recorded = crate::access::AccessRecord::new(
+                scope,
+                &purpose,
+                crate::access::Operation::Request,
+            )
+            .denied()
+            .record()
+            .await;
+            if recorded.is_err() {
+                return coded_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "internal error",
+                );
+            }
+            "FORBIDDEN"
+        }
+        Refusal::UnknownId | Refusal::Mismatch => "BAD_REQUEST",
+    };
+    let status = if code == "FORBIDDEN" {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    coded_response(status, code, &refusal.to_string())
+}
+
+fn coded_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body =
+        serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, axum::Json(body)).into_response()
 }
 
 fn auth_error(error: &AuthError) -> Response {

@@ -52,9 +52,14 @@ pub(crate) async fn require(
     permission: Permission,
     operation: Operation,
 ) -> Result<(), ActionError> {
-    if scope.grant.may(permission) {
-        return Ok(());
-    }
+    let refusal = match operation.allowed_for(&scope.principal) {
+        Err(why) => why,
+        Ok(()) if scope.grant.may(permission) => return Ok(()),
+        Ok(()) => format!(
+            "none of your roles holds the {} permission",
+            permission.name()
+        ),
+    };
     let purpose = Purpose {
         purpose: operation.purpose(),
         justification: None,
@@ -63,10 +68,7 @@ pub(crate) async fn require(
         .denied()
         .record()
         .await?;
-    Err(ActionError::Forbidden(format!(
-        "none of your roles holds the {} permission",
-        permission.name()
-    )))
+    Err(ActionError::Forbidden(refusal))
 }
 
 /// A reason in words: trimmed, not empty, not too long.

@@ -58,6 +58,13 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
         linker: Arc::new(parts.linker),
         accounts: parts.accounts,
     };
+    let trusted = parts
+        .request
+        .trusted_documents
+        .as_ref()
+        .map(|t| crate::graphql::trusted::TrustedDocuments::load(&t.manifest, t.enforce))
+        .transpose()
+        .context("loading the trusted documents")?;
     let auth = Authenticator::new(parts.issuers, parts.leeway_seconds, parts.store)
         .context("loading trusted keys")?
         .with_account_cache(parts.account_cache);
@@ -67,6 +74,7 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
         pipeline,
         body_limit: parts.request.body_limit_bytes,
         documents: crate::graphql::Documents::default(),
+        trusted,
     })
 }
 

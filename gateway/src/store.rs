@@ -50,6 +50,53 @@ pub struct Account {
     /// False once revoked.
     pub active: bool,
     pub authorisation: Authorisation,
+    /// For a partner agency's API client: its scopes and quotas. `None` for a person.
+    pub client: Option<ClientTerms>,
+}
+
+/// What a partner agency's API client may do, and how much.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTerms {
+    pub scopes: Vec<ClientScope>,
+    /// The client's own quotas; `None` takes the gateway's.
+    pub searches_per_minute: Option<u32>,
+    pub children_per_hour: Option<u32>,
+}
+
+/// An operation an API client may be allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ClientScope {
+    /// `searchChildren`.
+    Search,
+    /// `child`.
+    View,
+    /// `raiseFlag` and `withdrawFlag`.
+    Flag,
+    /// `recordDisclosure`.
+    Disclosure,
+}
+
+impl ClientScope {
+    pub const ALL: [ClientScope; 4] = [
+        ClientScope::Search,
+        ClientScope::View,
+        ClientScope::Flag,
+        ClientScope::Disclosure,
+    ];
+
+    /// The scope's name, in the store and in a token's `scope` claim.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientScope::Search => "search",
+            ClientScope::View => "view",
+            ClientScope::Flag => "flag",
+            ClientScope::Disclosure => "disclosure",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
 }
 
 /// What an authoriser granted with the account, and until when it holds.
@@ -209,16 +256,19 @@ impl Store {
         let roles = serde_json::to_string(&account.roles)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let a = &account.authorisation;
+        let client = ClientColumns::of(account);
         sqlx::query(
             "INSERT INTO accounts (user_id, display_name, organisation_id, roles, phone, email, active,
-                 clearance_reference, clearance_expires, training_completed, authorised_by, authorised_at, recertify_by)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 clearance_reference, clearance_expires, training_completed, authorised_by, authorised_at, recertify_by,
+                 kind, scopes, searches_per_minute, children_per_hour)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name,
              organisation_id = excluded.organisation_id, roles = excluded.roles, phone = excluded.phone,
              email = excluded.email, active = excluded.active, clearance_reference = excluded.clearance_reference,
              clearance_expires = excluded.clearance_expires, training_completed = excluded.training_completed,
              authorised_by = excluded.authorised_by, authorised_at = excluded.authorised_at,
-             recertify_by = excluded.recertify_by",
+             recertify_by = excluded.recertify_by, kind = excluded.kind, scopes = excluded.scopes,
+             searches_per_minute = excluded.searches_per_minute, children_per_hour = excluded.children_per_hour",
         )
         .bind(&account.user_id)
         .bind(&account.display_name)
@@ -233,6 +283,10 @@ impl Store {
         .bind(&a.authorised_by)
         .bind(a.authorised_at.to_rfc3339())
         .bind(a.recertify_by.to_rfc3339())
+        .bind(client.kind)
+        .bind(client.scopes)
+        .bind(client.searches_per_minute)
+        .bind(client.children_per_hour)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -543,7 +597,67 @@ impl Store {
 /// The columns [`account_from_row`] reads, from `accounts a JOIN organisations o`.
 const ACCOUNT_COLUMNS: &str = "a.user_id, a.display_name, a.roles, a.phone, a.email, a.active, \
     a.clearance_reference, a.clearance_expires, a.training_completed, a.authorised_by, a.authorised_at, \
-    a.recertify_by, o.id AS org_id, o.name AS org_name, o.source, o.source_org_id";
+    a.recertify_by, a.kind, a.scopes, a.searches_per_minute, a.children_per_hour, \
+    o.id AS org_id, o.name AS org_name, o.source, o.source_org_id";
+
+/// An account's API-client columns, as written.
+struct ClientColumns {
+    kind: &'static str,
+    scopes: Option<String>,
+    searches_per_minute: Option<i64>,
+    children_per_hour: Option<i64>,
+}
+
+impl ClientColumns {
+    fn of(account: &Account) -> Self {
+        match &account.client {
+            None => Self {
+                kind: "user",
+                scopes: None,
+                searches_per_minute: None,
+                children_per_hour: None,
+            },
+            Some(terms) => Self {
+                kind: "client",
+                scopes: Some(
+                    serde_json::to_string(
+                        &terms.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                    )
+                    .unwrap_or_else(|_| "[]".to_owned()),
+                ),
+                searches_per_minute: terms.searches_per_minute.map(i64::from),
+                children_per_hour: terms.children_per_hour.map(i64::from),
+            },
+        }
+    }
+}
+
+fn client_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Option<ClientTerms>, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    if kind != "client" {
+        return Ok(None);
+    }
+    let scopes: Option<String> = row.try_get("scopes")?;
+    let names: Vec<String> = serde_json::from_str(scopes.as_deref().unwrap_or("[]"))
+        .map_err(|e| StoreError::Corrupt(format!("scopes: {e}")))?;
+    let scopes = names
+        .iter()
+        .map(|n| {
+            ClientScope::parse(n).ok_or_else(|| StoreError::Corrupt(format!("unknown scope {n}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let quota = |column: &str| -> Result<Option<u32>, StoreError> {
+        let value: Option<i64> = row.try_get(column)?;
+        value
+            .map(|v| u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column}: {v}"))))
+            .transpose()
+    };
+    Ok(Some(ClientTerms {
+        scopes,
+        searches_per_minute: quota("searches_per_minute")?,
+        children_per_hour: quota("children_per_hour")?,
+    }))
+}
 
 fn new_child_id() -> String {
     format!("ch_{}", uuid::Uuid::new_v4().simple())
@@ -586,6 +700,7 @@ fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Account, StoreError
             .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
     };
     Ok(Account {
+        client: client_from_row(row)?,
         authorisation: Authorisation {
             clearance_reference: row.try_get("clearance_reference")?,
             clearance_expires: date("clearance_expires")?,
@@ -765,6 +880,7 @@ mod tests {
             email: Some("p@example.org".into()),
             active: true,
             authorisation: crate::store::Authorisation::seeded("authoriser"),
+            client: None,
         };
         store.upsert_account(&account).await.expect("account");
         assert_eq!(

@@ -50,6 +50,7 @@ pub fn source_unavailable(source: SourceName, timed_out: bool) -> ServerError {
 pub fn pipeline_error(error: &PipelineError) -> Error {
     match error {
         PipelineError::Forbidden(message) => coded("FORBIDDEN", *message),
+        PipelineError::Refused(message) => coded("FORBIDDEN", message.clone()),
         PipelineError::Criteria(CriteriaError::Insufficient) => coded(
             "INSUFFICIENT_CRITERIA",
             CriteriaError::Insufficient.to_string(),

@@ -5,6 +5,7 @@ mod errors;
 mod loader;
 mod mutation;
 mod query;
+pub mod trusted;
 mod types;
 
 use async_graphql::{EmptySubscription, MergedObject, Schema};

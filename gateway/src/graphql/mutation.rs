@@ -168,6 +168,52 @@ pub struct UserAccount {
     /// Access lapses after this unless the user is recertified.
     pub recertify_by: DateTime<Utc>,
     pub standing: AccountStanding,
+    /// For a partner agency's API client: its scopes and quotas; null for a person.
+    pub client: Option<ClientAccess>,
+}
+
+/// An operation an API client may be allowed; a client-credentials token's `scope` claim names them in lower case.
+#[derive(async_graphql::Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientScope {
+    /// `searchChildren`.
+    Search,
+    /// `child`.
+    View,
+    /// `raiseFlag` and `withdrawFlag`.
+    Flag,
+    /// `recordDisclosure`.
+    Disclosure,
+}
+
+impl From<ClientScope> for store::ClientScope {
+    fn from(s: ClientScope) -> Self {
+        match s {
+            ClientScope::Search => store::ClientScope::Search,
+            ClientScope::View => store::ClientScope::View,
+            ClientScope::Flag => store::ClientScope::Flag,
+            ClientScope::Disclosure => store::ClientScope::Disclosure,
+        }
+    }
+}
+
+impl From<store::ClientScope> for ClientScope {
+    fn from(s: store::ClientScope) -> Self {
+        match s {
+            store::ClientScope::Search => ClientScope::Search,
+            store::ClientScope::View => ClientScope::View,
+            store::ClientScope::Flag => ClientScope::Flag,
+            store::ClientScope::Disclosure => ClientScope::Disclosure,
+        }
+    }
+}
+
+/// What an API client may do, and how much.
+#[derive(SimpleObject, Debug)]
+pub struct ClientAccess {
+    pub scopes: Vec<ClientScope>,
+    /// Its own quotas; null takes the gateway's.
+    pub searches_per_minute: Option<u32>,
+    pub children_per_hour: Option<u32>,
 }
 
 impl From<store::Account> for UserAccount {
@@ -191,6 +237,11 @@ impl From<store::Account> for UserAccount {
             authorised_by: a.authorisation.authorised_by,
             recertify_by: a.authorisation.recertify_by,
             standing,
+            client: a.client.map(|c| ClientAccess {
+                scopes: c.scopes.into_iter().map(Into::into).collect(),
+                searches_per_minute: c.searches_per_minute,
+                children_per_hour: c.children_per_hour,
+            }),
         }
     }
 }
@@ -212,6 +263,29 @@ pub struct AuthoriseUserInput {
     pub training_completed: Date,
     /// Contact details other practitioners see with the user's flags.
     pub phone: Option<String>,
+    pub email: Option<String>,
+}
+
+/// What an authoriser grants a partner agency's API client of their own organisation. Its tokens come from the
+/// client-credentials grant, with `sub` (and `client_id`) the client's id.
+#[derive(async_graphql::InputObject, Debug)]
+pub struct AuthoriseClientInput {
+    pub client_id: String,
+    /// The partner system, as people will know it in the audit log.
+    pub display_name: String,
+    /// Your own organisation: an authoriser manages no other.
+    pub organisation_id: ID,
+    /// Roles as the policy names them: they decide which fields the client sees.
+    pub roles: Vec<String>,
+    pub scopes: Vec<ClientScope>,
+    /// The data-sharing agreement the client works under.
+    pub agreement_reference: String,
+    /// The agreement's last day; after it, the client's access lapses.
+    pub agreement_expires: Date,
+    /// Its own quotas; left out, the gateway's apply.
+    pub searches_per_minute: Option<u32>,
+    pub children_per_hour: Option<u32>,
+    /// Who to contact about the client.
     pub email: Option<String>,
 }
 
@@ -242,6 +316,38 @@ impl Mutation {
             training_completed: input.training_completed.0,
             phone: input.phone,
             email: input.email,
+            client: None,
+        };
+        crate::accounts::authorise(pipeline, scope, auth(ctx)?, grant)
+            .await
+            .map(Into::into)
+            .map_err(shield_error)
+    }
+
+    /// Grants a partner agency's API client of your organisation access, or grants it again: roles, scopes, quotas and
+    /// the data-sharing agreement it works under. Needs accounts.manage. `revokeUser` and `recertifyUser` apply to
+    /// clients too.
+    async fn authorise_client(
+        &self,
+        ctx: &Context<'_>,
+        input: AuthoriseClientInput,
+    ) -> Result<UserAccount> {
+        let (pipeline, scope) = parts(ctx)?;
+        let grant = crate::accounts::NewAuthorisation {
+            user_id: input.client_id,
+            display_name: input.display_name,
+            organisation_id: input.organisation_id.0,
+            roles: input.roles,
+            clearance_reference: input.agreement_reference,
+            clearance_expires: input.agreement_expires.0,
+            training_completed: Utc::now().date_naive(),
+            phone: None,
+            email: input.email,
+            client: Some(store::ClientTerms {
+                scopes: input.scopes.into_iter().map(Into::into).collect(),
+                searches_per_minute: input.searches_per_minute,
+                children_per_hour: input.children_per_hour,
+            }),
         };
         crate::accounts::authorise(pipeline, scope, auth(ctx)?, grant)
             .await

@@ -6,3 +6,4 @@ mod conformance;
 mod gateway;
 mod redaction;
 mod shields;
+mod trusted;

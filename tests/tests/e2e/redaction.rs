@@ -231,6 +231,7 @@ async fn no_withheld_value_reaches_the_response_by_any_path() {
         email: None,
         active: true,
         authorisation: childgraph::store::Authorisation::seeded("authoriser"),
+        client: None,
     };
     // The user who sees everything: every role, and an override of every shield.
     store
