@@ -1,0 +1,179 @@
+//! The audit log survives SIGKILL under load: every answer a client received has its audit record, and the chain is
+//! whole. The gateway runs as its own process (`childgraph demo`), killed with SIGKILL while requests are in flight.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const USERS: [&str; 4] = ["teacher", "gp", "mch-nurse", "social-worker"];
+const CLIENTS: usize = 16;
+
+/// The demo process, killed when dropped if the test ends early.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `childgraph demo` on a free port and returns it with its GraphQL URL, read from what it prints.
+fn start(dir: &std::path::Path) -> (Demo, String) {
+    let mut process = Command::new(env!("CARGO_BIN_EXE_childgraph"))
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--children",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("childgraph demo starts");
+    let stdout = process.stdout.take().expect("stdout");
+    let demo = Demo(process);
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the demo prints its URL")
+            .expect("a line");
+        if let Some(url) = line.trim().strip_prefix("GraphiQL:") {
+            break url.trim().to_owned();
+        }
+    };
+    // Keep reading so the demo never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (demo, url)
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    request_id: &str,
+    body: Value,
+) -> reqwest::Result<(u16, Value)> {
+    let response = http
+        .post(url)
+        .bearer_auth(token)
+        .header("x-request-id", request_id)
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_audit_record_of_an_answer_received() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut demo, url) = start(dir.path());
+    let key = childgraph::demo_key::DemoKey::load_or_create(dir.path()).expect("the demo's key");
+    let tokens: Vec<String> = USERS.iter().map(|u| key.token(u).expect("token")).collect();
+    let http = reqwest::Client::new();
+
+    // Every user finds the children the load will view: a search each, within the search quota.
+    let mut ids = Vec::new();
+    for (family, born) in [("Hartley", "2019-06-14"), ("Fernandes", "2012-09-05")] {
+        let search = json!({
+            "query": "query($f: String!, $d: Date!) { searchChildren(criteria: {familyName: $f, dateOfBirth: $d}, access: {purpose: SAFEGUARDING}) { matches { child { id } } } }",
+            "variables": { "f": family, "d": born },
+        });
+        let (status, body) = post(&http, &url, &tokens[0], &format!("setup-{family}"), search)
+            .await
+            .expect("the demo answers");
+        assert_eq!(status, 200, "{body:#}");
+        ids.push(
+            body["data"]["searchChildren"]["matches"][0]["child"]["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{body:#}"))
+                .to_owned(),
+        );
+    }
+
+    // Clients view the children back to back until the gateway dies under them; each keeps the request ids of the
+    // answers it received with child data.
+    let killed = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let (http, url, killed) = (http.clone(), url.clone(), killed.clone());
+        let token = tokens[c % tokens.len()].clone();
+        let ids = ids.clone();
+        clients.push(tokio::spawn(async move {
+            let mut received = Vec::new();
+            for n in 0.. {
+                let request_id = format!("load-{c}-{n}");
+                let view = json!({
+                    "query": "query($id: ID!) { child(id: $id, access: {purpose: SAFEGUARDING}) { id name { given } } }",
+                    "variables": { "id": ids[n % ids.len()] },
+                });
+                match post(&http, &url, &token, &request_id, view).await {
+                    Ok((200, body)) if body["data"]["child"]["id"].is_string() => {
+                        received.push(request_id)
+                    }
+                    Ok(_) => {}
+                    Err(_) if killed.load(Ordering::SeqCst) => break,
+                    Err(e) => panic!("the gateway failed before it was killed: {e}"),
+                }
+            }
+            received
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    killed.store(true, Ordering::SeqCst);
+    demo.0.kill().expect("SIGKILL");
+    demo.0.wait().expect("the demo ends");
+    let mut received = Vec::new();
+    for client in clients {
+        received.extend(client.await.expect("a client"));
+    }
+    assert!(
+        received.len() > 100,
+        "only {} answers before the kill",
+        received.len()
+    );
+
+    // The store, opened after the kill as a restarted gateway would open it.
+    let store =
+        childgraph::store::Store::open_sqlite(&dir.path().join(childgraph::demo::STORE_FILE))
+            .await
+            .expect("the store opens after SIGKILL");
+    let (whole, report) = childgraph::audit_cli::verify(&store).await.expect("verify");
+    assert!(whole, "{report}");
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join(childgraph::demo::STORE_FILE).display()
+    );
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("the store file opens");
+    let recorded: HashSet<String> = sqlx::query_scalar(
+        "SELECT request_id FROM audit_log WHERE operation = 'view' AND outcome = 'ok'",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("audit records")
+    .into_iter()
+    .collect();
+    let lost: Vec<&String> = received
+        .iter()
+        .filter(|id| !recorded.contains(*id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} answers received have no audit record: {:?}",
+        lost.len(),
+        received.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
