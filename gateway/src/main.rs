@@ -48,7 +48,7 @@ enum Command {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
-    /// Prints a token for a demo identity, signed with the demo's key (accepted by `demo` only).
+    /// Prints a token for a user (a demo identity, or one the demo's authoriser authorised), signed with the demo's key (accepted by `demo` only).
     Token {
         #[arg(long)]
         user: String,
@@ -293,8 +293,8 @@ async fn main() -> anyhow::Result<()> {
                     .iter()
                     .map(|i| i.user)
                     .collect();
-                anyhow::bail!(
-                    "{user} is not a demo identity; the demo identities are {}",
+                eprintln!(
+                    "note: {user} is not a demo identity ({}); the demo refuses this token unless the authoriser has authorised {user}",
                     names.join(", ")
                 );
             }
