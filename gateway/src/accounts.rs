@@ -213,9 +213,20 @@ pub async fn authorise(
         Err(AccountChangeError::Store(e)) => return Err(e.into()),
         Err(e) => return Err(refusal(scope, operation, &user_id, &e.to_string()).await),
     };
-    auth.forget(&user_id).await;
+    changed(scope, auth, operation, account).await
+}
+
+/// After a change: the gateway's kept copy of the account is dropped, so the change holds from the user's next
+/// request, and the change is audited with the account it was about.
+async fn changed(
+    scope: &RequestScope,
+    auth: &Authenticator,
+    operation: Operation,
+    account: Account,
+) -> Result<Account, ActionError> {
+    auth.forget(&account.user_id).await;
     AccessRecord::new(scope, &purpose(), operation)
-        .subject(&user_id)
+        .subject(&account.user_id)
         .record()
         .await?;
     Ok(account)
@@ -265,12 +276,7 @@ pub async fn revoke(
         )
         .await
         .map_err(change_error)?;
-    auth.forget(user_id).await;
-    AccessRecord::new(scope, &purpose(), operation)
-        .subject(user_id)
-        .record()
-        .await?;
-    Ok(account)
+    changed(scope, auth, operation, account).await
 }
 
 /// `recertifyUser`: keeps an active user's access for another period, with a renewed clearance expiry or training
@@ -311,12 +317,7 @@ pub async fn recertify(
         )
         .await
         .map_err(change_error)?;
-    auth.forget(user_id).await;
-    AccessRecord::new(scope, &purpose(), operation)
-        .subject(user_id)
-        .record()
-        .await?;
-    Ok(account)
+    changed(scope, auth, operation, account).await
 }
 
 /// `organisationAccounts`: the authoriser's own organisation's accounts, with their standing.

@@ -253,43 +253,7 @@ impl Store {
 
     pub async fn upsert_account(&self, account: &Account) -> Result<(), StoreError> {
         self.upsert_organisation(&account.organisation).await?;
-        let roles = serde_json::to_string(&account.roles)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let a = &account.authorisation;
-        let client = ClientColumns::of(account);
-        sqlx::query(
-            "INSERT INTO accounts (user_id, display_name, organisation_id, roles, phone, email, active,
-                 clearance_reference, clearance_expires, training_completed, authorised_by, authorised_at, recertify_by,
-                 kind, scopes, searches_per_minute, children_per_hour)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name,
-             organisation_id = excluded.organisation_id, roles = excluded.roles, phone = excluded.phone,
-             email = excluded.email, active = excluded.active, clearance_reference = excluded.clearance_reference,
-             clearance_expires = excluded.clearance_expires, training_completed = excluded.training_completed,
-             authorised_by = excluded.authorised_by, authorised_at = excluded.authorised_at,
-             recertify_by = excluded.recertify_by, kind = excluded.kind, scopes = excluded.scopes,
-             searches_per_minute = excluded.searches_per_minute, children_per_hour = excluded.children_per_hour",
-        )
-        .bind(&account.user_id)
-        .bind(&account.display_name)
-        .bind(&account.organisation.id)
-        .bind(roles)
-        .bind(&account.phone)
-        .bind(&account.email)
-        .bind(account.active)
-        .bind(&a.clearance_reference)
-        .bind(a.clearance_expires.to_string())
-        .bind(a.training_completed.to_string())
-        .bind(&a.authorised_by)
-        .bind(a.authorised_at.to_rfc3339())
-        .bind(a.recertify_by.to_rfc3339())
-        .bind(client.kind)
-        .bind(client.scopes)
-        .bind(client.searches_per_minute)
-        .bind(client.children_per_hour)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        write_account(&self.pool, account).await
     }
 
     pub async fn account(&self, user_id: &str) -> Result<Option<Account>, StoreError> {
@@ -592,6 +556,53 @@ impl Store {
         }
         Ok(flags)
     }
+}
+
+/// Writes an account whole, inserting or replacing it. An active account has no revocation on record.
+async fn write_account<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    account: &Account,
+) -> Result<(), StoreError> {
+    let roles =
+        serde_json::to_string(&account.roles).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let a = &account.authorisation;
+    let client = ClientColumns::of(account);
+    sqlx::query(
+        "INSERT INTO accounts (user_id, display_name, organisation_id, roles, phone, email, active,
+             clearance_reference, clearance_expires, training_completed, authorised_by, authorised_at, recertify_by,
+             kind, scopes, searches_per_minute, children_per_hour)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name,
+         organisation_id = excluded.organisation_id, roles = excluded.roles, phone = excluded.phone,
+         email = excluded.email, active = excluded.active, clearance_reference = excluded.clearance_reference,
+         clearance_expires = excluded.clearance_expires, training_completed = excluded.training_completed,
+         authorised_by = excluded.authorised_by, authorised_at = excluded.authorised_at,
+         recertify_by = excluded.recertify_by, kind = excluded.kind, scopes = excluded.scopes,
+         searches_per_minute = excluded.searches_per_minute, children_per_hour = excluded.children_per_hour,
+         revoked_by = CASE WHEN excluded.active THEN NULL ELSE revoked_by END,
+         revoked_at = CASE WHEN excluded.active THEN NULL ELSE revoked_at END,
+         revoke_reason = CASE WHEN excluded.active THEN NULL ELSE revoke_reason END",
+    )
+    .bind(&account.user_id)
+    .bind(&account.display_name)
+    .bind(&account.organisation.id)
+    .bind(roles)
+    .bind(&account.phone)
+    .bind(&account.email)
+    .bind(account.active)
+    .bind(&a.clearance_reference)
+    .bind(a.clearance_expires.to_string())
+    .bind(a.training_completed.to_string())
+    .bind(&a.authorised_by)
+    .bind(a.authorised_at.to_rfc3339())
+    .bind(a.recertify_by.to_rfc3339())
+    .bind(client.kind)
+    .bind(client.scopes)
+    .bind(client.searches_per_minute)
+    .bind(client.children_per_hour)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 /// The columns [`account_from_row`] reads, from `accounts a JOIN organisations o`.

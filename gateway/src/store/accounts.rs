@@ -44,42 +44,9 @@ impl Store {
         if owner.is_some_and(|org| org != account.organisation.id) {
             return Err(AccountChangeError::OtherOrganisation);
         }
-        let roles = serde_json::to_string(&account.roles)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let a = &account.authorisation;
-        let client = super::ClientColumns::of(account);
-        sqlx::query(
-            "INSERT INTO accounts (user_id, display_name, organisation_id, roles, phone, email, active,
-                 clearance_reference, clearance_expires, training_completed, authorised_by, authorised_at, recertify_by,
-                 kind, scopes, searches_per_minute, children_per_hour)
-             VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name, roles = excluded.roles,
-             phone = excluded.phone, email = excluded.email, active = 1,
-             clearance_reference = excluded.clearance_reference, clearance_expires = excluded.clearance_expires,
-             training_completed = excluded.training_completed, authorised_by = excluded.authorised_by,
-             authorised_at = excluded.authorised_at, recertify_by = excluded.recertify_by,
-             kind = excluded.kind, scopes = excluded.scopes, searches_per_minute = excluded.searches_per_minute,
-             children_per_hour = excluded.children_per_hour,
-             revoked_by = NULL, revoked_at = NULL, revoke_reason = NULL",
-        )
-        .bind(&account.user_id)
-        .bind(&account.display_name)
-        .bind(&account.organisation.id)
-        .bind(roles)
-        .bind(&account.phone)
-        .bind(&account.email)
-        .bind(&a.clearance_reference)
-        .bind(a.clearance_expires.to_string())
-        .bind(a.training_completed.to_string())
-        .bind(&a.authorised_by)
-        .bind(a.authorised_at.to_rfc3339())
-        .bind(a.recertify_by.to_rfc3339())
-        .bind(client.kind)
-        .bind(client.scopes)
-        .bind(client.searches_per_minute)
-        .bind(client.children_per_hour)
-        .execute(&mut *tx)
-        .await?;
+        let mut account = account.clone();
+        account.active = true;
+        super::write_account(&mut *tx, &account).await?;
         tx.commit().await?;
         self.account(&account.user_id)
             .await?

@@ -214,11 +214,11 @@ async fn introspection_follows_the_config_and_wide_queries_are_refused() {
     demo.stop().await;
 }
 
-/// Finds a cast child's id by family name and date of birth, as the GP.
-async fn find_id(gateway: &TestGateway, family: &str, born: &str) -> String {
+/// Finds a cast child's id by family name and date of birth, as this user.
+async fn find_as(gateway: &TestGateway, user: &str, family: &str, born: &str) -> String {
     let answer = gateway
         .query_vars(
-            "gp",
+            user,
             FIND,
             json!({ "c": { "familyName": family, "dateOfBirth": born } }),
         )
@@ -227,24 +227,13 @@ async fn find_id(gateway: &TestGateway, family: &str, born: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("{:#}", answer.body))
         .to_owned()
+}
+
+async fn find_id(gateway: &TestGateway, family: &str, born: &str) -> String {
+    find_as(gateway, "gp", family, born).await
 }
 
 const VIEW: &str = "query($id: ID!) { child(id: $id, access: { purpose: SAFEGUARDING }) { id } }";
-
-/// Finds a cast child's id as the teacher, who has no quota in these tests' gateways to spend.
-async fn teacher_finds(gateway: &TestGateway, family: &str, born: &str) -> String {
-    let answer = gateway
-        .query_vars(
-            "teacher",
-            FIND,
-            json!({ "c": { "familyName": family, "dateOfBirth": born } }),
-        )
-        .await;
-    answer.body["data"]["searchChildren"]["matches"][0]["child"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{:#}", answer.body))
-        .to_owned()
-}
 
 #[tokio::test]
 async fn a_spent_quota_of_distinct_children_refuses_new_children_only() {
@@ -270,10 +259,10 @@ async fn a_spent_quota_of_distinct_children_refuses_new_children_only() {
         .unwrap();
     assert!((60..=3600).contains(&retry), "{retry}");
     // A view of one new child takes the last.
-    let noah = teacher_finds(&gateway, "Okafor", "2021-11-03").await;
+    let noah = find_as(&gateway, "teacher", "Okafor", "2021-11-03").await;
     let view = gateway.query_vars("gp", VIEW, json!({ "id": noah })).await;
     assert!(view.errors().is_empty(), "{:#}", view.body);
-    let isla = teacher_finds(&gateway, "Brennan", "2017-01-22").await;
+    let isla = find_as(&gateway, "teacher", "Brennan", "2017-01-22").await;
     let refused = gateway.query_vars("gp", VIEW, json!({ "id": isla })).await;
     assert_eq!(refused.codes(), ["RATE_LIMITED"], "{:#}", refused.body);
     assert!(
