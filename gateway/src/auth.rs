@@ -289,12 +289,30 @@ pub fn load_issuers(config: &AuthConfig) -> Result<Vec<IssuerSpec>, KeyError> {
                 pem,
             });
         }
+        let jwks = match &issuer.jwks_url {
+            None => None,
+            Some(url) => {
+                let ca_pem = match &issuer.jwks_ca_file {
+                    None => None,
+                    Some(path) => Some(std::fs::read(path).map_err(|source| KeyError::Read {
+                        path: path.clone(),
+                        source,
+                    })?),
+                };
+                Some(JwksSpec {
+                    refresh: issuer.jwks_refresh(),
+                    min_refetch: issuer.jwks_min_refetch(),
+                    ca_pem,
+                    ..JwksSpec::new(url.clone())
+                })
+            }
+        };
         issuers.push(IssuerSpec {
             issuer: issuer.issuer.clone(),
             audience: issuer.audience.clone(),
             required_amr: issuer.required_amr.clone(),
             keys,
-            jwks: None,
+            jwks,
         });
     }
     Ok(issuers)
