@@ -1,11 +1,18 @@
 //! Authentication: a bearer JWT, checked against the trusted issuers' keys, then the account store.
+//!
+//! An issuer's keys are static (PEM files named in the config), fetched from its JWKS endpoint (`jwks`), or both.
+//! Key ids are unique only within an issuer: a token's key is looked up among the keys of the issuer its (not yet
+//! verified) `iss` claim names; the signature and the `iss` check then confirm both.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
+use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::{AuthConfig, KeyAlgorithm};
+use crate::jwks::{Jwks, JwksSpec};
 use crate::store::{Account, Standing, Store};
 
 /// Why a request was not let in. Messages are for the client: they say what to fix and reveal nothing else.
@@ -49,19 +56,21 @@ impl AuthError {
     }
 }
 
-/// A key trusted to sign tokens for one issuer.
-struct TrustedKey {
-    algorithm: Algorithm,
-    key: DecodingKey,
-    issuer: usize,
+/// A key trusted to sign tokens for one issuer. Its algorithm is the key's, never the token header's.
+pub(crate) struct TrustedKey {
+    pub(crate) kid: String,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) key: DecodingKey,
+    /// The JWK it was read from, for a fetched key: a refetch that finds it unchanged keeps it.
+    pub(crate) jwk: Option<jsonwebtoken::jwk::Jwk>,
 }
 
 impl std::fmt::Debug for TrustedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrustedKey")
+            .field("kid", &self.kid)
             .field("algorithm", &self.algorithm)
-            .field("issuer", &self.issuer)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,6 +79,16 @@ struct Issuer {
     issuer: String,
     audience: String,
     required_amr: Vec<String>,
+    /// Static keys by `kid`; they win over a fetched key with the same id.
+    keys: HashMap<String, Arc<TrustedKey>>,
+    /// The keys fetched from the issuer's JWKS endpoint, if it has one.
+    jwks: Option<Arc<Jwks>>,
+}
+
+/// The `iss` claim of a token not yet verified: it says only where to look for the key.
+#[derive(Deserialize)]
+struct UnverifiedIssuer {
+    iss: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,20 +101,34 @@ struct Claims {
     nbf: Option<u64>,
 }
 
-/// What a token that passed every check proved: whose it is and when it is valid.
+/// What a token that passed every check proved: whose it is and when it is valid, and the key that verified it.
 #[derive(Debug, Clone)]
 struct Verified {
     sub: String,
     exp: u64,
     nbf: Option<u64>,
+    issuer: usize,
+    key: Arc<TrustedKey>,
+}
+
+/// The background tasks that keep fetched keys fresh; they end with the authenticator.
+#[derive(Debug, Default)]
+struct RefreshTasks(Vec<tokio::task::AbortHandle>);
+
+impl Drop for RefreshTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// Checks bearer tokens and finds the account behind them.
 #[derive(Debug)]
 pub struct Authenticator {
+    /// The trusted issuers, each with its keys. A token's `iss` names its issuer, its `kid` the key within it; the key
+    /// fixes the algorithm, never the token's header.
     issuers: Vec<Issuer>,
-    /// Keys by `kid`. A token names its key; the key names its issuer and algorithm, never the token's header.
-    keys: HashMap<String, TrustedKey>,
     leeway: u64,
     store: Store,
     /// Active accounts read recently, by user id; none when accounts are read on every request.
@@ -103,10 +136,11 @@ pub struct Authenticator {
     /// Tokens that passed every check, by the SHA-256 of the token, so that a client's next request with the same
     /// token skips the signature check. Its time limits are checked again on every use.
     verified: Option<moka::sync::Cache<[u8; 32], Verified>>,
+    _refresh: RefreshTasks,
 }
 
-/// How long a verified token is kept. Keys are fixed for the life of the process, so only the token's own time limits,
-/// checked on every use, can end its validity sooner.
+/// How long a verified token is kept. Its own time limits are checked on every use, and so is its key: a token whose
+/// key has left its issuer's JWK Set, or changed there, is checked afresh.
 const VERIFIED_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The most accounts kept between reads of the store.
@@ -121,13 +155,15 @@ pub struct KeySpec {
     pub pem: Vec<u8>,
 }
 
-/// An issuer to trust, with its keys loaded.
+/// An issuer to trust, with its static keys loaded and where to fetch the others.
 #[derive(Debug, Clone)]
 pub struct IssuerSpec {
     pub issuer: String,
     pub audience: String,
     pub required_amr: Vec<String>,
     pub keys: Vec<KeySpec>,
+    /// The issuer's JWK Set, fetched in the background.
+    pub jwks: Option<JwksSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,13 +180,25 @@ pub enum KeyError {
     },
     #[error("key id {0} is used twice")]
     DuplicateKid(String),
+    #[error("issuer {issuer}: {source}")]
+    Jwks {
+        issuer: String,
+        source: crate::jwks::JwksError,
+    },
+    #[error("keys cannot be fetched outside a tokio runtime")]
+    NoRuntime,
 }
 
 impl Authenticator {
+    /// Trusts these issuers. Returns at once: an issuer's JWK Set is fetched in the background, and until it arrives
+    /// that issuer's tokens (other than those of its static keys) are refused. Fetching needs a tokio runtime.
     pub fn new(issuers: Vec<IssuerSpec>, leeway: u64, store: Store) -> Result<Self, KeyError> {
-        let mut keys = HashMap::new();
+        // Static key ids stay unique across issuers, as they always were.
+        let mut static_kids = HashSet::new();
         let mut list = Vec::new();
-        for (index, spec) in issuers.into_iter().enumerate() {
+        let mut refresh = RefreshTasks::default();
+        for spec in issuers {
+            let mut keys = HashMap::new();
             for key in spec.keys {
                 let parse_error = || KeyError::Parse {
                     kid: key.kid.clone(),
@@ -162,33 +210,47 @@ impl Authenticator {
                     KeyAlgorithm::EdDSA => (Algorithm::EdDSA, DecodingKey::from_ed_pem(&key.pem)),
                 };
                 let decoding = decoding.map_err(|_| parse_error())?;
-                if keys
-                    .insert(
-                        key.kid.clone(),
-                        TrustedKey {
-                            algorithm,
-                            key: decoding,
-                            issuer: index,
-                        },
-                    )
-                    .is_some()
-                {
+                if !static_kids.insert(key.kid.clone()) {
                     return Err(KeyError::DuplicateKid(key.kid));
                 }
+                keys.insert(
+                    key.kid.clone(),
+                    Arc::new(TrustedKey {
+                        kid: key.kid,
+                        algorithm,
+                        key: decoding,
+                        jwk: None,
+                    }),
+                );
             }
+            let jwks = match spec.jwks {
+                None => None,
+                Some(jwks) => {
+                    let runtime =
+                        tokio::runtime::Handle::try_current().map_err(|_| KeyError::NoRuntime)?;
+                    let jwks = Jwks::new(&spec.issuer, jwks).map_err(|source| KeyError::Jwks {
+                        issuer: spec.issuer.clone(),
+                        source,
+                    })?;
+                    refresh.0.push(jwks.start(&runtime));
+                    Some(jwks)
+                }
+            };
             list.push(Issuer {
                 issuer: spec.issuer,
                 audience: spec.audience,
                 required_amr: spec.required_amr,
+                keys,
+                jwks,
             });
         }
         Ok(Self {
             issuers: list,
-            keys,
             leeway,
             store,
             accounts: None,
             verified: None,
+            _refresh: refresh,
         })
     }
 
@@ -211,6 +273,17 @@ impl Authenticator {
     }
 }
 
+/// The `iss` claim of a token, read without verifying anything.
+fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<UnverifiedIssuer>(&json)
+        .ok()
+        .map(|claims| claims.iss)
+}
+
 /// Loads the issuers and keys a config file names.
 pub fn load_issuers(config: &AuthConfig) -> Result<Vec<IssuerSpec>, KeyError> {
     let mut issuers = Vec::new();
@@ -227,11 +300,30 @@ pub fn load_issuers(config: &AuthConfig) -> Result<Vec<IssuerSpec>, KeyError> {
                 pem,
             });
         }
+        let jwks = match &issuer.jwks_url {
+            None => None,
+            Some(url) => {
+                let ca_pem = match &issuer.jwks_ca_file {
+                    None => None,
+                    Some(path) => Some(std::fs::read(path).map_err(|source| KeyError::Read {
+                        path: path.clone(),
+                        source,
+                    })?),
+                };
+                Some(JwksSpec {
+                    refresh: issuer.jwks_refresh(),
+                    min_refetch: issuer.jwks_min_refetch(),
+                    ca_pem,
+                    ..JwksSpec::new(url.clone())
+                })
+            }
+        };
         issuers.push(IssuerSpec {
             issuer: issuer.issuer.clone(),
             audience: issuer.audience.clone(),
             required_amr: issuer.required_amr.clone(),
             keys,
+            jwks,
         });
     }
     Ok(issuers)
@@ -252,7 +344,12 @@ impl Authenticator {
             use sha2::Digest as _;
             sha2::Sha256::digest(token.as_bytes()).into()
         };
-        if let Some(seen) = self.verified.as_ref().and_then(|v| v.get(&digest)) {
+        if let Some(seen) = self
+            .verified
+            .as_ref()
+            .and_then(|v| v.get(&digest))
+            .filter(|seen| self.still_trusted(seen))
+        {
             let now = jsonwebtoken::get_current_timestamp();
             if now > seen.exp.saturating_add(self.leeway) {
                 return Err(AuthError::Expired);
@@ -264,7 +361,7 @@ impl Authenticator {
                 return self.active_account(seen.sub).await;
             }
         }
-        let verified = self.verify(token)?;
+        let verified = self.verify(token).await?;
         if let Some(cache) = &self.verified {
             cache.insert(digest, verified.clone());
         }
@@ -272,18 +369,36 @@ impl Authenticator {
     }
 
     /// Checks a token's signature, issuer, audience, time limits and MFA.
-    fn verify(&self, token: &str) -> Result<Verified, AuthError> {
-        // An unknown or unsupported `alg` (including `none` and HS*) fails here or at the algorithm check below.
+    async fn verify(&self, token: &str) -> Result<Verified, AuthError> {
+        // An unknown `alg` (including `none`) fails here; one no key can have (HS*, PS*, …) just below, before any
+        // lookup or fetch; one that differs from the key's at the algorithm check after.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
-        let trusted = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.keys.get(kid))
-            .ok_or(AuthError::Invalid)?;
+        if !matches!(
+            header.alg,
+            Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA
+        ) {
+            return Err(AuthError::Invalid);
+        }
+        let kid = header.kid.as_deref().ok_or(AuthError::Invalid)?;
+        let iss = unverified_issuer(token).ok_or(AuthError::Invalid)?;
+        let (index, trusted) = match self.find_key(&iss, kid) {
+            Some(found) => found,
+            None => {
+                // Perhaps the issuer has rotated its keys: fetch its JWK Set again (at a bounded rate) and look once more.
+                let refetches = self
+                    .issuers
+                    .iter()
+                    .filter(|i| i.issuer == iss)
+                    .filter_map(|i| i.jwks.as_ref())
+                    .map(|jwks| jwks.refetch_for_unknown_kid());
+                futures::future::join_all(refetches).await;
+                self.find_key(&iss, kid).ok_or(AuthError::Invalid)?
+            }
+        };
         if header.alg != trusted.algorithm {
             return Err(AuthError::Invalid);
         }
-        let issuer = &self.issuers[trusted.issuer];
+        let issuer = &self.issuers[index];
         let mut validation = Validation::new(trusted.algorithm);
         validation.set_issuer(&[&issuer.issuer]);
         validation.set_audience(&[&issuer.audience]);
@@ -304,7 +419,37 @@ impl Authenticator {
             sub: claims.sub,
             exp: claims.exp,
             nbf: claims.nbf,
+            issuer: index,
+            key: trusted,
         })
+    }
+
+    /// The key with this id among the keys of the issuers named `iss`: static keys first, then fetched ones.
+    fn find_key(&self, iss: &str, kid: &str) -> Option<(usize, Arc<TrustedKey>)> {
+        self.issuers
+            .iter()
+            .enumerate()
+            .filter(|(_, issuer)| issuer.issuer == iss)
+            .find_map(|(index, issuer)| {
+                issuer
+                    .keys
+                    .get(kid)
+                    .cloned()
+                    .or_else(|| issuer.jwks.as_ref().and_then(|jwks| jwks.get(kid)))
+                    .map(|key| (index, key))
+            })
+    }
+
+    /// Whether the key that verified a kept token is still the one its issuer has under that id.
+    fn still_trusted(&self, seen: &Verified) -> bool {
+        let issuer = &self.issuers[seen.issuer];
+        let current = issuer.keys.get(&seen.key.kid).cloned().or_else(|| {
+            issuer
+                .jwks
+                .as_ref()
+                .and_then(|jwks| jwks.get(&seen.key.kid))
+        });
+        current.is_some_and(|key| Arc::ptr_eq(&key, &seen.key))
     }
 
     /// The active account of this user, from the accounts kept or from the store. Only active accounts are kept.
@@ -564,5 +709,460 @@ mod tests {
             auth.authenticate(Some(&header(&token))).await,
             Err(AuthError::Invalid)
         ));
+    }
+
+    /// An issuer whose keys come from a JWKS endpoint served in this process.
+    mod jwks {
+        use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        use std::time::{Duration, Instant};
+
+        use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+        use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+        use super::super::*;
+        use super::{b64, header};
+        use crate::jwks::JwksSpec;
+        use crate::store::OrganisationRecord;
+
+        const ISSUER: &str = "https://login.example.org";
+
+        /// What a JWKS endpoint serves, and how often it was asked.
+        struct Served {
+            set: Mutex<serde_json::Value>,
+            /// The status it answers with; 200 serves the set.
+            status: AtomicU16,
+            hits: AtomicUsize,
+        }
+
+        async fn serve_jwks(
+            axum::extract::State(served): axum::extract::State<Arc<Served>>,
+        ) -> axum::response::Response {
+            use axum::response::IntoResponse as _;
+            served.hits.fetch_add(1, Ordering::SeqCst);
+            match served.status.load(Ordering::SeqCst) {
+                200 => axum::Json(served.set.lock().expect("set").clone()).into_response(),
+                code => axum::http::StatusCode::from_u16(code)
+                    .expect("status")
+                    .into_response(),
+            }
+        }
+
+        /// A JWKS endpoint in this process.
+        struct JwksServer {
+            url: url::Url,
+            served: Arc<Served>,
+            task: tokio::task::JoinHandle<()>,
+        }
+
+        impl Drop for JwksServer {
+            fn drop(&mut self) {
+                self.task.abort();
+            }
+        }
+
+        impl JwksServer {
+            async fn start(keys: &[&SigningKey]) -> Self {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                Self::on(listener, keys)
+            }
+
+            fn on(listener: tokio::net::TcpListener, keys: &[&SigningKey]) -> Self {
+                let url = format!(
+                    "http://{}/.well-known/jwks.json",
+                    listener.local_addr().expect("address")
+                );
+                let served = Arc::new(Served {
+                    set: Mutex::new(jwk_set(keys)),
+                    status: AtomicU16::new(200),
+                    hits: AtomicUsize::new(0),
+                });
+                let app = axum::Router::new()
+                    .route("/.well-known/jwks.json", axum::routing::get(serve_jwks))
+                    .with_state(served.clone());
+                let task = tokio::spawn(async move {
+                    axum::serve(listener, app).await.expect("serve");
+                });
+                Self {
+                    url: url.parse().expect("url"),
+                    served,
+                    task,
+                }
+            }
+
+            fn serve(&self, set: serde_json::Value) {
+                *self.served.set.lock().expect("set") = set;
+            }
+
+            fn answer(&self, status: u16) {
+                self.served.status.store(status, Ordering::SeqCst);
+            }
+
+            fn hits(&self) -> usize {
+                self.served.hits.load(Ordering::SeqCst)
+            }
+        }
+
+        /// A signing key and the JWK of its public half.
+        struct SigningKey {
+            kid: String,
+            algorithm: Algorithm,
+            encoding: EncodingKey,
+            jwk: serde_json::Value,
+        }
+
+        fn eddsa(kid: &str) -> SigningKey {
+            let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+            let pem = signing.to_pkcs8_pem(LineEnding::LF).expect("pem");
+            SigningKey {
+                kid: kid.into(),
+                algorithm: Algorithm::EdDSA,
+                encoding: EncodingKey::from_ed_pem(pem.as_bytes()).expect("key"),
+                jwk: serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA",
+                    "kid": kid, "x": b64(signing.verifying_key().as_bytes()) }),
+            }
+        }
+
+        /// An ES256 key; its JWK names no `alg`, which its type and curve then fix.
+        fn es256(kid: &str) -> SigningKey {
+            use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+            let random = ring::rand::SystemRandom::new();
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &random)
+                .expect("generate");
+            let pair =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &random)
+                    .expect("pair");
+            // An uncompressed point: 0x04, then x and y.
+            let point = pair.public_key().as_ref();
+            SigningKey {
+                kid: kid.into(),
+                algorithm: Algorithm::ES256,
+                encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
+                jwk: serde_json::json!({ "kty": "EC", "crv": "P-256", "kid": kid,
+                    "x": b64(&point[1..33]), "y": b64(&point[33..65]) }),
+            }
+        }
+
+        fn jwk_set(keys: &[&SigningKey]) -> serde_json::Value {
+            serde_json::json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
+        }
+
+        fn claims(iss: &str) -> serde_json::Value {
+            let now = chrono::Utc::now().timestamp();
+            serde_json::json!({ "iss": iss, "aud": "childgraph", "sub": "teacher",
+                "exp": now + 600, "nbf": now - 10, "amr": ["mfa"] })
+        }
+
+        fn signed(key: &SigningKey, kid: &str, iss: &str) -> String {
+            let mut h = Header::new(key.algorithm);
+            h.kid = Some(kid.into());
+            header(&jsonwebtoken::encode(&h, &claims(iss), &key.encoding).expect("encode"))
+        }
+
+        fn token(key: &SigningKey) -> String {
+            signed(key, &key.kid, ISSUER)
+        }
+
+        fn issuer(iss: &str, url: &url::Url, min_refetch: Duration) -> IssuerSpec {
+            IssuerSpec {
+                issuer: iss.into(),
+                audience: "childgraph".into(),
+                required_amr: vec!["mfa".into()],
+                keys: Vec::new(),
+                jwks: Some(JwksSpec {
+                    // Long enough that only the first fetch and on-demand ones happen during a test.
+                    refresh: Duration::from_secs(3600),
+                    min_refetch,
+                    ..JwksSpec::new(url.clone())
+                }),
+            }
+        }
+
+        async fn store(dir: &tempfile::TempDir) -> Store {
+            let store = Store::open_sqlite(&dir.path().join("auth.db"))
+                .await
+                .expect("store");
+            store
+                .upsert_account(&Account {
+                    user_id: "teacher".into(),
+                    display_name: "Priya Shah".into(),
+                    organisation: OrganisationRecord {
+                        id: "org".into(),
+                        name: "School".into(),
+                        source: None,
+                    },
+                    roles: vec!["teacher".into()],
+                    phone: None,
+                    email: None,
+                    active: true,
+                    authorisation: crate::store::Authorisation::seeded("authoriser"),
+                    client: None,
+                })
+                .await
+                .expect("account");
+            store
+        }
+
+        async fn authenticator(issuers: Vec<IssuerSpec>) -> (tempfile::TempDir, Authenticator) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let auth = Authenticator::new(issuers, 30, store(&dir).await).expect("authenticator");
+            (dir, auth)
+        }
+
+        /// Waits for the background fetch to bring this key in.
+        async fn fetched(auth: &Authenticator, issuer: usize, kid: &str) {
+            let jwks = auth.issuers[issuer].jwks.as_ref().expect("a JWKS issuer");
+            for _ in 0..200 {
+                if jwks.get(kid).is_some() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("key {kid} was not fetched");
+        }
+
+        async fn accepted(auth: &Authenticator, token: &str) -> bool {
+            match auth.authenticate(Some(token)).await {
+                Ok(account) => account.user_id == "teacher",
+                Err(AuthError::Invalid) => false,
+                Err(e) => panic!("unexpected refusal: {e}"),
+            }
+        }
+
+        #[tokio::test]
+        async fn tokens_signed_with_eddsa_and_es256_keys_of_the_jwks_are_accepted() {
+            let (ed, es) = (eddsa("ed-1"), es256("es-1"));
+            let server = JwksServer::start(&[&ed, &es]).await;
+            let (_dir, auth) =
+                authenticator(vec![issuer(ISSUER, &server.url, Duration::from_secs(30))]).await;
+            assert!(accepted(&auth, &token(&ed)).await);
+            assert!(accepted(&auth, &token(&es)).await);
+            fetched(&auth, 0, "es-1").await;
+            let hits = server.hits();
+            assert!(hits <= 2, "{hits} fetches");
+
+            // The key fixes the algorithm: an ES256 token naming the EdDSA key is refused, and so is a token from an
+            // issuer not trusted, without any fetch.
+            assert!(!accepted(&auth, &signed(&es, "ed-1", ISSUER)).await);
+            assert!(!accepted(&auth, &signed(&ed, "ed-1", "https://elsewhere.example.org")).await);
+            assert_eq!(server.hits(), hits);
+        }
+
+        #[tokio::test]
+        async fn a_rotated_key_is_fetched_on_demand_and_a_withdrawn_one_stops_working() {
+            let (old, new) = (eddsa("2025"), es256("2026"));
+            let server = JwksServer::start(&[&old]).await;
+            let (_dir, auth) =
+                authenticator(vec![issuer(ISSUER, &server.url, Duration::from_secs(60))]).await;
+            // Tokens verified once are kept: a withdrawn key must end them too.
+            let auth = auth.with_account_cache(Duration::from_secs(60));
+            fetched(&auth, 0, "2025").await;
+            assert_eq!(server.hits(), 1);
+            let old_token = token(&old);
+            assert!(accepted(&auth, &old_token).await);
+
+            // Requests that meet the new kid together all wait for the one fetch the first of them starts.
+            server.serve(jwk_set(&[&new]));
+            let new_tokens: Vec<String> = (0..20).map(|_| token(&new)).collect();
+            let answers =
+                futures::future::join_all(new_tokens.iter().map(|t| accepted(&auth, t))).await;
+            assert!(answers.iter().all(|ok| *ok), "{answers:?}");
+            assert_eq!(server.hits(), 2, "one fetch, on demand");
+            assert!(!accepted(&auth, &old_token).await);
+            assert_eq!(server.hits(), 2);
+        }
+
+        #[tokio::test]
+        async fn a_burst_of_unknown_kids_costs_at_most_one_fetch_in_the_window() {
+            let key = eddsa("current");
+            let server = JwksServer::start(&[&key]).await;
+            let (_dir, auth) =
+                authenticator(vec![issuer(ISSUER, &server.url, Duration::from_secs(60))]).await;
+            fetched(&auth, 0, "current").await;
+            assert_eq!(server.hits(), 1);
+
+            let forged: Vec<String> = (0..100)
+                .map(|_| signed(&key, &format!("k-{}", rand::random::<u64>()), ISSUER))
+                .collect();
+            let answers =
+                futures::future::join_all(forged.iter().map(|t| auth.authenticate(Some(t)))).await;
+            assert!(answers.iter().all(|a| matches!(a, Err(AuthError::Invalid))));
+            assert_eq!(server.hits(), 2, "concurrent unknown kids share one fetch");
+
+            // Within the window, an unknown kid is refused at once, with no fetch.
+            let started = Instant::now();
+            for t in &forged {
+                assert!(!accepted(&auth, t).await);
+            }
+            assert!(started.elapsed() < Duration::from_secs(2));
+            assert_eq!(server.hits(), 2);
+            assert!(accepted(&auth, &token(&key)).await);
+        }
+
+        #[tokio::test]
+        async fn the_gateway_starts_while_the_jwks_fails_and_accepts_tokens_once_it_answers() {
+            let key = eddsa("k");
+            let server = JwksServer::start(&[&key]).await;
+            server.answer(500);
+            let (_dir, auth) =
+                authenticator(vec![issuer(ISSUER, &server.url, Duration::from_secs(1))]).await;
+            let token = token(&key);
+            assert!(!accepted(&auth, &token).await);
+            assert!(server.hits() >= 1);
+
+            server.answer(200);
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            assert!(accepted(&auth, &token).await);
+
+            // A failed fetch keeps the last good set.
+            server.answer(500);
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            assert!(!accepted(&auth, &signed(&key, "unknown", ISSUER)).await);
+            assert!(accepted(&auth, &signed(&key, "k", ISSUER)).await);
+        }
+
+        #[tokio::test]
+        async fn the_gateway_starts_while_nothing_listens_at_the_jwks_url() {
+            let key = eddsa("k");
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let address = listener.local_addr().expect("address");
+            drop(listener);
+            let url: url::Url = format!("http://{address}/.well-known/jwks.json")
+                .parse()
+                .expect("url");
+            let (_dir, auth) =
+                authenticator(vec![issuer(ISSUER, &url, Duration::from_secs(1))]).await;
+            let token = token(&key);
+            assert!(!accepted(&auth, &token).await);
+
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .expect("rebind");
+            let server = JwksServer::on(listener, &[&key]);
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            assert!(accepted(&auth, &token).await);
+            assert!(server.hits() >= 1);
+        }
+
+        #[tokio::test]
+        async fn an_endpoint_that_never_answers_delays_a_token_by_the_fetch_timeout_only() {
+            // Connections are taken by the kernel but never answered.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let url: url::Url = format!("http://{}/jwks", listener.local_addr().expect("address"))
+                .parse()
+                .expect("url");
+            let mut spec = issuer(ISSUER, &url, Duration::ZERO);
+            if let Some(jwks) = &mut spec.jwks {
+                jwks.timeout = Duration::from_millis(300);
+            }
+            let started = Instant::now();
+            let (_dir, auth) = authenticator(vec![spec]).await;
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "construction does not wait"
+            );
+            let started = Instant::now();
+            assert!(!accepted(&auth, &token(&eddsa("k"))).await);
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{:?}",
+                started.elapsed()
+            );
+            drop(listener);
+        }
+
+        #[tokio::test]
+        async fn hmac_keys_in_the_jwks_are_ignored_and_hmac_or_none_tokens_refused() {
+            let good = eddsa("good");
+            let secret = b"a shared secret, thirty-two bytes";
+            let mut ed_as_hmac = eddsa("ed-as-hs256");
+            ed_as_hmac.jwk["alg"] = "HS256".into();
+            let server = JwksServer::start(&[&good, &ed_as_hmac]).await;
+            let mut set = jwk_set(&[&good, &ed_as_hmac]);
+            for kid in ["hmac", "oct"] {
+                let mut jwk = serde_json::json!({ "kty": "oct", "kid": kid, "k": b64(secret) });
+                if kid == "hmac" {
+                    jwk["alg"] = "HS256".into();
+                }
+                set["keys"].as_array_mut().expect("keys").push(jwk);
+            }
+            server.serve(set);
+            let (_dir, auth) =
+                authenticator(vec![issuer(ISSUER, &server.url, Duration::ZERO)]).await;
+            fetched(&auth, 0, "good").await;
+            assert!(accepted(&auth, &token(&good)).await);
+            let jwks = auth.issuers[0].jwks.as_ref().expect("jwks");
+            for kid in ["hmac", "oct", "ed-as-hs256"] {
+                assert!(jwks.get(kid).is_none(), "{kid} is kept");
+            }
+
+            let hmac = |kid: &str, secret: &[u8]| {
+                let mut h = Header::new(Algorithm::HS256);
+                h.kid = Some(kid.into());
+                header(
+                    &jsonwebtoken::encode(&h, &claims(ISSUER), &EncodingKey::from_secret(secret))
+                        .expect("encode"),
+                )
+            };
+            assert!(!accepted(&auth, &hmac("hmac", secret)).await);
+            assert!(!accepted(&auth, &hmac("oct", secret)).await);
+            // The public key of a JWKS key as an HMAC secret: the classic confusion attack.
+            let public = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(good.jwk["x"].as_str().expect("x"))
+                .expect("x");
+            assert!(!accepted(&auth, &hmac("good", &public)).await);
+            assert!(!accepted(&auth, &hmac("good", good.jwk.to_string().as_bytes())).await);
+            assert!(!accepted(&auth, &signed(&ed_as_hmac, "ed-as-hs256", ISSUER)).await);
+            let payload = b64(claims(ISSUER).to_string().as_bytes());
+            let none = format!("{}.{payload}.", b64(br#"{"alg":"none","kid":"good"}"#));
+            assert!(!accepted(&auth, &header(&none)).await);
+        }
+
+        #[tokio::test]
+        async fn the_same_kid_at_two_issuers_names_two_keys() {
+            let (a, b) = (eddsa("shared"), eddsa("shared"));
+            let (server_a, server_b) = (
+                JwksServer::start(&[&a]).await,
+                JwksServer::start(&[&b]).await,
+            );
+            let issuer_b = "https://login.other.example.org";
+            let (_dir, auth) = authenticator(vec![
+                issuer(ISSUER, &server_a.url, Duration::from_secs(30)),
+                issuer(issuer_b, &server_b.url, Duration::from_secs(30)),
+            ])
+            .await;
+            fetched(&auth, 0, "shared").await;
+            fetched(&auth, 1, "shared").await;
+            assert!(accepted(&auth, &signed(&a, "shared", ISSUER)).await);
+            assert!(accepted(&auth, &signed(&b, "shared", issuer_b)).await);
+            assert!(!accepted(&auth, &signed(&b, "shared", ISSUER)).await);
+            assert!(!accepted(&auth, &signed(&a, "shared", issuer_b)).await);
+        }
+
+        #[tokio::test]
+        async fn static_keys_and_a_jwks_serve_one_issuer_together() {
+            let demo =
+                crate::demo_key::DemoKey::load_or_create(tempfile::tempdir().expect("dir").path())
+                    .expect("demo key");
+            let fetched_key = eddsa("fetched");
+            let server = JwksServer::start(&[&fetched_key]).await;
+            let mut spec = demo.issuer();
+            spec.jwks = issuer(ISSUER, &server.url, Duration::from_secs(30)).jwks;
+            let (_dir, auth) = authenticator(vec![spec]).await;
+            fetched(&auth, 0, "fetched").await;
+            assert!(accepted(&auth, &header(&demo.token("teacher").expect("token"))).await);
+            assert!(
+                accepted(
+                    &auth,
+                    &signed(&fetched_key, "fetched", crate::config::DEMO_ISSUER)
+                )
+                .await
+            );
+        }
     }
 }

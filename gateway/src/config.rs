@@ -261,8 +261,87 @@ pub struct IssuerConfig {
     /// The token's `amr` must include one of these methods.
     #[serde(default = "default_amr")]
     pub required_amr: Vec<String>,
-    /// Static verification keys (PEM public keys).
+    /// Static verification keys (PEM public keys). An issuer needs these, a `jwks_url`, or both.
+    #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// The issuer's JWK Set (RFC 7517), fetched at start and kept fresh in the background. https, or http to a
+    /// loopback address only.
+    #[serde(default)]
+    pub jwks_url: Option<url::Url>,
+    /// How often the JWK Set is fetched again, in seconds (default 300).
+    #[serde(default)]
+    pub jwks_refresh_seconds: Option<u64>,
+    /// The least time between two fetches of the JWK Set triggered by a token naming an unknown `kid`, in seconds
+    /// (default 30): tokens with made-up key ids cannot turn into a flood of fetches.
+    #[serde(default)]
+    pub jwks_min_refetch_seconds: Option<u64>,
+    /// A PEM bundle of CA certificates trusted for the JWKS endpoint, besides the public roots.
+    #[serde(default)]
+    pub jwks_ca_file: Option<PathBuf>,
+}
+
+impl IssuerConfig {
+    /// How often the JWK Set is fetched again.
+    pub fn jwks_refresh(&self) -> Duration {
+        Duration::from_secs(
+            self.jwks_refresh_seconds
+                .unwrap_or(crate::jwks::DEFAULT_REFRESH_SECONDS),
+        )
+    }
+
+    /// The least time between two fetches triggered by an unknown `kid`.
+    pub fn jwks_min_refetch(&self) -> Duration {
+        Duration::from_secs(
+            self.jwks_min_refetch_seconds
+                .unwrap_or(crate::jwks::DEFAULT_MIN_REFETCH_SECONDS),
+        )
+    }
+
+    /// Why this issuer's entry cannot be used, if it cannot.
+    fn check(&self, index: usize) -> Result<(), String> {
+        let name = format!("auth.issuers[{index}] ({})", self.issuer);
+        let Some(url) = &self.jwks_url else {
+            if self.keys.is_empty() {
+                return Err(format!("{name}: an issuer needs keys, a jwks_url, or both"));
+            }
+            if self.jwks_refresh_seconds.is_some()
+                || self.jwks_min_refetch_seconds.is_some()
+                || self.jwks_ca_file.is_some()
+            {
+                return Err(format!(
+                    "{name}: jwks_refresh_seconds, jwks_min_refetch_seconds and jwks_ca_file need a jwks_url"
+                ));
+            }
+            return Ok(());
+        };
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+            None => false,
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => {
+                return Err(format!(
+                    "{name}: jwks_url must be https (http only to a loopback address)"
+                ));
+            }
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!("{name}: jwks_url must not carry credentials"));
+        }
+        if self.jwks_refresh_seconds == Some(0) {
+            return Err(format!("{name}: jwks_refresh_seconds must be at least 1"));
+        }
+        if self.jwks_min_refetch_seconds == Some(0) {
+            return Err(format!(
+                "{name}: jwks_min_refetch_seconds must be at least 1"
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_amr() -> Vec<String> {
@@ -519,6 +598,9 @@ impl Config {
                 "auth.issuers: {DEMO_ISSUER} is the demo's issuer and is never trusted by serve"
             )));
         }
+        for (index, issuer) in config.auth.issuers.iter().enumerate() {
+            issuer.check(index).map_err(invalid)?;
+        }
         if config.request.max_results == 0 {
             return Err(invalid("request.max_results: must be at least 1".into()));
         }
@@ -655,6 +737,109 @@ mod tests {
     fn demo_issuer_is_refused() {
         let text = EXAMPLE.replace("https://login.example.org", DEMO_ISSUER);
         assert!(Config::parse(&text, Path::new("c.yaml"), env).is_err());
+    }
+
+    /// The example with its issuer's keys and JWKS settings replaced by these lines.
+    fn with_issuer_keys(lines: &str) -> String {
+        let after = "      required_amr: [mfa, otp, hwk]\n";
+        let start = EXAMPLE.find(after).expect("the example's issuer") + after.len();
+        let end = EXAMPLE[start..].find("sources:").expect("sources") + start;
+        format!("{}{lines}{}", &EXAMPLE[..start], &EXAMPLE[end..])
+    }
+
+    const STATIC_KEY: &str =
+        "      keys:\n        - { kid: k, algorithm: EdDSA, public_key_file: /etc/k.pem }\n";
+
+    #[test]
+    fn an_issuer_needs_keys_or_a_jwks_url() {
+        let err = Config::parse(&with_issuer_keys(""), Path::new("c.yaml"), env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth.issuers[0] (https://login.example.org)")
+                && err.contains("needs keys, a jwks_url, or both"),
+            "{err}"
+        );
+        let err = Config::parse(
+            &with_issuer_keys("      keys: []\n"),
+            Path::new("c.yaml"),
+            env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("needs keys, a jwks_url, or both"), "{err}");
+
+        let config = Config::parse(
+            &with_issuer_keys("      jwks_url: https://login.example.org/.well-known/jwks.json\n"),
+            Path::new("c.yaml"),
+            env,
+        )
+        .expect("a JWKS issuer");
+        let issuer = &config.auth.issuers[0];
+        assert!(issuer.keys.is_empty());
+        assert_eq!(issuer.jwks_refresh(), Duration::from_secs(300));
+        assert_eq!(issuer.jwks_min_refetch(), Duration::from_secs(30));
+
+        let config = Config::parse(&with_issuer_keys(STATIC_KEY), Path::new("c.yaml"), env)
+            .expect("a static key");
+        assert!(config.auth.issuers[0].jwks_url.is_none());
+
+        // The example has both.
+        let config = Config::parse(EXAMPLE, Path::new("c.yaml"), env).expect("valid");
+        assert_eq!(config.auth.issuers[0].keys.len(), 1);
+        assert!(config.auth.issuers[0].jwks_url.is_some());
+    }
+
+    #[test]
+    fn a_jwks_url_is_https_or_loopback_http_and_its_settings_need_it() {
+        let parse = |lines: &str| Config::parse(&with_issuer_keys(lines), Path::new("c.yaml"), env);
+        for url in [
+            "http://127.0.0.1:8443/jwks",
+            "http://[::1]/jwks",
+            "http://localhost/jwks",
+            "https://login.example.org/jwks",
+        ] {
+            assert!(parse(&format!("      jwks_url: {url}\n")).is_ok(), "{url}");
+        }
+        for (lines, message) in [
+            (
+                "      jwks_url: http://login.example.org/jwks\n",
+                "must be https",
+            ),
+            (
+                "      jwks_url: ftp://login.example.org/jwks\n",
+                "must be https",
+            ),
+            (
+                "      jwks_url: https://u:p@login.example.org/jwks\n",
+                "credentials",
+            ),
+            (
+                "      jwks_url: https://login.example.org/jwks\n      jwks_min_refetch_seconds: 0\n",
+                "jwks_min_refetch_seconds must be at least 1",
+            ),
+            (
+                "      jwks_url: https://login.example.org/jwks\n      jwks_refresh_seconds: 0\n",
+                "jwks_refresh_seconds must be at least 1",
+            ),
+            (
+                "      jwks_url: https://login.example.org/jwks\n      jwks_urls: x\n",
+                "jwks_urls",
+            ),
+        ] {
+            let err = parse(lines).unwrap_err().to_string();
+            assert!(err.contains(message), "{lines}: {err}");
+        }
+        for setting in [
+            "jwks_refresh_seconds: 60",
+            "jwks_min_refetch_seconds: 60",
+            "jwks_ca_file: /etc/ca.pem",
+        ] {
+            let err = parse(&format!("{STATIC_KEY}      {setting}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("need a jwks_url"), "{setting}: {err}");
+        }
     }
 
     #[test]

@@ -131,6 +131,7 @@ impl DemoKey {
                 algorithm: KeyAlgorithm::EdDSA,
                 pem: pem.into_bytes(),
             }],
+            jwks: None,
         }
     }
 }

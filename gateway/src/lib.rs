@@ -14,6 +14,7 @@ pub mod demo;
 pub mod demo_key;
 pub mod federation;
 pub mod graphql;
+pub mod jwks;
 pub mod linkage_cli;
 pub mod metrics;
 pub mod pipeline;
