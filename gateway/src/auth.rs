@@ -38,6 +38,10 @@ pub enum AuthError {
         "your authorisation has lapsed: it was not recertified in time; an authoriser of your organisation can recertify you"
     )]
     RecertificationMissed,
+    #[error("a client-credentials token names an API client's account; this account is a person's")]
+    NotAClient,
+    #[error("this account is an API client's: it signs in with a client-credentials token")]
+    AClient,
     #[error("the account store is unavailable")]
     Store,
 }
@@ -50,7 +54,9 @@ impl AuthError {
             AuthError::NoMfa
             | AuthError::NoAccount
             | AuthError::ClearanceExpired
-            | AuthError::RecertificationMissed => "FORBIDDEN",
+            | AuthError::RecertificationMissed
+            | AuthError::NotAClient
+            | AuthError::AClient => "FORBIDDEN",
             AuthError::Store => "INTERNAL",
         }
     }
@@ -79,6 +85,7 @@ struct Issuer {
     issuer: String,
     audience: String,
     required_amr: Vec<String>,
+    client_credentials: bool,
     /// Static keys by `kid`; they win over a fetched key with the same id.
     keys: HashMap<String, Arc<TrustedKey>>,
     /// The keys fetched from the issuer's JWKS endpoint, if it has one.
@@ -96,6 +103,12 @@ struct Claims {
     sub: String,
     #[serde(default)]
     amr: Vec<String>,
+    /// RFC 9068: the client the token was issued to; equal to `sub` for a client-credentials token.
+    #[serde(default)]
+    client_id: Option<String>,
+    /// RFC 8693 / 9068: the scopes granted, space-separated.
+    #[serde(default)]
+    scope: Option<String>,
     exp: u64,
     #[serde(default)]
     nbf: Option<u64>,
@@ -105,6 +118,8 @@ struct Claims {
 #[derive(Debug, Clone)]
 struct Verified {
     sub: String,
+    /// For a client-credentials token: the scopes it was granted (`None` when it names none).
+    client: Option<Option<Vec<String>>>,
     exp: u64,
     nbf: Option<u64>,
     issuer: usize,
@@ -161,6 +176,8 @@ pub struct IssuerSpec {
     pub issuer: String,
     pub audience: String,
     pub required_amr: Vec<String>,
+    /// Whether the issuer's client-credentials tokens are taken, for API clients.
+    pub client_credentials: bool,
     pub keys: Vec<KeySpec>,
     /// The issuer's JWK Set, fetched in the background.
     pub jwks: Option<JwksSpec>,
@@ -240,6 +257,7 @@ impl Authenticator {
                 issuer: spec.issuer,
                 audience: spec.audience,
                 required_amr: spec.required_amr,
+                client_credentials: spec.client_credentials,
                 keys,
                 jwks,
             });
@@ -322,6 +340,7 @@ pub fn load_issuers(config: &AuthConfig) -> Result<Vec<IssuerSpec>, KeyError> {
             issuer: issuer.issuer.clone(),
             audience: issuer.audience.clone(),
             required_amr: issuer.required_amr.clone(),
+            client_credentials: issuer.client_credentials,
             keys,
             jwks,
         });
@@ -358,14 +377,16 @@ impl Authenticator {
                 .nbf
                 .is_none_or(|nbf| nbf <= now.saturating_add(self.leeway))
             {
-                return self.active_account(seen.sub).await;
+                let account = self.active_account(seen.sub).await?;
+                return fit(account, seen.client.as_ref());
             }
         }
         let verified = self.verify(token).await?;
         if let Some(cache) = &self.verified {
             cache.insert(digest, verified.clone());
         }
-        self.active_account(verified.sub).await
+        let account = self.active_account(verified.sub).await?;
+        fit(account, verified.client.as_ref())
     }
 
     /// Checks a token's signature, issuer, audience, time limits and MFA.
@@ -412,11 +433,22 @@ impl Authenticator {
             },
         )?;
         let claims = data.claims;
-        if !claims.amr.iter().any(|m| issuer.required_amr.contains(m)) {
+        // A client-credentials token is a machine's, with no person to have passed MFA; only issuers trusted with
+        // them may send one, and it must name a client account.
+        let client = (issuer.client_credentials
+            && claims.client_id.as_deref() == Some(&*claims.sub))
+        .then(|| {
+            claims
+                .scope
+                .as_deref()
+                .map(|s| s.split_whitespace().map(str::to_owned).collect())
+        });
+        if client.is_none() && !claims.amr.iter().any(|m| issuer.required_amr.contains(m)) {
             return Err(AuthError::NoMfa);
         }
         Ok(Verified {
             sub: claims.sub,
+            client,
             exp: claims.exp,
             nbf: claims.nbf,
             issuer: index,
@@ -488,6 +520,24 @@ impl Authenticator {
     }
 }
 
+/// The account as the token may use it: a client-credentials token only a client account, narrowed to the scopes
+/// the token was granted; a person's token only a person's account.
+fn fit(mut account: Account, client: Option<&Option<Vec<String>>>) -> Result<Account, AuthError> {
+    match (client, account.client.as_mut()) {
+        (None, None) => Ok(account),
+        (Some(granted), Some(terms)) => {
+            if let Some(granted) = granted {
+                terms
+                    .scopes
+                    .retain(|s| granted.iter().any(|g| g == s.as_str()));
+            }
+            Ok(account)
+        }
+        (Some(_), None) => Err(AuthError::NotAClient),
+        (None, Some(_)) => Err(AuthError::AClient),
+    }
+}
+
 /// The account, if its standing lets its user in now.
 fn standing(account: Account) -> Result<Account, AuthError> {
     match account.standing(chrono::Utc::now()) {
@@ -539,6 +589,46 @@ mod tests {
 
     fn header(token: &str) -> String {
         format!("Bearer {token}")
+    }
+
+    #[tokio::test]
+    async fn client_credentials_pass_without_mfa_only_where_the_issuer_takes_them() {
+        let (dir, key, auth) = setup().await;
+        let mut client = auth
+            .store
+            .account("teacher")
+            .await
+            .expect("read")
+            .expect("account");
+        client.user_id = "partner".into();
+        client.client = Some(crate::store::ClientTerms {
+            scopes: vec![
+                crate::store::ClientScope::View,
+                crate::store::ClientScope::Search,
+            ],
+            searches_per_minute: None,
+            children_per_hour: None,
+        });
+        auth.store.upsert_account(&client).await.expect("client");
+        let token = key.client_token("partner", &["view"]).expect("token");
+        let account = auth
+            .authenticate(Some(&header(&token)))
+            .await
+            .expect("a client token of an issuer that takes them");
+        assert_eq!(
+            account.client.expect("a client").scopes,
+            [crate::store::ClientScope::View],
+            "narrowed to the token's scopes"
+        );
+        // The same token from an issuer not trusted with client credentials lacks MFA.
+        let mut spec = key.issuer();
+        spec.client_credentials = false;
+        let strict = Authenticator::new(vec![spec], 30, auth.store.clone()).expect("authenticator");
+        assert!(matches!(
+            strict.authenticate(Some(&header(&token))).await,
+            Err(AuthError::NoMfa)
+        ));
+        drop(dir);
     }
 
     #[tokio::test]
@@ -871,6 +961,7 @@ mod tests {
                 issuer: iss.into(),
                 audience: "childgraph".into(),
                 required_amr: vec!["mfa".into()],
+                client_credentials: false,
                 keys: Vec::new(),
                 jwks: Some(JwksSpec {
                     // Long enough that only the first fetch and on-demand ones happen during a test.

@@ -261,6 +261,10 @@ pub struct IssuerConfig {
     /// The token's `amr` must include one of these methods.
     #[serde(default = "default_amr")]
     pub required_amr: Vec<String>,
+    /// Whether this issuer's client-credentials tokens (`client_id` equal to `sub`) are taken, for partner agencies'
+    /// API clients: they carry no `amr`, and name a client account, never a person's.
+    #[serde(default)]
+    pub client_credentials: bool,
     /// Static verification keys (PEM public keys). An issuer needs these, a `jwks_url`, or both.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,

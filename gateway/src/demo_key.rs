@@ -62,6 +62,19 @@ struct DemoClaims<'a> {
     amr: [&'a str; 3],
 }
 
+/// A client-credentials token's claims (RFC 9068): `client_id` is `sub`, no `amr`, and the scopes granted.
+#[derive(Serialize)]
+struct ClientClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    client_id: &'a str,
+    scope: String,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+}
+
 impl DemoKey {
     /// Reads the key from the data directory, creating it if it is not there.
     pub fn load_or_create(dir: &Path) -> Result<Self, DemoKeyError> {
@@ -92,8 +105,7 @@ impl DemoKey {
         Ok(Self { signing })
     }
 
-    /// A token for a demo user, with the claims real tokens must carry.
-    pub fn token(&self, user: &str) -> Result<String, DemoKeyError> {
+    fn sign(&self, claims: &impl Serialize) -> Result<String, DemoKeyError> {
         let pem = self
             .signing
             .to_pkcs8_pem(LineEnding::LF)
@@ -102,6 +114,26 @@ impl DemoKey {
             .map_err(|e| DemoKeyError::Sign(e.to_string()))?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(KID.to_owned());
+        jsonwebtoken::encode(&header, claims, &key).map_err(|e| DemoKeyError::Sign(e.to_string()))
+    }
+
+    /// A client-credentials token for an API client, granted these scopes (`search`, `view`, `flag`, `disclosure`).
+    pub fn client_token(&self, client: &str, scopes: &[&str]) -> Result<String, DemoKeyError> {
+        let now = Utc::now().timestamp();
+        self.sign(&ClientClaims {
+            iss: DEMO_ISSUER,
+            aud: DEMO_AUDIENCE,
+            sub: client,
+            client_id: client,
+            scope: scopes.join(" "),
+            iat: now,
+            nbf: now,
+            exp: now + TOKEN_HOURS * 3600,
+        })
+    }
+
+    /// A token for a demo user, with the claims real tokens must carry.
+    pub fn token(&self, user: &str) -> Result<String, DemoKeyError> {
         let now = Utc::now().timestamp();
         let claims = DemoClaims {
             iss: DEMO_ISSUER,
@@ -112,7 +144,7 @@ impl DemoKey {
             exp: now + TOKEN_HOURS * 3600,
             amr: ["pwd", "otp", "mfa"],
         };
-        jsonwebtoken::encode(&header, &claims, &key).map_err(|e| DemoKeyError::Sign(e.to_string()))
+        self.sign(&claims)
     }
 
     /// The issuer that trusts this key: the demo's, and only the demo's.
@@ -126,6 +158,8 @@ impl DemoKey {
             issuer: DEMO_ISSUER.to_owned(),
             audience: DEMO_AUDIENCE.to_owned(),
             required_amr: vec!["mfa".to_owned()],
+            // The demo shows partner agencies' API clients too.
+            client_credentials: true,
             keys: vec![KeySpec {
                 kid: KID.to_owned(),
                 algorithm: KeyAlgorithm::EdDSA,

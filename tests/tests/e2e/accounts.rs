@@ -308,3 +308,113 @@ async fn access_lapses_when_recertification_is_missed_or_the_clearance_expires()
     );
     assert!(gateway.query("duty-worker", ME).await.errors().is_empty());
 }
+
+const AUTHORISE_CLIENT: &str = r#"
+mutation($input: AuthoriseClientInput!) {
+  authoriseClient(input: $input) { userId standing client { scopes searchesPerMinute childrenPerHour } }
+}"#;
+
+const FIND: &str = r#"query($f: String!, $d: Date!) { searchChildren(criteria: { familyName: $f, dateOfBirth: $d }, access: { purpose: SAFEGUARDING }) { matches { child { id } } } }"#;
+
+#[tokio::test]
+async fn an_api_client_acts_within_its_scopes_and_its_own_quota() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let amelia = amelia(&gateway).await;
+    let leo = gateway
+        .query_vars(
+            "teacher",
+            FIND,
+            json!({ "f": "Fernandes", "d": "2012-09-05" }),
+        )
+        .await
+        .body["data"]["searchChildren"]["matches"][0]["child"]["id"]
+        .as_str()
+        .expect("Leo")
+        .to_owned();
+    let granted = gateway
+        .query_vars(
+            "authoriser",
+            AUTHORISE_CLIENT,
+            json!({ "input": {
+                "clientId": "partner-case-system",
+                "displayName": "Partner agency case system",
+                "organisationId": "org-council",
+                "roles": ["social-worker"],
+                "scopes": ["VIEW"],
+                "agreementReference": "DSA-2026-014",
+                "agreementExpires": days_from_today(365),
+                "childrenPerHour": 1,
+            }}),
+        )
+        .await;
+    let client = &granted.body["data"]["authoriseClient"];
+    assert_eq!(client["standing"], "ACTIVE", "{:#}", granted.body);
+    assert_eq!(client["client"]["scopes"], json!(["VIEW"]));
+
+    let key = &gateway.demo().key;
+    let token = key
+        .client_token("partner-case-system", &["view", "search"])
+        .unwrap();
+    let view = gateway
+        .query_with(Some(&token), VIEW, json!({ "id": amelia }))
+        .await;
+    assert!(view.errors().is_empty(), "{:#}", view.body);
+    assert_eq!(view.body["data"]["child"]["name"]["given"], "Amelia");
+
+    // The token asked for search too, but the account was not granted it.
+    let search = gateway
+        .query_with(
+            Some(&token),
+            FIND,
+            json!({ "f": "Hartley", "d": "2019-06-14" }),
+        )
+        .await;
+    assert_eq!(search.codes(), ["FORBIDDEN"], "{:#}", search.body);
+    // A token granted less than the account holds is held to the token's scopes.
+    let narrow = key
+        .client_token("partner-case-system", &["search"])
+        .unwrap();
+    let refused = gateway
+        .query_with(Some(&narrow), VIEW, json!({ "id": amelia }))
+        .await;
+    assert_eq!(refused.codes(), ["FORBIDDEN"], "{:#}", refused.body);
+    // No client may act beyond its scopes' operations: shield actions need a person.
+    let shield = gateway
+        .query_with(
+            Some(&token),
+            r#"mutation($id: ID!) { requestShield(childId: $id, reason: "court order") { id } }"#,
+            json!({ "id": amelia }),
+        )
+        .await;
+    assert_eq!(shield.codes(), ["FORBIDDEN"], "{:#}", shield.body);
+
+    // The client's own quota of one distinct child an hour holds, though the gateway's is off here.
+    let second = gateway
+        .query_with(Some(&token), VIEW, json!({ "id": leo }))
+        .await;
+    assert_eq!(second.codes(), ["RATE_LIMITED"], "{:#}", second.body);
+
+    // A client token naming a person's account, and a person's token naming the client's, are both refused.
+    let posing = key.client_token("gp", &["view"]).unwrap();
+    let posed = gateway
+        .query_with(Some(&posing), VIEW, json!({ "id": amelia }))
+        .await;
+    assert_eq!(posed.codes(), ["FORBIDDEN"], "{:#}", posed.body);
+    let person = gateway.query("partner-case-system", ME).await;
+    assert_eq!(person.codes(), ["FORBIDDEN"], "{:#}", person.body);
+
+    // The audit names the client.
+    let clients: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT operation, client FROM audit_log WHERE user_id = 'partner-case-system' ORDER BY seq",
+    )
+    .fetch_all(&mut gateway.db().await)
+    .await
+    .unwrap();
+    assert!(!clients.is_empty());
+    assert!(
+        clients
+            .iter()
+            .all(|(_, c)| c.as_deref() == Some("partner-case-system")),
+        "{clients:?}"
+    );
+}
