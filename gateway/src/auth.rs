@@ -799,6 +799,14 @@ mod tests {
             auth.authenticate(Some(&header(&token))).await,
             Err(AuthError::Invalid)
         ));
+        // Signed with a trusted key, but claiming an issuer the gateway does not trust.
+        let mut wrong_issuer = claims(&["mfa"], now + 600);
+        wrong_issuer["iss"] = "https://login.elsewhere.example".into();
+        let token = jsonwebtoken::encode(&h, &wrong_issuer, &encoding).expect("encode");
+        assert!(matches!(
+            auth.authenticate(Some(&header(&token))).await,
+            Err(AuthError::Invalid)
+        ));
     }
 
     /// An issuer whose keys come from a JWKS endpoint served in this process.
