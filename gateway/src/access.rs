@@ -5,8 +5,9 @@
 //! a search term. It also names the categories shown and withheld, and the policy that decided, by its file's hash.
 
 use crate::audit::AuditEntry;
-use crate::pipeline::{ComposedChild, Purpose, RequestScope};
+use crate::pipeline::{ComposedChild, Purpose, RequestScope, Wanted};
 use crate::store::{ClientScope, StoreError};
+use childgraph_schema::Field;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Operation {
@@ -136,14 +137,31 @@ impl<'a> AccessRecord<'a> {
         }
     }
 
-    /// The children answered, and the categories their answer could show and withheld.
-    pub fn children(mut self, children: &[ComposedChild]) -> Self {
+    /// The children answered, and of the categories the client selected, those the answer returned (for some
+    /// child) and those it withheld (from some child).
+    pub fn children(mut self, children: &[ComposedChild], wanted: Wanted) -> Self {
         self.children = children.iter().map(|c| c.id.clone()).collect();
         let scope = self.scope;
         let policy = &scope.policy;
         scope.metrics.policy(|| {
+            let mut selected: u64 = 0;
+            for &field in Field::ALL {
+                if wanted.selects(field) {
+                    selected |= 1 << policy.category_of(field);
+                }
+            }
+            // A service or participation of a sensitive kind is of the sensitive category.
+            if let Some(sensitive) = policy.sensitive_category()
+                && (wanted.selects(Field::ChildServices)
+                    || wanted.selects(Field::ChildParticipation))
+            {
+                selected |= 1 << sensitive;
+            }
             for (i, (name, _)) in policy.categories().enumerate() {
                 let Ok(index) = u8::try_from(i) else { break };
+                if selected & (1u64 << index) == 0 {
+                    continue;
+                }
                 let visible = |c: &ComposedChild| {
                     policy
                         .decide_category(scope.grant, c.situation(), index)

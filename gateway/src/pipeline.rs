@@ -173,6 +173,20 @@ pub struct Wanted {
     pub services: bool,
     pub participation: bool,
     pub flags: bool,
+    /// Every child-data field selected, one bit per [`Field`] (`1 << field as u32`): what the audit record names
+    /// as the categories returned and withheld.
+    pub fields: u32,
+}
+
+impl Wanted {
+    /// The parts alone, for grouping fields that fetch the same.
+    pub fn parts(self) -> Self {
+        Self { fields: 0, ..self }
+    }
+
+    pub fn selects(self, field: Field) -> bool {
+        self.fields & (1 << field as u32) != 0
+    }
 }
 
 impl Pipeline {
@@ -367,7 +381,7 @@ impl Pipeline {
         self.fetch_and_compose(scope, &mut children, wanted).await?;
         // Recorded before the answer leaves: no record, no child data.
         AccessRecord::new(scope, purpose, Operation::Search)
-            .children(&children)
+            .children(&children, wanted)
             .record()
             .await?;
         self.monitor(scope, &ids).await?;
@@ -434,7 +448,7 @@ impl Pipeline {
         if children.is_empty() {
             record.not_found()
         } else {
-            record.children(&children)
+            record.children(&children, wanted)
         }
         .record()
         .await?;

@@ -49,40 +49,40 @@ pub fn child_loader(pipeline: Pipeline, scope: Arc<RequestScope>) -> ChildLoader
 
 impl BatchFn<ChildKey, Loaded> for ChildBatch {
     async fn load(&mut self, keys: &[ChildKey]) -> HashMap<ChildKey, Loaded> {
-        // Fields that declared the same purpose and selected the same parts go through the pipeline together.
-        let mut groups: HashMap<(&Purpose, Wanted), Vec<String>> = HashMap::new();
+        // Fields that declared the same purpose and selected the same parts go through the pipeline together, with
+        // every field any of them selected.
+        let mut groups: HashMap<(&Purpose, Wanted), (u32, Vec<&ChildKey>)> = HashMap::new();
         for key in keys {
-            groups
-                .entry((&key.purpose, key.wanted))
-                .or_default()
-                .push(key.id.clone());
+            let (fields, members) = groups
+                .entry((&key.purpose, key.wanted.parts()))
+                .or_default();
+            *fields |= key.wanted.fields;
+            members.push(key);
         }
         let mut loaded: HashMap<ChildKey, Loaded> = HashMap::with_capacity(keys.len());
-        for ((purpose, wanted), ids) in groups {
-            let key = |id: String| ChildKey {
-                id,
-                purpose: purpose.clone(),
-                wanted,
-            };
+        for ((purpose, parts), (fields, members)) in groups {
+            let wanted = Wanted { fields, ..parts };
+            let mut ids: Vec<String> = members.iter().map(|k| k.id.clone()).collect();
+            ids.sort();
+            ids.dedup();
             match self
                 .pipeline
                 .children(&self.scope, &ids, purpose, wanted)
                 .await
             {
                 Ok(children) => {
-                    let mut found: HashMap<String, Arc<ComposedChild>> = children
+                    let found: HashMap<String, Arc<ComposedChild>> = children
                         .into_iter()
                         .map(|c| (c.id.clone(), Arc::new(c)))
                         .collect();
-                    for id in ids {
-                        let child = found.remove(&id);
-                        loaded.insert(key(id), Ok(child));
+                    for key in members {
+                        loaded.insert(key.clone(), Ok(found.get(&key.id).cloned()));
                     }
                 }
                 Err(error) => {
                     let error = Arc::new(error);
-                    for id in ids {
-                        loaded.insert(key(id), Err(error.clone()));
+                    for key in members {
+                        loaded.insert(key.clone(), Err(error.clone()));
                     }
                 }
             }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, Result};
-use childgraph_schema::SearchCriteria;
+use childgraph_schema::{Field, SearchCriteria};
 
 use super::errors::{coded, pipeline_error};
 use super::loader::{ChildKey, ChildLoader};
@@ -37,7 +37,62 @@ fn wanted(child: async_graphql::Lookahead<'_>) -> Wanted {
         services: child.field("services").exists(),
         participation: child.field("participation").exists(),
         flags: child.field("flags").exists(),
+        fields: selected(child),
     }
+}
+
+/// Every child-data field the selection under a `Child` reaches, one bit per [`Field`].
+fn selected(child: async_graphql::Lookahead<'_>) -> u32 {
+    let mut mask = 0;
+    let mut mark = |selection: async_graphql::Lookahead<'_>, field: Field| {
+        if selection.exists() {
+            mask |= 1 << field as u32;
+        }
+    };
+    for (name, field) in [
+        ("name", Field::ChildName),
+        ("dateOfBirth", Field::ChildDateOfBirth),
+        ("gender", Field::ChildGender),
+        ("identifiers", Field::ChildIdentifiers),
+        ("address", Field::ChildAddress),
+        ("carers", Field::ChildCarers),
+        ("services", Field::ChildServices),
+        ("participation", Field::ChildParticipation),
+        ("flags", Field::ChildFlags),
+    ] {
+        mark(child.field(name), field);
+    }
+    let carers = child.field("carers");
+    for (name, field) in [
+        ("name", Field::CarerName),
+        ("relationship", Field::CarerRelationship),
+        ("phone", Field::CarerPhone),
+        ("email", Field::CarerEmail),
+        ("address", Field::CarerAddress),
+    ] {
+        mark(carers.field(name), field);
+    }
+    let services = child.field("services");
+    mark(services.field("practitioner"), Field::ServicePractitioner);
+    mark(services.field("organisation"), Field::ServiceOrganisation);
+    mark(
+        child.field("participation").field("organisation"),
+        Field::ParticipationOrganisation,
+    );
+    for organisation in [
+        services.field("organisation"),
+        child.field("participation").field("organisation"),
+    ] {
+        for (name, field) in [
+            ("name", Field::OrganisationName),
+            ("phone", Field::OrganisationPhone),
+            ("email", Field::OrganisationEmail),
+            ("address", Field::OrganisationAddress),
+        ] {
+            mark(organisation.field(name), field);
+        }
+    }
+    mask
 }
 
 fn view(scope: &RequestScope, child: Arc<ComposedChild>) -> Child {

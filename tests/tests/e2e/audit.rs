@@ -29,6 +29,15 @@ async fn every_answer_is_recorded_and_an_auditor_reads_who_saw_what() {
         .await;
     assert!(view.errors().is_empty(), "{:#}", view.body);
 
+    // A teacher asking for the address is shown the name and withheld the address.
+    let address = gateway
+        .query(
+            "teacher",
+            &format!(r#"{{ child(id: "{id}", access: {{ purpose: SAFEGUARDING }}) {{ name {{ given }} address {{ postcode }} }} }}"#),
+        )
+        .await;
+    assert_eq!(address.codes(), ["REDACTED"], "{:#}", address.body);
+
     let refused = gateway.query_vars("gp", LOG, json!({ "id": id })).await;
     assert_eq!(refused.codes(), ["FORBIDDEN"], "{:#}", refused.body);
     let log = gateway
@@ -52,12 +61,16 @@ async fn every_answer_is_recorded_and_an_auditor_reads_who_saw_what() {
             .unwrap()
             .contains(&json!("carers"))
     );
-    assert!(
-        search["withheld"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("location"))
-    );
+    // The record names the categories of the fields selected: the search selected no address.
+    for list in ["shown", "withheld"] {
+        assert!(
+            !search[list]
+                .as_array()
+                .unwrap()
+                .contains(&json!("location")),
+            "{search:#}"
+        );
+    }
     assert_eq!(search["policyHash"].as_str().unwrap().len(), 64);
     let seen = records
         .iter()
@@ -65,6 +78,22 @@ async fn every_answer_is_recorded_and_an_auditor_reads_who_saw_what() {
         .expect("the view is recorded");
     assert_eq!(seen["userId"], "gp");
     assert_eq!(seen["purpose"], "SERVICE_COORDINATION");
+    assert_eq!(seen["shown"], json!(["identity"]), "{seen:#}");
+    assert_eq!(seen["withheld"], json!([]), "{seen:#}");
+    let teacher_view = records
+        .iter()
+        .find(|r| r["operation"] == "view" && r["userId"] == "teacher")
+        .expect("the teacher's view is recorded");
+    assert_eq!(
+        teacher_view["shown"],
+        json!(["identity"]),
+        "{teacher_view:#}"
+    );
+    assert_eq!(
+        teacher_view["withheld"],
+        json!(["location"]),
+        "{teacher_view:#}"
+    );
 
     // The auditor's own reading is recorded too, and the chain is whole.
     let store = gateway.store().await;
