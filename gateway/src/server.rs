@@ -307,24 +307,40 @@ fn auth_error(error: &AuthError) -> Response {
     response
 }
 
+/// Ready when the store answers and a policy is in force (one always is: a gateway starts only with a policy that
+/// compiles, and a refused reload keeps the last good one). Each source's breaker and counters are reported; the
+/// sources fail readiness only when every one of them is down (its breaker open), since a partial answer is still an
+/// answer.
 async fn readyz(State(state): State<AppState>) -> Response {
-    // Each source's breaker and counters are reported; readiness depends on the store alone for now.
-    let sources: serde_json::Map<String, serde_json::Value> = state
-        .pipeline
-        .federation
-        .stats()
+    let stats = state.pipeline.federation.stats();
+    let all_down = !stats.is_empty()
+        && stats
+            .iter()
+            .all(|(_, s)| s.breaker == childgraph_connectors::BreakerState::Open);
+    let sources: serde_json::Map<String, serde_json::Value> = stats
         .into_iter()
         .map(|(source, stats)| (source.as_str().to_owned(), serde_json::json!(stats)))
         .collect();
-    match state.pipeline.store.ping().await {
-        Ok(()) => {
-            let body = serde_json::json!({ "store": "ok", "policy": "loaded", "sources": sources });
-            (StatusCode::OK, axum::Json(body)).into_response()
-        }
-        Err(error) => {
-            tracing::error!(error = %error, "readiness: store unreachable");
-            let body = serde_json::json!({ "store": "unreachable", "sources": sources });
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
-        }
+    let policy = state.pipeline.policy.snapshot().hash().to_owned();
+    let store = state.pipeline.store.ping().await;
+    if let Err(error) = &store {
+        tracing::error!(error = %error, "readiness: store unreachable");
     }
+    if all_down {
+        tracing::warn!("readiness: every source is down");
+    }
+    let ready = store.is_ok() && !all_down;
+    let body = serde_json::json!({
+        "ready": ready,
+        "store": if store.is_ok() { "ok" } else { "unreachable" },
+        "policy": policy,
+        "sources_down": all_down,
+        "sources": sources,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }

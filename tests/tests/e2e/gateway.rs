@@ -601,6 +601,34 @@ async fn a_failing_source_opens_its_breaker_and_then_fails_at_once() {
         "{school}"
     );
     assert!(sources_of(child, "services").contains(&"HEALTH".to_owned()));
+    // One source down leaves the gateway ready: its answers are partial, not empty.
+    let ready = gateway.http.get(&readyz).send().await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_fails_only_when_every_source_is_down() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let readyz = format!("http://{}/readyz", gateway.demo().gateway);
+    for source in ["health", "school", "early_years"] {
+        gateway
+            .set_faults(source, json!({ "error_rate": 1.0 }))
+            .await;
+    }
+    let mut searches = 0;
+    let body = loop {
+        let answer = gateway.http.get(&readyz).send().await.expect("readyz");
+        if answer.status() == 503 {
+            break answer.json::<Value>().await.expect("json");
+        }
+        searches += 1;
+        assert!(searches <= 10, "readiness never failed");
+        search(&gateway, "gp", amelia()).await;
+    };
+    assert_eq!(body["sources_down"], true, "{body:#}");
+    assert_eq!(body["store"], "ok", "{body:#}");
+    assert_eq!(body["policy"].as_str().map(str::len), Some(64), "{body:#}");
     gateway.stop().await;
 }
 
