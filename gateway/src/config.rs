@@ -38,7 +38,37 @@ pub struct Config {
     pub accounts: AccountsConfig,
     #[serde(default)]
     pub monitoring: MonitoringConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
     pub sources: SourcesConfig,
+}
+
+/// How the gateway stops on SIGTERM.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long requests in flight may run on once the gateway stops accepting; then they are cut. A pod's
+    /// termination grace period must be longer.
+    #[serde(default = "default_drain_seconds")]
+    pub drain_seconds: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_seconds: default_drain_seconds(),
+        }
+    }
+}
+
+impl ShutdownConfig {
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_seconds)
+    }
+}
+
+fn default_drain_seconds() -> u64 {
+    20
 }
 
 /// How accounts are kept authorised.

@@ -51,6 +51,8 @@ pub struct DemoOptions {
     pub policy_poll: std::time::Duration,
     /// The alert on users who view many distinct children.
     pub monitoring: crate::config::MonitoringConfig,
+    /// How long requests in flight may finish once the demo is stopping.
+    pub drain: std::time::Duration,
 }
 
 impl DemoOptions {
@@ -76,6 +78,7 @@ impl DemoOptions {
             policy: None,
             policy_poll: crate::startup::POLICY_POLL,
             monitoring: crate::config::MonitoringConfig::default(),
+            drain: crate::config::ShutdownConfig::default().drain(),
         }
     }
 }
@@ -320,9 +323,14 @@ impl Demo {
             ));
         }
         let mut stopped_gateway = stopped.clone();
-        let server = tokio::spawn(crate::server::run(listener, state, async move {
-            let _ = stopped_gateway.wait_for(|s| *s).await;
-        }));
+        let server = tokio::spawn(crate::server::run_draining(
+            listener,
+            state,
+            async move {
+                let _ = stopped_gateway.wait_for(|s| *s).await;
+            },
+            options.drain,
+        ));
         let demo_json = DemoJson {
             gateway: format!("http://{gateway}"),
             sources: DemoSources {

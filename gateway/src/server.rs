@@ -82,6 +82,65 @@ pub async fn run(
         .await
 }
 
+/// Serves until `shutdown` completes; then stops accepting, lets in-flight requests finish for up to `drain`, and
+/// flushes the audit log: a last record, `gateway.stop`, committed after every record queued before it.
+pub async fn run_draining(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: std::time::Duration,
+) -> std::io::Result<()> {
+    let pipeline = state.pipeline.clone();
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let server = run(listener, state, async move {
+        shutdown.await;
+        tracing::info!(
+            drain_seconds = drain.as_secs(),
+            "stopping: no new connections; draining requests in flight"
+        );
+        let _ = signalled.send(());
+    });
+    tokio::pin!(server);
+    let deadline = async {
+        match on_signal.await {
+            Ok(()) => tokio::time::sleep(drain).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        served = &mut server => {
+            served?;
+            "drained"
+        }
+        () = deadline => {
+            tracing::warn!("the drain deadline passed: requests still in flight are cut");
+            "deadline"
+        }
+    };
+    let entry = crate::audit::AuditEntry {
+        at: chrono::Utc::now(),
+        request_id: format!("stop-{}", uuid::Uuid::new_v4()),
+        user_id: "childgraph".to_owned(),
+        organisation_id: String::new(),
+        roles: Vec::new(),
+        client: None,
+        purpose: "OPERATIONS".to_owned(),
+        justification: None,
+        operation: "gateway.stop".to_owned(),
+        child_ids: Vec::new(),
+        shown: Vec::new(),
+        withheld: Vec::new(),
+        outcome: outcome.to_owned(),
+        policy_hash: pipeline.policy.snapshot().hash().to_owned(),
+        subject: None,
+    };
+    match pipeline.audit.append(entry).await {
+        Ok(()) => tracing::info!(outcome, "stopped; the audit log is flushed"),
+        Err(e) => tracing::error!(error = %e, "stopped; the audit log could not be flushed"),
+    }
+    Ok(())
+}
+
 async fn graphql_get(
     State(state): State<AppState>,
     headers: HeaderMap,

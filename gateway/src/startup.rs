@@ -148,7 +148,8 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "childgraph serving");
-    crate::server::run(listener, state, shutdown_signal()).await?;
+    crate::server::run_draining(listener, state, shutdown_signal(), config.shutdown.drain())
+        .await?;
     Ok(())
 }
 

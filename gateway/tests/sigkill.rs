@@ -1,5 +1,6 @@
-//! The audit log survives SIGKILL under load: every answer a client received has its audit record, and the chain is
-//! whole. The gateway runs as its own process (`childgraph demo`), killed with SIGKILL while requests are in flight.
+//! The gateway as a process (`childgraph demo`): the audit log survives SIGKILL under load (every answer a client
+//! received has its audit record, and the chain is whole), and SIGTERM drains the requests in flight, flushes the
+//! audit log and exits 0.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -25,6 +26,11 @@ impl Drop for Demo {
 
 /// Starts `childgraph demo` on a free port and returns it with its GraphQL URL, read from what it prints.
 fn start(dir: &std::path::Path) -> (Demo, String) {
+    start_with(dir, &[])
+}
+
+/// The same, with more arguments for `childgraph demo`.
+fn start_with(dir: &std::path::Path, extra: &[&str]) -> (Demo, String) {
     let mut process = Command::new(env!("CARGO_BIN_EXE_childgraph"))
         .args([
             "demo",
@@ -35,6 +41,7 @@ fn start(dir: &std::path::Path) -> (Demo, String) {
             "--data-dir",
         ])
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -175,5 +182,92 @@ async fn sigkill_under_load_loses_no_audit_record_of_an_answer_received() {
         lost.len(),
         received.len(),
         &lost[..lost.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_requests_in_flight_finish_flushes_the_audit_and_exits_0() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Every source takes 400 ms, so a request is still in flight when the signal comes.
+    let (mut demo, url) = start_with(dir.path(), &["--faults", r#"{"latency_ms": 400}"#]);
+    let key = childgraph::demo_key::DemoKey::load_or_create(dir.path()).expect("the demo's key");
+    let token = key.token("gp").expect("token");
+    let http = reqwest::Client::new();
+    let search = json!({
+        "query": "{ searchChildren(criteria: {familyName: \"Hartley\", dateOfBirth: \"2019-06-14\"}, access: {purpose: SAFEGUARDING}) { matches { child { id name { given } } } } }",
+    });
+    let in_flight = {
+        let (http, url, token, search) = (http.clone(), url.clone(), token.clone(), search.clone());
+        tokio::spawn(async move { post(&http, &url, &token, "in-flight", search).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let pid = demo.0.id().to_string();
+    let signalled = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(signalled.success());
+
+    let (status, body) = in_flight
+        .await
+        .expect("the client task")
+        .expect("the request in flight is answered, not cut");
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(
+        body["data"]["searchChildren"]["matches"][0]["child"]["name"]["given"], "Amelia",
+        "{body:#}"
+    );
+    // No new request is taken once stopping.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        post(&http, &url, &token, "late", search).await.is_err(),
+        "a request after the signal is not served"
+    );
+    let exit = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = demo.0.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the demo did not stop within the drain deadline"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .expect("waiting");
+    assert!(exit.success(), "exit status {exit}");
+
+    let store =
+        childgraph::store::Store::open_sqlite(&dir.path().join(childgraph::demo::STORE_FILE))
+            .await
+            .expect("the store opens");
+    let (whole, report) = childgraph::audit_cli::verify(&store).await.expect("verify");
+    assert!(whole, "{report}");
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join(childgraph::demo::STORE_FILE).display()
+    );
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("the store file opens");
+    let records: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT request_id, operation, outcome FROM audit_log ORDER BY seq")
+            .fetch_all(&mut db)
+            .await
+            .expect("audit records");
+    assert!(
+        records
+            .iter()
+            .any(|(id, op, outcome)| id == "in-flight" && op == "search" && outcome == "ok"),
+        "{records:?}"
+    );
+    let last = records.last().expect("records");
+    assert_eq!(
+        (last.1.as_str(), last.2.as_str()),
+        ("gateway.stop", "drained"),
+        "{records:?}"
     );
 }
