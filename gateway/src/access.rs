@@ -235,7 +235,10 @@ impl<'a> AccessRecord<'a> {
             policy_hash: self.scope.policy.hash().to_owned(),
             subject: self.subject.clone(),
         };
-        if let Err(e) = self.scope.audit.append(entry).await {
+        let started = std::time::Instant::now();
+        let appended = self.scope.audit.append(entry).await;
+        self.scope.metrics.audit_write(started.elapsed());
+        if let Err(e) = appended {
             tracing::error!(error = %e, operation = self.operation.as_str(), "the audit record could not be written");
             return Err(e);
         }

@@ -118,11 +118,27 @@ impl Reports {
 #[derive(Debug, Clone)]
 pub struct Federation {
     connectors: Vec<Arc<dyn Connector>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Federation {
     pub fn new(connectors: Vec<Arc<dyn Connector>>) -> Self {
-        Self { connectors }
+        Self {
+            connectors,
+            metrics: None,
+        }
+    }
+
+    /// Times every connector call into these metrics.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn observe(&self, source: SourceName, outcome: &str, elapsed: Duration) {
+        if let Some(metrics) = &self.metrics {
+            metrics.source_call(source.as_str(), outcome, elapsed);
+        }
     }
 
     /// Each source's counters: requests, cache hits and misses, retries, breaker state.
@@ -166,17 +182,24 @@ impl Federation {
                 match outcome {
                     Ok(Ok(value)) => {
                         reports.record(source, SourceHealth::Ok, elapsed);
+                        self.observe(source, "ok", elapsed);
                         Some(value)
                     }
                     Ok(Err(error)) => {
                         tracing::warn!(source = %source, error = %error, "source call failed");
-                        let health = if error.is_timeout() { SourceHealth::Timeout } else { SourceHealth::Unavailable };
+                        let (health, outcome) = if error.is_timeout() {
+                            (SourceHealth::Timeout, "timeout")
+                        } else {
+                            (SourceHealth::Unavailable, "unavailable")
+                        };
                         reports.record(source, health, elapsed);
+                        self.observe(source, outcome, elapsed);
                         None
                     }
                     Err(_) => {
                         tracing::warn!(source = %source, "source call cut off at the request deadline");
                         reports.record(source, SourceHealth::Timeout, elapsed);
+                        self.observe(source, "timeout", elapsed);
                         None
                     }
                 }

@@ -239,6 +239,7 @@ impl Pipeline {
             .as_ref()
             .and_then(|c| c.searches_per_minute);
         if let Err(retry_after) = self.quotas.searches.admit(&scope.principal.user_id, own) {
+            self.metrics.rate_limited("searches");
             AccessRecord::new(scope, purpose, Operation::Search)
                 .rate_limited()
                 .record()
@@ -474,6 +475,7 @@ impl Pipeline {
         let Err(retry_after) = self.quotas.views.admit(&scope.principal.user_id, ids, own) else {
             return Ok(());
         };
+        self.metrics.rate_limited("children");
         AccessRecord::new(scope, purpose, operation)
             .child_ids(ids.to_vec())
             .rate_limited()

@@ -198,7 +198,21 @@ async fn graphql_post(
     execute(state, headers, request, Method::Post).await
 }
 
+/// Runs a GraphQL request and times it, by the HTTP status of its answer.
 async fn execute(
+    state: AppState,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+    method: Method,
+) -> Response {
+    let started = std::time::Instant::now();
+    let metrics = state.pipeline.metrics.clone();
+    let response = execute_untimed(state, headers, request, method).await;
+    metrics.request(response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn execute_untimed(
     state: AppState,
     headers: HeaderMap,
     request: GraphQLRequest,

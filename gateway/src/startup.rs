@@ -37,6 +37,8 @@ pub struct Parts {
 /// Puts the parts together into the state the server runs on.
 pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    metrics.watch_sources(parts.connectors.clone());
+    let federation = Federation::new(parts.connectors).with_metrics(metrics.clone());
     let pipeline = Pipeline {
         policy: crate::policy_reload::ActivePolicy::new(parts.policy, metrics.clone()),
         metrics,
@@ -50,7 +52,7 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
             ),
         },
         store: parts.store.clone(),
-        federation: Federation::new(parts.connectors),
+        federation: federation.clone(),
         limits: Limits {
             max_results: parts.request.max_results,
             deadline: parts.request.deadline(),

@@ -178,6 +178,12 @@ async fn a_spent_search_quota_refuses_with_when_to_retry_until_its_window_passes
         .as_u64()
         .unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
+    assert!(
+        gateway
+            .metrics()
+            .await
+            .contains(r#"childgraph_rate_limited_total{quota="searches"} 1"#)
+    );
     assert!(refused.body["data"].is_null() || refused.body["data"]["searchChildren"].is_null());
     // Another user's quota is their own.
     let other = gateway

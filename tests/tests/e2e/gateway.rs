@@ -1167,3 +1167,85 @@ async fn a_child_past_the_age_limit_shows_identity_only_unless_still_at_school()
     assert!(carers.as_array().is_some_and(|c| !c.is_empty()), "{carers}");
     gateway.stop().await;
 }
+
+/// The value of a sample on `/metrics`, by its name and labels as written.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_time_requests_sources_and_audit_writes_and_name_no_child() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    for _ in 0..3 {
+        let answer = search(&gateway, "gp", amelia()).await;
+        assert_eq!(matches(&answer).len(), 1, "{:#}", answer.body);
+    }
+    let refused = gateway.query("nobody", "{ me { userId } }").await;
+    assert_eq!(refused.status, 403);
+    let metrics = gateway.metrics().await;
+    assert!(
+        sample(
+            &metrics,
+            r#"childgraph_request_duration_seconds_count{status="200"}"#
+        ) >= Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"childgraph_request_duration_seconds_count{status="403"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    for source in ["health", "school", "early_years"] {
+        assert!(
+            sample(
+                &metrics,
+                &format!(
+                    r#"childgraph_source_call_duration_seconds_count{{outcome="ok",source="{source}"}}"#
+                )
+            ) >= Some(3.0),
+            "{source}: {metrics}"
+        );
+        assert!(
+            sample(
+                &metrics,
+                &format!(r#"childgraph_source_requests_total{{source="{source}"}}"#)
+            ) > Some(0.0),
+            "{metrics}"
+        );
+        assert_eq!(
+            sample(
+                &metrics,
+                &format!(r#"childgraph_source_breaker_state{{source="{source}"}}"#)
+            ),
+            Some(0.0),
+            "{metrics}"
+        );
+    }
+    // The demo caches: the second and third searches were answered from it.
+    assert!(
+        sample(
+            &metrics,
+            r#"childgraph_source_cache_hits_total{source="health"}"#
+        ) > Some(0.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "childgraph_audit_write_seconds_count") >= Some(3.0),
+        "{metrics}"
+    );
+    // Labels carry sources, statuses and outcomes only: no name, date of birth or child id.
+    let id = matches(&search(&gateway, "gp", amelia()).await)[0]["child"]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let metrics = gateway.metrics().await;
+    for child_data in ["Hartley", "Amelia", "2019-06-14", id.as_str()] {
+        assert!(!metrics.contains(child_data), "{child_data} in /metrics");
+    }
+    gateway.stop().await;
+}
