@@ -26,3 +26,4 @@ pub mod server;
 pub mod shields;
 pub mod startup;
 pub mod store;
+pub mod telemetry;

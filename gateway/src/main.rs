@@ -210,21 +210,6 @@ fn parse_faults(text: &str) -> Result<childgraph_simulators::Faults, String> {
     Ok(faults)
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("CHILDGRAPH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("CHILDGRAPH_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 #[allow(clippy::print_stdout)]
 fn run_policy(command: PolicyCommand) -> anyhow::Result<()> {
     use childgraph::policy_cli;
@@ -267,7 +252,7 @@ fn run_policy(command: PolicyCommand) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
+    let _telemetry = childgraph::telemetry::init();
     match cli.command {
         Command::Serve { config } => childgraph::startup::serve(&config).await,
         Command::Demo {

@@ -271,3 +271,90 @@ async fn sigterm_lets_requests_in_flight_finish_flushes_the_audit_and_exits_0() 
         "{records:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_are_exported_over_otlp_with_a_span_per_source_call_and_no_child_data() {
+    use std::sync::Mutex;
+    // A collector: it keeps the bodies of the OTLP/HTTP exports it is sent.
+    let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let kept = received.clone();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                kept.lock().expect("lock").push(body.to_vec());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    // SAFETY of the environment: set for the child process only.
+    let mut process = Command::new(env!("CARGO_BIN_EXE_childgraph"))
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--children",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("childgraph demo starts");
+    let stdout = process.stdout.take().expect("stdout");
+    let mut demo = Demo(process);
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().expect("the URL").expect("a line");
+        if let Some(url) = line.trim().strip_prefix("GraphiQL:") {
+            break url.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let key = childgraph::demo_key::DemoKey::load_or_create(dir.path()).expect("the demo's key");
+    let token = key.token("gp").expect("token");
+    let search = json!({
+        "query": "{ searchChildren(criteria: {familyName: \"Hartley\", dateOfBirth: \"2019-06-14\"}, access: {purpose: SAFEGUARDING}) { matches { child { id name { given } } } } }",
+    });
+    let (status, body) = post(&reqwest::Client::new(), &url, &token, "traced", search)
+        .await
+        .expect("an answer");
+    assert_eq!(status, 200, "{body:#}");
+    // Stopping flushes the spans not yet sent.
+    let pid = demo.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let exit = tokio::task::spawn_blocking(move || demo.0.wait().expect("wait"))
+        .await
+        .expect("waiting");
+    assert!(exit.success(), "{exit}");
+
+    let bodies = received.lock().expect("lock").concat();
+    assert!(!bodies.is_empty(), "no export reached the collector");
+    let has = |needle: &[u8]| bodies.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"source_call"), "a span per source call");
+    assert!(has(b"request"), "a span per request");
+    assert!(has(b"childgraph"), "the service name");
+    for child_data in [&b"Hartley"[..], b"Amelia", b"2019-06-14"] {
+        assert!(
+            !has(child_data),
+            "{} in the traces",
+            String::from_utf8_lossy(child_data)
+        );
+    }
+}
