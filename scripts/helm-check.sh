@@ -94,6 +94,25 @@ mkdir -p "$TOOLS"
 exec 9>"$TOOLS/.lock"
 flock 9
 install_helm
+
+# `helm-check.sh --config-check BIN`: only render the gateway config the chart writes, with the default values, and
+# have the built gateway check it, as `serve` would read it (run after the build, so the binary knows every key).
+if [[ ${1:-} == --config-check ]]; then
+  bin=${2:?--config-check needs the childgraph binary}
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  "$HELM" template childgraph "$CHART" -s templates/configmap.yaml >"$work/configmap.yaml"
+  "$PYTHON" - "$work/configmap.yaml" "$work/childgraph.yaml" <<'EOF'
+import sys
+text = open(sys.argv[1]).read()
+# The ConfigMap's one data key holds the config, indented under `childgraph.yaml: |`.
+lines = text.split("childgraph.yaml: |", 1)[1].splitlines()[1:]
+indent = len(lines[0]) - len(lines[0].lstrip())
+open(sys.argv[2], "w").write("\n".join(l[indent:] for l in lines if l.strip()) + "\n")
+EOF
+  RUST_BACKTRACE=0 "$bin" config check "$work/childgraph.yaml"
+  exit 0
+fi
 install_kubernetes_validate
 flock -u 9
 "$HELM" version --short

@@ -155,6 +155,7 @@ The config file: config, with the store, the policy path and the sources' secret
 {{- if include "childgraph.policyConfigMap" . -}}
 {{- $_ := set $c "policy" "/etc/childgraph/policy.yaml" -}}
 {{- end -}}
+{{- $_ := set $c "shutdown" (dict "drain_seconds" (int .Values.shutdown.drainSeconds)) -}}
 {{- range $s := include "childgraph.sourceSecrets" . | fromJsonArray -}}
 {{- $source := get $c.sources $s.source -}}
 {{- $ref := printf "${%s}" $s.var -}}
