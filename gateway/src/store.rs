@@ -268,7 +268,21 @@ impl StoreRow for PgRow {
     }
 }
 
+/// The connections a PostgreSQL store keeps, unless the config says otherwise.
+pub const DEFAULT_POSTGRES_CONNECTIONS: u32 = 10;
+
 impl Store {
+    /// Opens the store a config names, and brings its schema up to date.
+    pub async fn open(config: &crate::config::StoreConfig) -> Result<Self, StoreError> {
+        match config {
+            crate::config::StoreConfig::Sqlite(path) => Self::open_sqlite(path).await,
+            crate::config::StoreConfig::Postgres(pg) => {
+                let options = PgConnectOptions::from_str(pg.url())?;
+                Self::open_postgres(options, pg.max_connections).await
+            }
+        }
+    }
+
     /// Opens (creating if needed) the SQLite file and brings its schema up to date.
     pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
