@@ -8,16 +8,15 @@
 //! so [`verify`] finds any edited, deleted or reordered record.
 
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError, StoreRow, on_pool};
 
 /// The `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// The most records one commit takes.
 const MAX_GROUP: usize = 512;
-/// Records per INSERT statement: 17 values each, well under SQLite's limit on bound values.
+/// Records per INSERT statement: 18 values each, well under SQLite's and PostgreSQL's limits on bound values.
 const ROWS_PER_INSERT: usize = 128;
 
 /// One operation, as recorded.
@@ -115,9 +114,9 @@ impl AuditLog {
 }
 
 async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
-    // The hash of the last record, once read. `commit` takes it and puts back the new one only when the commit
-    // succeeds, so after a failure it is read again: the store may hold less than was assumed.
-    let mut last: Option<String> = None;
+    // The seq and hash of the last record, once read. `commit` takes them and puts back the new ones only when the
+    // commit succeeds, so after a failure they are read again: the store may hold less than was assumed.
+    let mut last: Option<(i64, String)> = None;
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -133,55 +132,84 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
-async fn commit(store: &Store, last: &mut Option<String>, group: &[Pending]) -> Result<(), String> {
-    let mut tx = store.pool().begin().await.map_err(|e| e.to_string())?;
-    let mut prev = match last.take() {
-        Some(h) => h,
-        None => sqlx::query("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| e.to_string())?
-            .map(|r| r.get::<String, _>("hash"))
-            .unwrap_or_else(|| GENESIS.to_owned()),
-    };
-    // One statement per chunk of records: each statement is a round trip to the connection's thread.
-    let mut chained = Vec::with_capacity(group.len());
-    for (entry, _) in group {
-        let h = hash(entry, &prev);
-        chained.push((entry, prev, h.clone()));
-        prev = h;
-    }
-    for chunk in chained.chunks(ROWS_PER_INSERT) {
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO audit_log (at, request_id, user_id, organisation_id, roles, client, purpose, justification,
-                 operation, child_ids, shown, withheld, outcome, policy_hash, subject, prev_hash, hash) ",
-        );
-        q.push_values(chunk, |mut row, (entry, prev, h)| {
-            row.push_bind(entry.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-                .push_bind(&entry.request_id)
-                .push_bind(&entry.user_id)
-                .push_bind(&entry.organisation_id)
-                .push_bind(entry.roles.join(","))
-                .push_bind(&entry.client)
-                .push_bind(&entry.purpose)
-                .push_bind(&entry.justification)
-                .push_bind(&entry.operation)
-                .push_bind(entry.child_ids.join(","))
-                .push_bind(entry.shown.join(","))
-                .push_bind(entry.withheld.join(","))
-                .push_bind(&entry.outcome)
-                .push_bind(&entry.policy_hash)
-                .push_bind(&entry.subject)
-                .push_bind(prev)
-                .push_bind(h);
-        });
-        q.build()
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    tx.commit().await.map_err(|e| e.to_string())?;
-    *last = Some(prev);
+async fn commit(
+    store: &Store,
+    last: &mut Option<(i64, String)>,
+    group: &[Pending],
+) -> Result<(), String> {
+    // One gateway writes a SQLite file, so the tail it appended last is the chain's tail. Other gateways append to
+    // the same PostgreSQL log: there the tail is read every time, under a lock that every appender takes.
+    let shared = matches!(store.backend(), Backend::Postgres(_));
+    let kept = if shared { None } else { last.take() };
+    let tail = on_pool!(store, |pool| {
+        let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+        if shared {
+            // Appends wait for each other here, and for nothing else: readers are not blocked. The lock is taken
+            // before the tail is read, so the tail read is the one this transaction extends.
+            sqlx::query("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let (mut seq, mut prev) = match kept {
+            Some(tail) => tail,
+            None => match sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(row) => (
+                    row.try_get("seq").map_err(|e| e.to_string())?,
+                    row.try_get("hash").map_err(|e| e.to_string())?,
+                ),
+                None => (0, GENESIS.to_owned()),
+            },
+        };
+        // One statement per chunk of records: each statement is a round trip to the connection's thread. Each
+        // record's seq is one past the last: assigned here, under the lock, so a transaction rolled back leaves no
+        // gap (a PostgreSQL sequence would).
+        let mut chained = Vec::with_capacity(group.len());
+        for (entry, _) in group {
+            let h = hash(entry, &prev);
+            seq += 1;
+            chained.push((seq, entry, prev, h.clone()));
+            prev = h;
+        }
+        for chunk in chained.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO audit_log (seq, at, request_id, user_id, organisation_id, roles, client, purpose,
+                     justification, operation, child_ids, shown, withheld, outcome, policy_hash, subject, prev_hash,
+                     hash) ",
+            );
+            q.push_values(chunk, |mut row, (seq, entry, prev, h)| {
+                row.push_bind(*seq)
+                    .push_bind(entry.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+                    .push_bind(&entry.request_id)
+                    .push_bind(&entry.user_id)
+                    .push_bind(&entry.organisation_id)
+                    .push_bind(entry.roles.join(","))
+                    .push_bind(&entry.client)
+                    .push_bind(&entry.purpose)
+                    .push_bind(&entry.justification)
+                    .push_bind(&entry.operation)
+                    .push_bind(entry.child_ids.join(","))
+                    .push_bind(entry.shown.join(","))
+                    .push_bind(entry.withheld.join(","))
+                    .push_bind(&entry.outcome)
+                    .push_bind(&entry.policy_hash)
+                    .push_bind(&entry.subject)
+                    .push_bind(prev)
+                    .push_bind(h);
+            });
+            q.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        tx.commit().await.map_err(|e| e.to_string())?;
+        (seq, prev)
+    });
+    *last = Some(tail);
     Ok(())
 }
 
@@ -193,7 +221,7 @@ fn split(text: &str) -> Vec<String> {
     }
 }
 
-fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord, StoreError> {
+fn record_from_row(row: &impl StoreRow) -> Result<AuditRecord, StoreError> {
     let at: String = row.try_get("at")?;
     let at = chrono::DateTime::parse_from_rfc3339(&at)
         .map_err(|e| StoreError::Corrupt(format!("audit time: {e}")))?
@@ -205,14 +233,14 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord, StoreEr
             request_id: row.try_get("request_id")?,
             user_id: row.try_get("user_id")?,
             organisation_id: row.try_get("organisation_id")?,
-            roles: split(&row.try_get::<String, _>("roles")?),
+            roles: split(&row.try_get::<String>("roles")?),
             client: row.try_get("client")?,
             purpose: row.try_get("purpose")?,
             justification: row.try_get("justification")?,
             operation: row.try_get("operation")?,
-            child_ids: split(&row.try_get::<String, _>("child_ids")?),
-            shown: split(&row.try_get::<String, _>("shown")?),
-            withheld: split(&row.try_get::<String, _>("withheld")?),
+            child_ids: split(&row.try_get::<String>("child_ids")?),
+            shown: split(&row.try_get::<String>("shown")?),
+            withheld: split(&row.try_get::<String>("withheld")?),
             outcome: row.try_get("outcome")?,
             policy_hash: row.try_get("policy_hash")?,
             subject: row.try_get("subject")?,
@@ -236,14 +264,19 @@ pub struct Verified {
 /// Walks the whole chain in order: each record's `seq` follows the last, its `prev_hash` is the last record's hash,
 /// and its hash is that of its own fields.
 pub async fn verify(store: &Store) -> Result<Verified, StoreError> {
-    use futures::TryStreamExt;
+    use futures::{StreamExt, TryStreamExt};
     let query = format!("SELECT {COLUMNS} FROM audit_log ORDER BY seq");
-    let mut rows = sqlx::query(&query).fetch(store.pool());
+    let mut rows: futures::stream::BoxStream<'_, Result<AuditRecord, StoreError>> =
+        on_pool!(store, |pool| {
+            sqlx::query(&query)
+                .fetch(pool)
+                .map(|row| record_from_row(&row?))
+                .boxed()
+        });
     let mut prev = GENESIS.to_owned();
     let mut expected_seq = 1;
     let mut records = 0;
-    while let Some(row) = rows.try_next().await? {
-        let record = record_from_row(&row)?;
+    while let Some(record) = rows.try_next().await? {
         records += 1;
         let fault = if record.seq != expected_seq {
             Some(format!(
@@ -276,15 +309,17 @@ pub async fn verify(store: &Store) -> Result<Verified, StoreError> {
 /// Every record that names a child, oldest first: who saw what about them, when and why.
 pub async fn for_child(store: &Store, child_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
     let query = format!(
-        "SELECT {COLUMNS} FROM audit_log WHERE ',' || child_ids || ',' LIKE '%,' || ? || ',%' ORDER BY seq"
+        "SELECT {COLUMNS} FROM audit_log WHERE ',' || child_ids || ',' LIKE '%,' || $1 || ',%' ORDER BY seq"
     );
-    sqlx::query(&query)
-        .bind(child_id)
-        .fetch_all(store.pool())
-        .await?
-        .iter()
-        .map(record_from_row)
-        .collect()
+    on_pool!(store, |pool| {
+        sqlx::query(&query)
+            .bind(child_id)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(record_from_row)
+            .collect()
+    })
 }
 
 /// The records of one operation since a time, newest first.
@@ -294,21 +329,33 @@ pub async fn by_operation(
     since: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<AuditRecord>, StoreError> {
     let query = format!(
-        "SELECT {COLUMNS} FROM audit_log WHERE operation = ? AND at >= ? ORDER BY seq DESC"
+        "SELECT {COLUMNS} FROM audit_log WHERE operation = $1 AND at >= $2 ORDER BY seq DESC"
     );
-    sqlx::query(&query)
-        .bind(operation)
-        .bind(since.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-        .fetch_all(store.pool())
-        .await?
-        .iter()
-        .map(record_from_row)
-        .collect()
+    on_pool!(store, |pool| {
+        sqlx::query(&query)
+            .bind(operation)
+            .bind(since.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(record_from_row)
+            .collect()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::{Stores, on_each_backend, on_postgres};
+
+    on_each_backend!(
+        concurrent_appends_make_one_whole_chain,
+        an_edited_record_is_found,
+        a_deleted_record_is_found,
+        a_swapped_pair_is_found,
+        an_account_actions_subject_is_covered_by_the_hash,
+    );
+    on_postgres!(two_gateways_appending_at_once_make_one_whole_chain);
 
     fn entry(n: usize) -> AuditEntry {
         AuditEntry {
@@ -330,24 +377,24 @@ mod tests {
         }
     }
 
-    async fn store_with(n: usize) -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
+    async fn store_with(stores: &Stores, n: usize) -> Store {
+        let store = stores.fresh().await;
         let log = AuditLog::start(store.clone());
         let writes: Vec<_> = (0..n).map(|i| log.append(entry(i))).collect();
         for result in futures::future::join_all(writes).await {
             result.unwrap();
         }
-        (dir, store)
+        store
     }
 
     async fn tamper(store: &Store, sql: &str) {
-        sqlx::query(sql).execute(store.pool()).await.unwrap();
+        on_pool!(store, |pool| {
+            sqlx::query(sql).execute(pool).await.unwrap();
+        });
     }
 
-    #[tokio::test]
-    async fn concurrent_appends_make_one_whole_chain() {
-        let (_dir, store) = store_with(300).await;
+    async fn concurrent_appends_make_one_whole_chain(stores: &Stores) {
+        let store = store_with(stores, 300).await;
         let verified = verify(&store).await.unwrap();
         assert_eq!(
             verified,
@@ -362,9 +409,8 @@ mod tests {
         assert!(for_child(&store, "ch_").await.unwrap().is_empty());
     }
 
-    #[tokio::test]
-    async fn an_edited_record_is_found() {
-        let (_dir, store) = store_with(10).await;
+    async fn an_edited_record_is_found(stores: &Stores) {
+        let store = store_with(stores, 10).await;
         tamper(
             &store,
             "UPDATE audit_log SET user_id = 'someone-else' WHERE seq = 4",
@@ -379,9 +425,8 @@ mod tests {
         assert!(verified.broken.unwrap().1.contains("edited"));
     }
 
-    #[tokio::test]
-    async fn a_deleted_record_is_found() {
-        let (_dir, store) = store_with(10).await;
+    async fn a_deleted_record_is_found(stores: &Stores) {
+        let store = store_with(stores, 10).await;
         tamper(&store, "DELETE FROM audit_log WHERE seq = 6").await;
         assert_eq!(verify(&store).await.unwrap().broken.map(|b| b.0), Some(7));
         // Renumbered to hide the gap, the chain still breaks.
@@ -389,24 +434,21 @@ mod tests {
         assert_eq!(verify(&store).await.unwrap().broken.map(|b| b.0), Some(6));
         // The last record removed leaves a whole chain but one short: `verify` reports the count for comparison
         // with the log's own counters.
-        let (_dir, store) = store_with(3).await;
+        let store = store_with(stores, 3).await;
         tamper(&store, "DELETE FROM audit_log WHERE seq = 3").await;
         assert_eq!(verify(&store).await.unwrap().records, 2);
     }
 
-    #[tokio::test]
-    async fn a_swapped_pair_is_found() {
-        let (_dir, store) = store_with(10).await;
+    async fn a_swapped_pair_is_found(stores: &Stores) {
+        let store = store_with(stores, 10).await;
         tamper(&store, "UPDATE audit_log SET seq = -1 WHERE seq = 3").await;
         tamper(&store, "UPDATE audit_log SET seq = 3 WHERE seq = 4").await;
         tamper(&store, "UPDATE audit_log SET seq = 4 WHERE seq = -1").await;
         assert_eq!(verify(&store).await.unwrap().broken.map(|b| b.0), Some(3));
     }
 
-    #[tokio::test]
-    async fn an_account_actions_subject_is_covered_by_the_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
+    async fn an_account_actions_subject_is_covered_by_the_hash(stores: &Stores) {
+        let store = stores.fresh().await;
         let log = AuditLog::start(store.clone());
         for n in 0..4 {
             let mut e = entry(n);
@@ -431,5 +473,34 @@ mod tests {
         )
         .await;
         assert_eq!(verify(&store).await.unwrap().broken.map(|b| b.0), Some(1));
+    }
+
+    async fn two_gateways_appending_at_once_make_one_whole_chain(stores: &Stores) {
+        // Two gateways over one database, each with its own writer, their appends interleaved: one chain, every
+        // record in it once, its seq contiguous.
+        let gateways = stores.gateways(2).await;
+        let logs: Vec<AuditLog> = gateways.iter().cloned().map(AuditLog::start).collect();
+        let writes: Vec<_> = (0..400).map(|i| logs[i % 2].append(entry(i))).collect();
+        for result in futures::future::join_all(writes).await {
+            result.unwrap();
+        }
+        for store in &gateways {
+            assert_eq!(
+                verify(store).await.unwrap(),
+                Verified {
+                    records: 400,
+                    broken: None
+                }
+            );
+        }
+        for i in [0, 1, 398, 399] {
+            assert_eq!(
+                for_child(&gateways[0], &format!("ch_{i}"))
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
     }
 }

@@ -3,19 +3,22 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::config::StoreConfig;
 use crate::store::Store;
 
 /// Opens the store of a config file, or of a demo data directory.
 pub async fn open(config: Option<&Path>, data_dir: Option<&Path>) -> anyhow::Result<Store> {
-    let path = match (config, data_dir) {
-        (Some(config), None) => crate::config::Config::load(config)?.store.sqlite,
-        (None, Some(dir)) => dir.join(crate::demo::STORE_FILE),
+    let store = match (config, data_dir) {
+        (Some(config), None) => crate::config::Config::load(config)?.store,
+        (None, Some(dir)) => StoreConfig::Sqlite(dir.join(crate::demo::STORE_FILE)),
         _ => anyhow::bail!("give --config FILE or --data-dir DIR"),
     };
-    if !path.exists() {
+    if let StoreConfig::Sqlite(path) = &store
+        && !path.exists()
+    {
         anyhow::bail!("there is no store at {}", path.display());
     }
-    Ok(Store::open_sqlite(&path).await?)
+    Ok(Store::open(&store).await?)
 }
 
 /// `audit verify`: whether the chain is whole; the answer says so, and how many records it holds.

@@ -92,11 +92,99 @@ fn default_recertify_months() -> u32 {
     4
 }
 
+/// Where the gateway keeps what it owns: one of `sqlite: PATH` or `postgres: {url: ...}`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "StoreKeys")]
+pub enum StoreConfig {
+    /// The SQLite database file, created if missing: for one gateway process.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, which several gateway replicas can share.
+    Postgres(PostgresConfig),
+}
+
+/// The `store` section as written, before it is known to name exactly one backend.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// The SQLite database file, created if missing.
-    pub sqlite: PathBuf,
+struct StoreKeys {
+    #[serde(default)]
+    sqlite: Option<PathBuf>,
+    #[serde(default)]
+    postgres: Option<PostgresConfig>,
+}
+
+impl TryFrom<StoreKeys> for StoreConfig {
+    type Error = String;
+
+    fn try_from(keys: StoreKeys) -> Result<Self, String> {
+        match (keys.sqlite, keys.postgres) {
+            (Some(path), None) => Ok(StoreConfig::Sqlite(path)),
+            (None, Some(postgres)) => {
+                postgres.check()?;
+                Ok(StoreConfig::Postgres(postgres))
+            }
+            (Some(_), Some(_)) => Err("store: give sqlite or postgres, not both".to_owned()),
+            (None, None) => {
+                Err("store: give sqlite: PATH or postgres: {url: postgres://...}".to_owned())
+            }
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`, with any of libpq's parameters (`sslmode=verify-full`, say);
+    /// write `${VAR}` to take it, or its password, from the environment.
+    url: String,
+    /// The most connections this gateway opens to the database.
+    #[serde(default = "default_postgres_connections")]
+    pub max_connections: u32,
+}
+
+fn default_postgres_connections() -> u32 {
+    crate::store::DEFAULT_POSTGRES_CONNECTIONS
+}
+
+impl PostgresConfig {
+    /// The connection URL. It may hold a password: it is never logged or printed.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
+            return Err(
+                "store.postgres.url: must start with postgres:// or postgresql://".to_owned(),
+            );
+        }
+        // Parsed as the store will parse it, so that `config check` finds a bad parameter. The error names the
+        // parameter, never the URL.
+        <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&self.url)
+            .map_err(|e| format!("store.postgres.url: {e}"))?;
+        if self.max_connections == 0 {
+            return Err("store.postgres.max_connections: must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password, in its user part or its parameters: only where it points is shown.
+        let server = url::Url::parse(&self.url).ok().map(|u| {
+            format!(
+                "{}://{}:{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.port().unwrap_or(5432),
+                u.path()
+            )
+        });
+        f.debug_struct("PostgresConfig")
+            .field("server", &server.as_deref().unwrap_or("[unparsed]"))
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How records are linked into children.
@@ -873,6 +961,108 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("need a jwks_url"), "{setting}: {err}");
+        }
+    }
+
+    /// The example with its store section replaced by these lines.
+    fn with_store(lines: &str) -> String {
+        let sqlite = "store:\n  sqlite: /var/lib/childgraph/childgraph.db\n";
+        assert!(EXAMPLE.contains(sqlite), "the example's store");
+        EXAMPLE.replace(sqlite, &format!("store:\n{lines}"))
+    }
+
+    #[test]
+    fn the_store_is_sqlite_or_postgres() {
+        let config = Config::parse(EXAMPLE, Path::new("c.yaml"), env).expect("valid");
+        assert!(
+            matches!(&config.store, StoreConfig::Sqlite(path) if path == Path::new("/var/lib/childgraph/childgraph.db"))
+        );
+
+        let secret_env = |var: &str| match var {
+            "DATABASE_URL" => {
+                Some("postgres://childgraph:hunter2@db.internal:5433/childgraph".to_owned())
+            }
+            _ => env(var),
+        };
+        // The example's commented PostgreSQL lines, taken instead of its SQLite file.
+        let mut in_store = false;
+        let example: String = EXAMPLE
+            .lines()
+            .filter_map(|line| {
+                if !line.starts_with(' ') && !line.starts_with('#') {
+                    in_store = line == "store:";
+                }
+                match line.strip_prefix("  # ") {
+                    _ if in_store && line.starts_with("  sqlite:") => None,
+                    Some(rest)
+                        if in_store
+                            && (rest.starts_with("postgres:") || rest.starts_with("  ")) =>
+                    {
+                        Some(format!("  {rest}\n"))
+                    }
+                    _ => Some(format!("{line}\n")),
+                }
+            })
+            .collect();
+        assert!(
+            example.contains("  postgres:\n    url: ${DATABASE_URL}"),
+            "{example}"
+        );
+        let config =
+            Config::parse(&example, Path::new("c.yaml"), secret_env).expect("a postgres store");
+        let StoreConfig::Postgres(postgres) = &config.store else {
+            panic!("{:?}", config.store);
+        };
+        assert_eq!(
+            postgres.url(),
+            "postgres://childgraph:hunter2@db.internal:5433/childgraph"
+        );
+        assert_eq!(postgres.max_connections, 10);
+        // Where the database is shows in debug output; its password never does.
+        let debug = format!("{config:?}");
+        assert!(
+            debug.contains("postgres://db.internal:5433/childgraph") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+        let config = Config::parse(
+            &with_store("  postgres: {url: \"postgresql:///childgraph?host=/run/postgresql\", max_connections: 32}\n"),
+            Path::new("c.yaml"),
+            env,
+        )
+        .expect("a socket URL");
+        assert!(matches!(config.store, StoreConfig::Postgres(p) if p.max_connections == 32));
+
+        for (lines, message) in [
+            (
+                "  sqlite: /tmp/a.db\n  postgres: {url: \"postgres://db/cg\"}\n",
+                "store: give sqlite or postgres, not both",
+            ),
+            (
+                "  {}\n",
+                "store: give sqlite: PATH or postgres: {url: postgres://...}",
+            ),
+            ("  postgres: {}\n", "missing field `url`"),
+            (
+                "  postgres: {url: \"mysql://db/cg\"}\n",
+                "store.postgres.url: must start with postgres:// or postgresql://",
+            ),
+            (
+                "  postgres: {url: \"postgres://db/cg\", max_connections: 0}\n",
+                "store.postgres.max_connections: must be at least 1",
+            ),
+            (
+                "  postgres: {url: \"postgres://db/cg\", pool: 3}\n",
+                "unknown field `pool`",
+            ),
+            ("  sqlite: /tmp/a.db\n  mysql: x\n", "unknown field `mysql`"),
+        ] {
+            let err = Config::parse(&with_store(lines), Path::new("c.yaml"), env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("c.yaml") && err.contains(message),
+                "{lines}: {err}"
+            );
         }
     }
 

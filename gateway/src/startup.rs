@@ -120,7 +120,7 @@ pub fn load_policy(path: Option<&Path>) -> anyhow::Result<Policy> {
 /// `childgraph serve --config FILE`.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    let store = Store::open_sqlite(&config.store.sqlite)
+    let store = Store::open(&config.store)
         .await
         .context("opening the store")?;
     let issuers = crate::auth::load_issuers(&config.auth)?;

@@ -1,6 +1,10 @@
-//! The gateway's store: links from child ids to source records, shields, flags and accounts (SQLite by default).
+//! The gateway's store: links from child ids to source records, shields, flags and accounts, on SQLite (the
+//! default) or PostgreSQL.
 //!
 //! Child data never lands here: only ids, and what the gateway itself owns.
+//!
+//! Each query is written once and compiled for both backends ([`on_pool`]): placeholders are numbered (`$1`), which
+//! both take, and rows are read through [`StoreRow`].
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -8,12 +12,17 @@ use std::str::FromStr;
 
 use childgraph_schema::{RecordRef, SourceName};
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
 
 mod accounts;
 mod practice;
 mod shields;
+#[cfg(test)]
+pub(crate) mod testing;
 pub use accounts::{AccountChangeError, Recertification};
 pub use practice::{Disclosure, FlagOwner};
 pub use shields::{ApprovalError, ShieldEntry, ShieldOverride, ShieldRequest};
@@ -197,13 +206,83 @@ pub struct Linked {
     pub shielded: HashSet<String>,
 }
 
-/// The store, over a pool of SQLite connections.
+/// The store, over a pool of SQLite or PostgreSQL connections.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    backend: Backend,
 }
 
+/// The pool a store runs on.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    /// One file, for one gateway process: the audit writer keeps the chain's tail between commits.
+    Sqlite(SqlitePool),
+    /// A server that several gateway replicas may share.
+    Postgres(PgPool),
+}
+
+/// Runs the same code on whichever pool the store holds, binding it to `$pool`: `&SqlitePool` or `&PgPool`.
+///
+/// The body is compiled once for each backend, so a query written once is checked against both.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match $store.backend() {
+            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// A value the store reads from a row of either backend.
+pub(crate) trait StoreValue:
+    for<'r> sqlx::Decode<'r, Sqlite>
+    + sqlx::Type<Sqlite>
+    + for<'r> sqlx::Decode<'r, Postgres>
+    + sqlx::Type<Postgres>
+{
+}
+
+impl<T> StoreValue for T where
+    T: for<'r> sqlx::Decode<'r, Sqlite>
+        + sqlx::Type<Sqlite>
+        + for<'r> sqlx::Decode<'r, Postgres>
+        + sqlx::Type<Postgres>
+{
+}
+
+/// A row of either backend, read by column name, so that a row is turned into a record by one function.
+pub(crate) trait StoreRow {
+    fn try_get<T: StoreValue>(&self, column: &str) -> Result<T, sqlx::Error>;
+}
+
+impl StoreRow for SqliteRow {
+    fn try_get<T: StoreValue>(&self, column: &str) -> Result<T, sqlx::Error> {
+        sqlx::Row::try_get(self, column)
+    }
+}
+
+impl StoreRow for PgRow {
+    fn try_get<T: StoreValue>(&self, column: &str) -> Result<T, sqlx::Error> {
+        sqlx::Row::try_get(self, column)
+    }
+}
+
+/// The connections a PostgreSQL store keeps, unless the config says otherwise.
+pub const DEFAULT_POSTGRES_CONNECTIONS: u32 = 10;
+
 impl Store {
+    /// Opens the store a config names, and brings its schema up to date.
+    pub async fn open(config: &crate::config::StoreConfig) -> Result<Self, StoreError> {
+        match config {
+            crate::config::StoreConfig::Sqlite(path) => Self::open_sqlite(path).await,
+            crate::config::StoreConfig::Postgres(pg) => {
+                let options = PgConnectOptions::from_str(pg.url())?;
+                Self::open_postgres(options, pg.max_connections).await
+            }
+        }
+    }
+
     /// Opens (creating if needed) the SQLite file and brings its schema up to date.
     pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
@@ -222,50 +301,77 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            backend: Backend::Sqlite(pool),
+        })
     }
 
-    /// The pool, for the audit log's own statements.
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// Connects to a PostgreSQL database and brings its schema up to date. Gateways that share the database may
+    /// start at once: the migrations take a lock of their own.
+    pub async fn open_postgres(
+        options: PgConnectOptions,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations_postgres").run(&pool).await?;
+        Ok(Self {
+            backend: Backend::Postgres(pool),
+        })
+    }
+
+    /// The backend and its pool, for [`on_pool`] and the audit log's own statements.
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// Whether the store answers: used by readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        on_pool!(self, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
         Ok(())
     }
 
     pub async fn upsert_organisation(&self, org: &OrganisationRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO organisations (id, name, source, source_org_id) VALUES (?, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name, source = excluded.source,
-             source_org_id = excluded.source_org_id",
-        )
-        .bind(&org.id)
-        .bind(&org.name)
-        .bind(org.source.as_ref().map(|s| s.source.as_str()))
-        .bind(org.source.as_ref().map(|s| s.id.as_str()))
-        .execute(&self.pool)
-        .await?;
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO organisations (id, name, source, source_org_id) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, source = excluded.source,
+                 source_org_id = excluded.source_org_id",
+            )
+            .bind(&org.id)
+            .bind(&org.name)
+            .bind(org.source.as_ref().map(|s| s.source.as_str()))
+            .bind(org.source.as_ref().map(|s| s.id.as_str()))
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
     pub async fn upsert_account(&self, account: &Account) -> Result<(), StoreError> {
         self.upsert_organisation(&account.organisation).await?;
-        write_account(&self.pool, account).await
+        self.write_account(account, Replace::AnyOrganisation)
+            .await?;
+        Ok(())
     }
 
     pub async fn account(&self, user_id: &str) -> Result<Option<Account>, StoreError> {
         let query = format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts a JOIN organisations o ON o.id = a.organisation_id
-             WHERE a.user_id = ?"
+             WHERE a.user_id = $1"
         );
-        let row = sqlx::query(&query)
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| account_from_row(&r)).transpose()
+        on_pool!(self, |pool| {
+            sqlx::query(&query)
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| account_from_row(&r))
+                .transpose()
+        })
     }
 
     /// The child ids already linked to these records.
@@ -275,15 +381,17 @@ impl Store {
     ) -> Result<HashMap<RecordRef, String>, StoreError> {
         let mut found = HashMap::new();
         for chunk in records.chunks(200) {
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT source, record_id, child_id FROM links WHERE (source, record_id) IN ",
-            );
-            q.push_tuples(chunk, |mut b, r| {
-                b.push_bind(r.source.as_str()).push_bind(&r.id);
+            on_pool!(self, |pool| {
+                let mut q = sqlx::QueryBuilder::new(
+                    "SELECT source, record_id, child_id FROM links WHERE (source, record_id) IN ",
+                );
+                q.push_tuples(chunk, |mut b, r| {
+                    b.push_bind(r.source.as_str()).push_bind(&r.id);
+                });
+                for row in q.build().fetch_all(pool).await? {
+                    found.insert(record_ref(&row)?, row.try_get("child_id")?);
+                }
             });
-            for row in q.build().fetch_all(&self.pool).await? {
-                found.insert(record_ref(&row)?, row.try_get("child_id")?);
-            }
         }
         Ok(found)
     }
@@ -295,16 +403,18 @@ impl Store {
     ) -> Result<HashSet<RecordRef>, StoreError> {
         let mut found = HashSet::new();
         for chunk in records.chunks(200) {
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT l.source, l.record_id FROM links l JOIN shields s ON s.child_id = l.child_id
-                 WHERE (l.source, l.record_id) IN ",
-            );
-            q.push_tuples(chunk, |mut b, r| {
-                b.push_bind(r.source.as_str()).push_bind(&r.id);
+            on_pool!(self, |pool| {
+                let mut q = sqlx::QueryBuilder::new(
+                    "SELECT l.source, l.record_id FROM links l JOIN shields s ON s.child_id = l.child_id
+                     WHERE (l.source, l.record_id) IN ",
+                );
+                q.push_tuples(chunk, |mut b, r| {
+                    b.push_bind(r.source.as_str()).push_bind(&r.id);
+                });
+                for row in q.build().fetch_all(pool).await? {
+                    found.insert(record_ref(&row)?);
+                }
             });
-            for row in q.build().fetch_all(&self.pool).await? {
-                found.insert(record_ref(&row)?);
-            }
         }
         Ok(found)
     }
@@ -322,8 +432,10 @@ impl Store {
         let all: Vec<RecordRef> = groups.iter().flatten().map(|(r, _)| r.clone()).collect();
         let existing = self.children_of(&all).await?;
         let now = Utc::now().to_rfc3339();
-        let mut tx = self.pool.begin().await?;
         let mut answer = Vec::with_capacity(groups.len());
+        let mut new_children = Vec::new();
+        let mut new_links: Vec<(RecordRef, String, f64)> = Vec::new();
+        let mut merges = Vec::new();
         for group in groups {
             let mut children: Vec<(String, Vec<RecordRef>)> = Vec::new();
             let mut unlinked = Vec::new();
@@ -339,45 +451,21 @@ impl Store {
             if !unlinked.is_empty() {
                 if children.is_empty() {
                     let id = new_child_id();
-                    sqlx::query("INSERT INTO children (id, created_at) VALUES (?, ?)")
-                        .bind(&id)
-                        .bind(&now)
-                        .execute(&mut *tx)
-                        .await?;
+                    new_children.push(id.clone());
                     children.push((id, Vec::new()));
                 }
                 let (child, records) = &mut children[0];
                 for (record, score) in unlinked {
-                    // Another request may have linked the record meanwhile: the first link stands.
-                    sqlx::query(
-                        "INSERT INTO links (source, record_id, child_id, score, rule, linked_at) VALUES (?, ?, ?, ?, ?, ?)
-                         ON CONFLICT (source, record_id) DO NOTHING",
-                    )
-                    .bind(record.source.as_str())
-                    .bind(&record.id)
-                    .bind(&*child)
-                    .bind(score)
-                    .bind(rule)
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await?;
+                    new_links.push((record.clone(), child.clone(), score));
                     records.push(record);
                 }
             }
             if children.len() > 1 {
-                // Records of different children now score as one child: kept apart, and recorded for a person to decide.
+                // Records of different children now score as one child: kept apart, and recorded for a person to
+                // decide.
                 let mut ids: Vec<&str> = children.iter().map(|(c, _)| c.as_str()).collect();
                 ids.sort_unstable();
-                sqlx::query(
-                    "INSERT INTO link_events (kind, child_ids, reason, rule, at) VALUES ('merge-proposed', ?, ?, ?, ?)
-                     ON CONFLICT (kind, child_ids) DO NOTHING",
-                )
-                .bind(ids.join(","))
-                .bind("records of these children score as one child")
-                .bind(rule)
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?;
+                merges.push(ids.join(","));
             }
             answer.push(children);
         }
@@ -389,57 +477,108 @@ impl Store {
                 *groups_of.entry(child.as_str()).or_default() += 1;
             }
         }
-        let mut split: Vec<&str> = groups_of
+        let mut splits: Vec<&str> = groups_of
             .into_iter()
             .filter(|(_, n)| *n > 1)
             .map(|(child, _)| child)
             .collect();
-        split.sort_unstable();
-        for child in split {
-            sqlx::query(
-                "INSERT INTO link_events (kind, child_ids, reason, rule, at) VALUES ('split-proposed', ?, ?, ?, ?)
-                 ON CONFLICT (kind, child_ids) DO NOTHING",
-            )
-            .bind(child)
-            .bind("records of this child no longer score as one child")
-            .bind(rule)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        // Rows that another request may be writing too are written in one order, whoever writes them: on PostgreSQL,
+        // two transactions that each wait for a row the other wrote first would deadlock.
+        new_links
+            .sort_by(|a, b| (a.0.source.as_str(), &a.0.id).cmp(&(b.0.source.as_str(), &b.0.id)));
+        merges.sort_unstable();
+        merges.dedup();
+        splits.sort_unstable();
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            for id in &new_children {
+                sqlx::query("INSERT INTO children (id, created_at) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (record, child, score) in &new_links {
+                // Another request may have linked the record meanwhile: the first link stands.
+                sqlx::query(
+                    "INSERT INTO links (source, record_id, child_id, score, rule, linked_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (source, record_id) DO NOTHING",
+                )
+                .bind(record.source.as_str())
+                .bind(&record.id)
+                .bind(child)
+                .bind(score)
+                .bind(rule)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for ids in &merges {
+                sqlx::query(
+                    "INSERT INTO link_events (kind, child_ids, reason, rule, at)
+                     VALUES ('merge-proposed', $1, $2, $3, $4)
+                     ON CONFLICT (kind, child_ids) DO NOTHING",
+                )
+                .bind(ids)
+                .bind("records of these children score as one child")
+                .bind(rule)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for child in &splits {
+                sqlx::query(
+                    "INSERT INTO link_events (kind, child_ids, reason, rule, at)
+                     VALUES ('split-proposed', $1, $2, $3, $4)
+                     ON CONFLICT (kind, child_ids) DO NOTHING",
+                )
+                .bind(child)
+                .bind("records of this child no longer score as one child")
+                .bind(rule)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
         Ok(answer)
     }
 
     /// The merges and splits recorded, oldest first.
     pub async fn link_events(&self) -> Result<Vec<LinkEvent>, StoreError> {
-        let rows =
+        on_pool!(self, |pool| {
             sqlx::query("SELECT kind, child_ids, reason, rule, at FROM link_events ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| {
-                let ids: String = r.try_get("child_ids")?;
-                Ok(LinkEvent {
-                    kind: r.try_get("kind")?,
-                    child_ids: ids.split(',').map(str::to_owned).collect(),
-                    reason: r.try_get("reason")?,
-                    rule: r.try_get("rule")?,
-                    at: r.try_get("at")?,
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| {
+                    let ids: String = r.try_get("child_ids")?;
+                    Ok(LinkEvent {
+                        kind: r.try_get("kind")?,
+                        child_ids: ids.split(',').map(str::to_owned).collect(),
+                        reason: r.try_get("reason")?,
+                        rule: r.try_get("rule")?,
+                        at: r.try_get("at")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// The source records linked to a child.
     pub async fn records_of(&self, child_id: &str) -> Result<Vec<RecordRef>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT source, record_id FROM links WHERE child_id = ? ORDER BY source, record_id",
-        )
-        .bind(child_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(record_ref).collect()
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "SELECT source, record_id FROM links WHERE child_id = $1 ORDER BY source, record_id",
+            )
+            .bind(child_id)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(record_ref)
+            .collect()
+        })
     }
 
     /// The source records linked to each of these children, and which of them the register shields, in one query.
@@ -447,26 +586,28 @@ impl Store {
     pub async fn linked(&self, child_ids: &[String]) -> Result<Linked, StoreError> {
         let mut linked = Linked::default();
         for chunk in child_ids.chunks(200) {
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT l.child_id, l.source, l.record_id, s.child_id IS NOT NULL AS shielded
-                 FROM links l LEFT JOIN shields s ON s.child_id = l.child_id WHERE l.child_id IN (",
-            );
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(id);
-            }
-            q.push(") ORDER BY l.child_id, l.source, l.record_id");
-            for row in q.build().fetch_all(&self.pool).await? {
-                let child: String = row.try_get("child_id")?;
-                if row.try_get::<bool, _>("shielded")? {
-                    linked.shielded.insert(child.clone());
+            on_pool!(self, |pool| {
+                let mut q = sqlx::QueryBuilder::new(
+                    "SELECT l.child_id, l.source, l.record_id, s.child_id IS NOT NULL AS shielded
+                     FROM links l LEFT JOIN shields s ON s.child_id = l.child_id WHERE l.child_id IN (",
+                );
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id);
                 }
-                linked
-                    .records
-                    .entry(child)
-                    .or_default()
-                    .push(record_ref(&row)?);
-            }
+                q.push(") ORDER BY l.child_id, l.source, l.record_id");
+                for row in q.build().fetch_all(pool).await? {
+                    let child: String = row.try_get("child_id")?;
+                    if row.try_get::<bool>("shielded")? {
+                        linked.shielded.insert(child.clone());
+                    }
+                    linked
+                        .records
+                        .entry(child)
+                        .or_default()
+                        .push(record_ref(&row)?);
+                }
+            });
         }
         Ok(linked)
     }
@@ -475,49 +616,57 @@ impl Store {
     pub async fn shielded(&self, child_ids: &[String]) -> Result<HashSet<String>, StoreError> {
         let mut shielded = HashSet::new();
         for chunk in child_ids.chunks(200) {
-            let mut q = sqlx::QueryBuilder::new("SELECT child_id FROM shields WHERE child_id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(id);
-            }
-            q.push(")");
-            for row in q.build().fetch_all(&self.pool).await? {
-                shielded.insert(row.try_get("child_id")?);
-            }
+            on_pool!(self, |pool| {
+                let mut q =
+                    sqlx::QueryBuilder::new("SELECT child_id FROM shields WHERE child_id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id);
+                }
+                q.push(")");
+                for row in q.build().fetch_all(pool).await? {
+                    shielded.insert(row.try_get("child_id")?);
+                }
+            });
         }
         Ok(shielded)
     }
 
     pub async fn put_shield(&self, shield: &Shield) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO shields (child_id, reason, requested_by, approved_by, created_at, review_due)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (child_id) DO NOTHING",
-        )
-        .bind(&shield.child_id)
-        .bind(&shield.reason)
-        .bind(&shield.requested_by)
-        .bind(&shield.approved_by)
-        .bind(Utc::now().to_rfc3339())
-        .bind(shield.review_due.to_rfc3339())
-        .execute(&self.pool)
-        .await?;
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO shields (child_id, reason, requested_by, approved_by, created_at, review_due)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (child_id) DO NOTHING",
+            )
+            .bind(&shield.child_id)
+            .bind(&shield.reason)
+            .bind(&shield.requested_by)
+            .bind(&shield.approved_by)
+            .bind(Utc::now().to_rfc3339())
+            .bind(shield.review_due.to_rfc3339())
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
     pub async fn put_flag(&self, flag: &FlagRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO flags (id, child_id, kind, note, raised_by, raised_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&flag.id)
-        .bind(&flag.child_id)
-        .bind(&flag.kind)
-        .bind(&flag.note)
-        .bind(&flag.raised_by.user_id)
-        .bind(flag.raised_at.to_rfc3339())
-        .bind(flag.expires_at.to_rfc3339())
-        .execute(&self.pool)
-        .await?;
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO flags (id, child_id, kind, note, raised_by, raised_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&flag.id)
+            .bind(&flag.child_id)
+            .bind(&flag.kind)
+            .bind(&flag.note)
+            .bind(&flag.raised_by.user_id)
+            .bind(flag.raised_at.to_rfc3339())
+            .bind(flag.expires_at.to_rfc3339())
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
@@ -529,80 +678,102 @@ impl Store {
     ) -> Result<HashMap<String, Vec<FlagRecord>>, StoreError> {
         let mut flags: HashMap<String, Vec<FlagRecord>> = HashMap::new();
         for chunk in child_ids.chunks(200) {
-            let mut q = sqlx::QueryBuilder::new(format!(
-                "SELECT f.id, f.child_id, f.kind, f.note, f.raised_at, f.expires_at, {ACCOUNT_COLUMNS}
-                 FROM flags f JOIN accounts a ON a.user_id = f.raised_by JOIN organisations o ON o.id = a.organisation_id
-                 WHERE f.withdrawn_at IS NULL AND f.expires_at > "
-            ));
-            q.push_bind(now.to_rfc3339());
-            q.push(" AND f.child_id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(id);
-            }
-            q.push(") ORDER BY f.raised_at DESC");
-            for row in q.build().fetch_all(&self.pool).await? {
-                let flag = FlagRecord {
-                    id: row.try_get("id")?,
-                    child_id: row.try_get("child_id")?,
-                    kind: row.try_get("kind")?,
-                    note: row.try_get("note")?,
-                    raised_by: account_from_row(&row)?,
-                    raised_at: timestamp(&row, "raised_at")?,
-                    expires_at: timestamp(&row, "expires_at")?,
-                };
-                flags.entry(flag.child_id.clone()).or_default().push(flag);
-            }
+            on_pool!(self, |pool| {
+                let mut q = sqlx::QueryBuilder::new(format!(
+                    "SELECT f.id, f.child_id, f.kind, f.note, f.raised_at, f.expires_at, {ACCOUNT_COLUMNS}
+                     FROM flags f JOIN accounts a ON a.user_id = f.raised_by
+                     JOIN organisations o ON o.id = a.organisation_id
+                     WHERE f.withdrawn_at IS NULL AND f.expires_at > "
+                ));
+                q.push_bind(now.to_rfc3339());
+                q.push(" AND f.child_id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id);
+                }
+                q.push(") ORDER BY f.raised_at DESC");
+                for row in q.build().fetch_all(pool).await? {
+                    let flag = FlagRecord {
+                        id: row.try_get("id")?,
+                        child_id: row.try_get("child_id")?,
+                        kind: row.try_get("kind")?,
+                        note: row.try_get("note")?,
+                        raised_by: account_from_row(&row)?,
+                        raised_at: timestamp(&row, "raised_at")?,
+                        expires_at: timestamp(&row, "expires_at")?,
+                    };
+                    flags.entry(flag.child_id.clone()).or_default().push(flag);
+                }
+            });
         }
         Ok(flags)
     }
+
+    /// Writes an account whole, inserting it or replacing the one with its user id; with
+    /// [`Replace::SameOrganisation`], only one of the same organisation, in the same statement, so that two
+    /// organisations writing one user id at once never hand the account from one to the other. An active account
+    /// has no revocation on record. The answer is whether the account was written.
+    async fn write_account(&self, account: &Account, replace: Replace) -> Result<bool, StoreError> {
+        let roles = serde_json::to_string(&account.roles)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let a = &account.authorisation;
+        let client = ClientColumns::of(account);
+        let condition = match replace {
+            Replace::AnyOrganisation => "",
+            Replace::SameOrganisation => {
+                " WHERE accounts.organisation_id = excluded.organisation_id"
+            }
+        };
+        let query = format!(
+            "INSERT INTO accounts (user_id, display_name, organisation_id, roles, phone, email, active,
+                 clearance_reference, clearance_expires, training_completed, authorised_by, authorised_at, recertify_by,
+                 kind, scopes, searches_per_minute, children_per_hour)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name,
+             organisation_id = excluded.organisation_id, roles = excluded.roles, phone = excluded.phone,
+             email = excluded.email, active = excluded.active, clearance_reference = excluded.clearance_reference,
+             clearance_expires = excluded.clearance_expires, training_completed = excluded.training_completed,
+             authorised_by = excluded.authorised_by, authorised_at = excluded.authorised_at,
+             recertify_by = excluded.recertify_by, kind = excluded.kind, scopes = excluded.scopes,
+             searches_per_minute = excluded.searches_per_minute, children_per_hour = excluded.children_per_hour,
+             revoked_by = CASE WHEN excluded.active THEN NULL ELSE accounts.revoked_by END,
+             revoked_at = CASE WHEN excluded.active THEN NULL ELSE accounts.revoked_at END,
+             revoke_reason = CASE WHEN excluded.active THEN NULL ELSE accounts.revoke_reason END{condition}"
+        );
+        let done = on_pool!(self, |pool| {
+            sqlx::query(&query)
+                .bind(&account.user_id)
+                .bind(&account.display_name)
+                .bind(&account.organisation.id)
+                .bind(&roles)
+                .bind(&account.phone)
+                .bind(&account.email)
+                .bind(account.active)
+                .bind(&a.clearance_reference)
+                .bind(a.clearance_expires.to_string())
+                .bind(a.training_completed.to_string())
+                .bind(&a.authorised_by)
+                .bind(a.authorised_at.to_rfc3339())
+                .bind(a.recertify_by.to_rfc3339())
+                .bind(client.kind)
+                .bind(&client.scopes)
+                .bind(client.searches_per_minute)
+                .bind(client.children_per_hour)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
 }
 
-/// Writes an account whole, inserting or replacing it. An active account has no revocation on record.
-async fn write_account<'e>(
-    executor: impl sqlx::SqliteExecutor<'e>,
-    account: &Account,
-) -> Result<(), StoreError> {
-    let roles =
-        serde_json::to_string(&account.roles).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let a = &account.authorisation;
-    let client = ClientColumns::of(account);
-    sqlx::query(
-        "INSERT INTO accounts (user_id, display_name, organisation_id, roles, phone, email, active,
-             clearance_reference, clearance_expires, training_completed, authorised_by, authorised_at, recertify_by,
-             kind, scopes, searches_per_minute, children_per_hour)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name,
-         organisation_id = excluded.organisation_id, roles = excluded.roles, phone = excluded.phone,
-         email = excluded.email, active = excluded.active, clearance_reference = excluded.clearance_reference,
-         clearance_expires = excluded.clearance_expires, training_completed = excluded.training_completed,
-         authorised_by = excluded.authorised_by, authorised_at = excluded.authorised_at,
-         recertify_by = excluded.recertify_by, kind = excluded.kind, scopes = excluded.scopes,
-         searches_per_minute = excluded.searches_per_minute, children_per_hour = excluded.children_per_hour,
-         revoked_by = CASE WHEN excluded.active THEN NULL ELSE revoked_by END,
-         revoked_at = CASE WHEN excluded.active THEN NULL ELSE revoked_at END,
-         revoke_reason = CASE WHEN excluded.active THEN NULL ELSE revoke_reason END",
-    )
-    .bind(&account.user_id)
-    .bind(&account.display_name)
-    .bind(&account.organisation.id)
-    .bind(roles)
-    .bind(&account.phone)
-    .bind(&account.email)
-    .bind(account.active)
-    .bind(&a.clearance_reference)
-    .bind(a.clearance_expires.to_string())
-    .bind(a.training_completed.to_string())
-    .bind(&a.authorised_by)
-    .bind(a.authorised_at.to_rfc3339())
-    .bind(a.recertify_by.to_rfc3339())
-    .bind(client.kind)
-    .bind(client.scopes)
-    .bind(client.searches_per_minute)
-    .bind(client.children_per_hour)
-    .execute(executor)
-    .await?;
-    Ok(())
+/// Whose account with the same user id a write may replace.
+#[derive(Debug, Clone, Copy)]
+enum Replace {
+    /// Seeding: the account is written whole, wherever it was.
+    AnyOrganisation,
+    /// An authoriser's grant: never an account of another organisation.
+    SameOrganisation,
 }
 
 /// The columns [`account_from_row`] reads, from `accounts a JOIN organisations o`.
@@ -643,7 +814,7 @@ impl ClientColumns {
     }
 }
 
-fn client_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Option<ClientTerms>, StoreError> {
+fn client_from_row(row: &impl StoreRow) -> Result<Option<ClientTerms>, StoreError> {
     let kind: String = row.try_get("kind")?;
     if kind != "client" {
         return Ok(None);
@@ -674,24 +845,21 @@ fn new_child_id() -> String {
     format!("ch_{}", uuid::Uuid::new_v4().simple())
 }
 
-fn record_ref(row: &sqlx::sqlite::SqliteRow) -> Result<RecordRef, StoreError> {
+fn record_ref(row: &impl StoreRow) -> Result<RecordRef, StoreError> {
     let source: String = row.try_get("source")?;
     let source = SourceName::parse(&source)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown source {source}")))?;
-    Ok(RecordRef::new(
-        source,
-        row.try_get::<String, _>("record_id")?,
-    ))
+    Ok(RecordRef::new(source, row.try_get::<String>("record_id")?))
 }
 
-fn timestamp(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
+fn timestamp(row: &impl StoreRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
     let text: String = row.try_get(column)?;
     DateTime::<chrono::FixedOffset>::from_str(&text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
-fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Account, StoreError> {
+fn account_from_row(row: &impl StoreRow) -> Result<Account, StoreError> {
     let roles: String = row.try_get("roles")?;
     let roles: Vec<String> =
         serde_json::from_str(&roles).map_err(|e| StoreError::Corrupt(format!("roles: {e}")))?;
@@ -737,18 +905,19 @@ fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Account, StoreError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::{Stores, on_each_backend};
 
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open_sqlite(&dir.path().join("test.db"))
-            .await
-            .expect("open store");
-        (dir, store)
-    }
+    on_each_backend!(
+        links_keep_child_ids,
+        linked_answers_records_and_shields_in_one_lookup,
+        a_linked_record_is_never_moved,
+        a_child_whose_records_no_longer_score_as_one_keeps_them_and_a_split_is_proposed,
+        shields_and_flags_round_trip,
+        two_requests_linking_the_same_new_records_at_once_both_succeed,
+    );
 
-    #[tokio::test]
-    async fn links_keep_child_ids() {
-        let (_dir, store) = store().await;
+    async fn links_keep_child_ids(stores: &Stores) {
+        let store = stores.fresh().await;
         let h = RecordRef::new(SourceName::Health, "p1");
         let s = RecordRef::new(SourceName::School, "u1");
         let first = store
@@ -764,9 +933,8 @@ mod tests {
         assert_eq!(store.records_of(&child).await.expect("records"), vec![h, s]);
     }
 
-    #[tokio::test]
-    async fn linked_answers_records_and_shields_in_one_lookup() {
-        let (_dir, store) = store().await;
+    async fn linked_answers_records_and_shields_in_one_lookup(stores: &Stores) {
+        let store = stores.fresh().await;
         let (a, b) = (
             RecordRef::new(SourceName::Health, "p1"),
             RecordRef::new(SourceName::School, "u1"),
@@ -801,9 +969,8 @@ mod tests {
         assert_eq!(linked.shielded, HashSet::from([second]));
     }
 
-    #[tokio::test]
-    async fn a_linked_record_is_never_moved() {
-        let (_dir, store) = store().await;
+    async fn a_linked_record_is_never_moved(stores: &Stores) {
+        let store = stores.fresh().await;
         let a = RecordRef::new(SourceName::Health, "p1");
         let b = RecordRef::new(SourceName::School, "u1");
         let ids = store
@@ -835,9 +1002,10 @@ mod tests {
         assert!(!events[0].reason.is_empty());
     }
 
-    #[tokio::test]
-    async fn a_child_whose_records_no_longer_score_as_one_keeps_them_and_a_split_is_proposed() {
-        let (_dir, store) = store().await;
+    async fn a_child_whose_records_no_longer_score_as_one_keeps_them_and_a_split_is_proposed(
+        stores: &Stores,
+    ) {
+        let store = stores.fresh().await;
         let a = RecordRef::new(SourceName::Health, "p1");
         let b = RecordRef::new(SourceName::School, "u1");
         let linked = store
@@ -867,9 +1035,8 @@ mod tests {
         assert!(!events[0].reason.is_empty());
     }
 
-    #[tokio::test]
-    async fn shields_and_flags_round_trip() {
-        let (_dir, store) = store().await;
+    async fn shields_and_flags_round_trip(stores: &Stores) {
+        let store = stores.fresh().await;
         let ids = store
             .link(
                 &[vec![(RecordRef::new(SourceName::Health, "p1"), 1.0)]],
@@ -946,5 +1113,33 @@ mod tests {
                 .expect("shielded")
                 .contains(&child)
         );
+    }
+
+    async fn two_requests_linking_the_same_new_records_at_once_both_succeed(stores: &Stores) {
+        let store = stores.fresh().await;
+        // Two connections open before the race, so that neither transaction is over before the other begins.
+        let (warm, _) = tokio::join!(store.link_events(), store.link_events());
+        warm.expect("events");
+        let records: Vec<RecordRef> = (0..20)
+            .map(|i| RecordRef::new(SourceName::Health, format!("p{i}")))
+            .collect();
+        let forward: Vec<Vec<(RecordRef, f64)>> =
+            records.iter().map(|r| vec![(r.clone(), 1.0)]).collect();
+        let backward: Vec<Vec<(RecordRef, f64)>> = forward.iter().rev().cloned().collect();
+        // Each writes the links the other writes, in the other order: neither waits on the other for ever.
+        let (a, b) = tokio::join!(store.link(&forward, "test"), store.link(&backward, "test"));
+        let (a, b) = (a.expect("link"), b.expect("link"));
+        assert_eq!((a.len(), b.len()), (20, 20));
+        let linked = store.children_of(&records).await.expect("children");
+        assert_eq!(linked.len(), 20);
+        // The first link of each record stands.
+        for (i, record) in records.iter().enumerate() {
+            let child = &linked[record];
+            assert!(child == &a[i][0].0 || child == &b[19 - i][0].0);
+            assert_eq!(
+                store.records_of(child).await.expect("records"),
+                vec![record.clone()]
+            );
+        }
     }
 }

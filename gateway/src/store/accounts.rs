@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::{ACCOUNT_COLUMNS, Account, Store, StoreError, account_from_row};
+use super::{ACCOUNT_COLUMNS, Account, Replace, Store, StoreError, account_from_row, on_pool};
 
 /// Why an account change was not made.
 #[derive(Debug, thiserror::Error)]
@@ -32,22 +32,17 @@ pub struct Recertification {
 
 impl Store {
     /// Grants (or grants again) the account to its user in `account.organisation`, which must be the authoriser's
-    /// own. An account of another organisation with the same user id is refused, not taken over. A revoked account
-    /// authorised again is active again.
+    /// own. An account of another organisation with the same user id is refused, not taken over: the statement that
+    /// writes the account checks whose it is. A revoked account authorised again is active again.
     pub async fn authorise(&self, account: &Account) -> Result<Account, AccountChangeError> {
-        let mut tx = self.pool.begin().await?;
-        let owner: Option<String> =
-            sqlx::query_scalar("SELECT organisation_id FROM accounts WHERE user_id = ?")
-                .bind(&account.user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if owner.is_some_and(|org| org != account.organisation.id) {
-            return Err(AccountChangeError::OtherOrganisation);
-        }
         let mut account = account.clone();
         account.active = true;
-        super::write_account(&mut *tx, &account).await?;
-        tx.commit().await?;
+        if !self
+            .write_account(&account, Replace::SameOrganisation)
+            .await?
+        {
+            return Err(AccountChangeError::OtherOrganisation);
+        }
         self.account(&account.user_id)
             .await?
             .ok_or(AccountChangeError::NotInOrganisation)
@@ -62,18 +57,21 @@ impl Store {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<Account, AccountChangeError> {
-        let done = sqlx::query(
-            "UPDATE accounts SET active = 0, revoked_by = ?, revoked_at = ?, revoke_reason = ?
-             WHERE user_id = ? AND organisation_id = ?",
-        )
-        .bind(by)
-        .bind(now.to_rfc3339())
-        .bind(reason)
-        .bind(user_id)
-        .bind(organisation_id)
-        .execute(&self.pool)
-        .await?;
-        self.changed(done.rows_affected(), user_id).await
+        let rows = on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE accounts SET active = FALSE, revoked_by = $1, revoked_at = $2, revoke_reason = $3
+                 WHERE user_id = $4 AND organisation_id = $5",
+            )
+            .bind(by)
+            .bind(now.to_rfc3339())
+            .bind(reason)
+            .bind(user_id)
+            .bind(organisation_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        self.changed(rows, user_id).await
     }
 
     /// Recertifies an active account of `organisation_id`: a new deadline, and the clearance expiry and training
@@ -85,21 +83,24 @@ impl Store {
         by: &str,
         recertification: &Recertification,
     ) -> Result<Account, AccountChangeError> {
-        let done = sqlx::query(
-            "UPDATE accounts SET recertify_by = ?, authorised_by = ?,
-                 clearance_expires = COALESCE(?, clearance_expires),
-                 training_completed = COALESCE(?, training_completed)
-             WHERE user_id = ? AND organisation_id = ? AND active = 1",
-        )
-        .bind(recertification.recertify_by.to_rfc3339())
-        .bind(by)
-        .bind(recertification.clearance_expires.map(|d| d.to_string()))
-        .bind(recertification.training_completed.map(|d| d.to_string()))
-        .bind(user_id)
-        .bind(organisation_id)
-        .execute(&self.pool)
-        .await?;
-        self.changed(done.rows_affected(), user_id).await
+        let rows = on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE accounts SET recertify_by = $1, authorised_by = $2,
+                     clearance_expires = COALESCE($3, clearance_expires),
+                     training_completed = COALESCE($4, training_completed)
+                 WHERE user_id = $5 AND organisation_id = $6 AND active",
+            )
+            .bind(recertification.recertify_by.to_rfc3339())
+            .bind(by)
+            .bind(recertification.clearance_expires.map(|d| d.to_string()))
+            .bind(recertification.training_completed.map(|d| d.to_string()))
+            .bind(user_id)
+            .bind(organisation_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        self.changed(rows, user_id).await
     }
 
     async fn changed(&self, rows: u64, user_id: &str) -> Result<Account, AccountChangeError> {
@@ -118,21 +119,24 @@ impl Store {
     ) -> Result<Vec<Account>, StoreError> {
         let query = format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts a JOIN organisations o ON o.id = a.organisation_id
-             WHERE a.organisation_id = ? ORDER BY a.user_id"
+             WHERE a.organisation_id = $1 ORDER BY a.user_id"
         );
-        sqlx::query(&query)
-            .bind(organisation_id)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(account_from_row)
-            .collect()
+        on_pool!(self, |pool| {
+            sqlx::query(&query)
+                .bind(organisation_id)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(account_from_row)
+                .collect()
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::{Stores, on_each_backend};
     use crate::store::{Authorisation, OrganisationRecord, Standing};
 
     fn account(user: &str, org: &str) -> Account {
@@ -169,10 +173,13 @@ mod tests {
         assert_eq!(a.standing(now), Standing::Revoked);
     }
 
-    #[tokio::test]
-    async fn changes_are_bound_to_the_authorisers_organisation() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
+    on_each_backend!(
+        changes_are_bound_to_the_authorisers_organisation,
+        two_organisations_granting_one_user_id_at_once_never_share_it,
+    );
+
+    async fn changes_are_bound_to_the_authorisers_organisation(stores: &Stores) {
+        let store = stores.fresh().await;
         let school = account("priya", "org-school");
         store
             .upsert_organisation(&school.organisation)
@@ -228,5 +235,20 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    async fn two_organisations_granting_one_user_id_at_once_never_share_it(stores: &Stores) {
+        let store = stores.fresh().await;
+        let (school, clinic) = (account("sam", "org-school"), account("sam", "org-clinic"));
+        for a in [&school, &clinic] {
+            store.upsert_organisation(&a.organisation).await.unwrap();
+        }
+        let (a, b) = tokio::join!(store.authorise(&school), store.authorise(&clinic));
+        let winner = match (a, b) {
+            (Ok(won), Err(AccountChangeError::OtherOrganisation))
+            | (Err(AccountChangeError::OtherOrganisation), Ok(won)) => won,
+            other => panic!("one grant, and the other refused: {other:?}"),
+        };
+        assert_eq!(store.account("sam").await.unwrap(), Some(winner));
     }
 }

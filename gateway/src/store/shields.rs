@@ -2,10 +2,8 @@
 
 use std::collections::HashSet;
 
+use super::{Store, StoreError, StoreRow, on_pool, timestamp};
 use chrono::{DateTime, Utc};
-use sqlx::Row;
-
-use super::{Store, StoreError, timestamp};
 
 /// A request that a child be shielded, waiting for a shield officer or decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +51,7 @@ pub enum ApprovalError {
     Store(#[from] StoreError),
 }
 
-fn request_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ShieldRequest, StoreError> {
+fn request_from_row(row: &impl StoreRow) -> Result<ShieldRequest, StoreError> {
     Ok(ShieldRequest {
         id: row.try_get("id")?,
         child_id: row.try_get("child_id")?,
@@ -64,7 +62,7 @@ fn request_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ShieldRequest, Stor
     })
 }
 
-fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ShieldEntry, StoreError> {
+fn entry_from_row(row: &impl StoreRow) -> Result<ShieldEntry, StoreError> {
     Ok(ShieldEntry {
         child_id: row.try_get("child_id")?,
         reason: row.try_get("reason")?,
@@ -75,7 +73,7 @@ fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ShieldEntry, StoreErr
     })
 }
 
-fn override_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ShieldOverride, StoreError> {
+fn override_from_row(row: &impl StoreRow) -> Result<ShieldOverride, StoreError> {
     Ok(ShieldOverride {
         id: row.try_get("id")?,
         child_id: row.try_get("child_id")?,
@@ -86,14 +84,31 @@ fn override_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ShieldOverride, St
     })
 }
 
+/// Records an approval or a lift in `shield_history`, in the transaction that makes it.
+macro_rules! history {
+    ($tx:expr, $child_id:expr, $action:expr, $by:expr, $reason:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO shield_history (child_id, action, by_user, reason, at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind($child_id)
+        .bind($action)
+        .bind($by)
+        .bind($reason)
+        .bind($now.to_rfc3339())
+        .execute(&mut *$tx)
+    };
+}
+
 impl Store {
     /// Whether the gateway knows a child by this id.
     pub async fn child_exists(&self, child_id: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 FROM children WHERE id = ?")
-            .bind(child_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
+        on_pool!(self, |pool| {
+            Ok(sqlx::query("SELECT 1 FROM children WHERE id = $1")
+                .bind(child_id)
+                .fetch_optional(pool)
+                .await?
+                .is_some())
+        })
     }
 
     /// Records a pending request to shield a child.
@@ -112,31 +127,35 @@ impl Store {
             requested_at: now,
             approved_by: None,
         };
-        sqlx::query(
-            "INSERT INTO shield_requests (id, child_id, reason, requested_by, requested_at, status)
-             VALUES (?, ?, ?, ?, ?, 'pending')",
-        )
-        .bind(&request.id)
-        .bind(&request.child_id)
-        .bind(&request.reason)
-        .bind(&request.requested_by)
-        .bind(now.to_rfc3339())
-        .execute(&self.pool)
-        .await?;
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO shield_requests (id, child_id, reason, requested_by, requested_at, status)
+                 VALUES ($1, $2, $3, $4, $5, 'pending')",
+            )
+            .bind(&request.id)
+            .bind(&request.child_id)
+            .bind(&request.reason)
+            .bind(&request.requested_by)
+            .bind(now.to_rfc3339())
+            .execute(pool)
+            .await?;
+        });
         Ok(request)
     }
 
     /// Requests waiting for a shield officer, oldest first.
     pub async fn pending_shield_requests(&self) -> Result<Vec<ShieldRequest>, StoreError> {
-        sqlx::query(
-            "SELECT id, child_id, reason, requested_by, requested_at, decided_by FROM shield_requests
-             WHERE status = 'pending' ORDER BY requested_at",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(request_from_row)
-        .collect()
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "SELECT id, child_id, reason, requested_by, requested_at, decided_by FROM shield_requests
+                 WHERE status = 'pending' ORDER BY requested_at",
+            )
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(request_from_row)
+            .collect()
+        })
     }
 
     /// Approves a pending request: the child is shielded until lifted, due for review at `review_due`. In one
@@ -148,70 +167,79 @@ impl Store {
         review_due: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<ShieldEntry, ApprovalError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        let row = sqlx::query(
-            "SELECT id, child_id, reason, requested_by, requested_at, decided_by, status FROM shield_requests WHERE id = ?",
-        )
-        .bind(request_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::from)?
-        .ok_or(ApprovalError::NoSuchRequest)?;
-        let request = request_from_row(&row)?;
-        let status: String = row.try_get("status").map_err(StoreError::from)?;
-        if status != "pending" {
-            return Err(ApprovalError::AlreadyApproved);
-        }
-        if request.requested_by == approver {
-            return Err(ApprovalError::SamePerson);
-        }
-        let updated = sqlx::query(
-            "UPDATE shield_requests SET status = 'approved', decided_by = ?, decided_at = ? WHERE id = ? AND status = 'pending'",
-        )
-        .bind(approver)
-        .bind(now.to_rfc3339())
-        .bind(request_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-        if updated.rows_affected() != 1 {
-            return Err(ApprovalError::AlreadyApproved);
-        }
-        // A child already shielded (by another request, or as a possible match) keeps that entry, now reviewed anew.
-        sqlx::query(
-            "INSERT INTO shields (child_id, reason, requested_by, approved_by, created_at, review_due)
-             VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (child_id) DO UPDATE SET reason = excluded.reason, requested_by = excluded.requested_by,
-                 approved_by = excluded.approved_by, review_due = excluded.review_due",
-        )
-        .bind(&request.child_id)
-        .bind(&request.reason)
-        .bind(&request.requested_by)
-        .bind(approver)
-        .bind(now.to_rfc3339())
-        .bind(review_due.to_rfc3339())
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-        history(
-            &mut tx,
-            &request.child_id,
-            "approved",
-            approver,
-            &request.reason,
-            now,
-        )
-        .await?;
-        let entry = sqlx::query(
-            "SELECT child_id, reason, requested_by, approved_by, created_at, review_due FROM shields WHERE child_id = ?",
-        )
-        .bind(&request.child_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-        let entry = entry_from_row(&entry)?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(entry)
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await.map_err(StoreError::from)?;
+            let row = sqlx::query(
+                "SELECT id, child_id, reason, requested_by, requested_at, decided_by, status FROM shield_requests
+                 WHERE id = $1",
+            )
+            .bind(request_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from)?
+            .ok_or(ApprovalError::NoSuchRequest)?;
+            let request = request_from_row(&row)?;
+            let status: String = row.try_get("status").map_err(StoreError::from)?;
+            if status != "pending" {
+                return Err(ApprovalError::AlreadyApproved);
+            }
+            if request.requested_by == approver {
+                return Err(ApprovalError::SamePerson);
+            }
+            // The status is checked again in the statement that changes it: of two approvals at once, the second
+            // changes nothing.
+            let updated = sqlx::query(
+                "UPDATE shield_requests SET status = 'approved', decided_by = $1, decided_at = $2
+                 WHERE id = $3 AND status = 'pending'",
+            )
+            .bind(approver)
+            .bind(now.to_rfc3339())
+            .bind(request_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+            if updated.rows_affected() != 1 {
+                return Err(ApprovalError::AlreadyApproved);
+            }
+            // A child already shielded (by another request, or as a possible match) keeps that entry, now reviewed
+            // anew.
+            sqlx::query(
+                "INSERT INTO shields (child_id, reason, requested_by, approved_by, created_at, review_due)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (child_id) DO UPDATE SET reason = excluded.reason, requested_by = excluded.requested_by,
+                     approved_by = excluded.approved_by, review_due = excluded.review_due",
+            )
+            .bind(&request.child_id)
+            .bind(&request.reason)
+            .bind(&request.requested_by)
+            .bind(approver)
+            .bind(now.to_rfc3339())
+            .bind(review_due.to_rfc3339())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+            history!(
+                tx,
+                &request.child_id,
+                "approved",
+                approver,
+                &request.reason,
+                now
+            )
+            .await
+            .map_err(StoreError::from)?;
+            let entry = sqlx::query(
+                "SELECT child_id, reason, requested_by, approved_by, created_at, review_due FROM shields
+                 WHERE child_id = $1",
+            )
+            .bind(&request.child_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+            let entry = entry_from_row(&entry)?;
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok(entry)
+        })
     }
 
     /// Lifts a child's shield; false if the register did not shield the child.
@@ -222,26 +250,27 @@ impl Store {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let deleted = sqlx::query("DELETE FROM shields WHERE child_id = ?")
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query("DELETE FROM shields WHERE child_id = $1")
+                .bind(child_id)
+                .execute(&mut *tx)
+                .await?;
+            if deleted.rows_affected() == 0 {
+                return Ok(false);
+            }
+            // Overrides of a shield that no longer stands end with it.
+            sqlx::query(
+                "UPDATE shield_overrides SET expires_at = $1 WHERE child_id = $2 AND expires_at > $1",
+            )
+            .bind(now.to_rfc3339())
             .bind(child_id)
             .execute(&mut *tx)
             .await?;
-        if deleted.rows_affected() == 0 {
-            return Ok(false);
-        }
-        // Overrides of a shield that no longer stands end with it.
-        sqlx::query(
-            "UPDATE shield_overrides SET expires_at = ? WHERE child_id = ? AND expires_at > ?",
-        )
-        .bind(now.to_rfc3339())
-        .bind(child_id)
-        .bind(now.to_rfc3339())
-        .execute(&mut *tx)
-        .await?;
-        history(&mut tx, child_id, "lifted", by, reason, now).await?;
-        tx.commit().await?;
-        Ok(true)
+            history!(tx, child_id, "lifted", by, reason, now).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
     /// Shields whose review is due by `now`, the most overdue first.
@@ -249,31 +278,35 @@ impl Store {
         &self,
         now: DateTime<Utc>,
     ) -> Result<Vec<ShieldEntry>, StoreError> {
-        sqlx::query(
-            "SELECT child_id, reason, requested_by, approved_by, created_at, review_due FROM shields
-             WHERE review_due <= ? ORDER BY review_due",
-        )
-        .bind(now.to_rfc3339())
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(entry_from_row)
-        .collect()
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "SELECT child_id, reason, requested_by, approved_by, created_at, review_due FROM shields
+                 WHERE review_due <= $1 ORDER BY review_due",
+            )
+            .bind(now.to_rfc3339())
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(entry_from_row)
+            .collect()
+        })
     }
 
     pub async fn put_override(&self, o: &ShieldOverride) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO shield_overrides (id, child_id, user_id, justification, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&o.id)
-        .bind(&o.child_id)
-        .bind(&o.user_id)
-        .bind(&o.justification)
-        .bind(o.created_at.to_rfc3339())
-        .bind(o.expires_at.to_rfc3339())
-        .execute(&self.pool)
-        .await?;
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO shield_overrides (id, child_id, user_id, justification, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&o.id)
+            .bind(&o.child_id)
+            .bind(&o.user_id)
+            .bind(&o.justification)
+            .bind(o.created_at.to_rfc3339())
+            .bind(o.expires_at.to_rfc3339())
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
@@ -286,21 +319,23 @@ impl Store {
     ) -> Result<HashSet<String>, StoreError> {
         let mut found = HashSet::new();
         for chunk in child_ids.chunks(200) {
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT DISTINCT child_id FROM shield_overrides WHERE user_id = ",
-            );
-            q.push_bind(user_id);
-            q.push(" AND expires_at > ");
-            q.push_bind(now.to_rfc3339());
-            q.push(" AND child_id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(id);
-            }
-            q.push(")");
-            for row in q.build().fetch_all(&self.pool).await? {
-                found.insert(row.try_get("child_id")?);
-            }
+            on_pool!(self, |pool| {
+                let mut q = sqlx::QueryBuilder::new(
+                    "SELECT DISTINCT child_id FROM shield_overrides WHERE user_id = ",
+                );
+                q.push_bind(user_id);
+                q.push(" AND expires_at > ");
+                q.push_bind(now.to_rfc3339());
+                q.push(" AND child_id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id);
+                }
+                q.push(")");
+                for row in q.build().fetch_all(pool).await? {
+                    found.insert(row.try_get("child_id")?);
+                }
+            });
         }
         Ok(found)
     }
@@ -310,38 +345,19 @@ impl Store {
         &self,
         since: DateTime<Utc>,
     ) -> Result<Vec<ShieldOverride>, StoreError> {
-        sqlx::query(
-            "SELECT id, child_id, user_id, justification, created_at, expires_at FROM shield_overrides
-             WHERE created_at >= ? ORDER BY created_at DESC",
-        )
-        .bind(since.to_rfc3339())
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(override_from_row)
-        .collect()
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "SELECT id, child_id, user_id, justification, created_at, expires_at FROM shield_overrides
+                 WHERE created_at >= $1 ORDER BY created_at DESC",
+            )
+            .bind(since.to_rfc3339())
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(override_from_row)
+            .collect()
+        })
     }
-}
-
-async fn history(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    child_id: &str,
-    action: &str,
-    by: &str,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO shield_history (child_id, action, by_user, reason, at) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(child_id)
-    .bind(action)
-    .bind(by)
-    .bind(reason)
-    .bind(now.to_rfc3339())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -349,12 +365,15 @@ mod tests {
     use childgraph_schema::{RecordRef, SourceName};
 
     use super::*;
+    use crate::store::testing::{Stores, on_each_backend};
 
-    async fn store_with_child() -> (tempfile::TempDir, Store, String) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open_sqlite(&dir.path().join("test.db"))
-            .await
-            .expect("open store");
+    on_each_backend!(
+        the_requester_cannot_approve_and_a_request_is_approved_once,
+        an_override_is_one_users_and_ends_with_its_time_or_the_shield,
+    );
+
+    async fn store_with_child(stores: &Stores) -> (Store, String) {
+        let store = stores.fresh().await;
         let linked = store
             .link(
                 &[vec![(RecordRef::new(SourceName::Health, "p1"), 1.0)]],
@@ -363,12 +382,11 @@ mod tests {
             .await
             .expect("link");
         let child = linked[0][0].0.clone();
-        (dir, store, child)
+        (store, child)
     }
 
-    #[tokio::test]
-    async fn the_requester_cannot_approve_and_a_request_is_approved_once() {
-        let (_dir, store, child) = store_with_child().await;
+    async fn the_requester_cannot_approve_and_a_request_is_approved_once(stores: &Stores) {
+        let (store, child) = store_with_child(stores).await;
         let now = Utc::now();
         let due = now + chrono::Months::new(6);
         let request = store
@@ -406,9 +424,8 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn an_override_is_one_users_and_ends_with_its_time_or_the_shield() {
-        let (_dir, store, child) = store_with_child().await;
+    async fn an_override_is_one_users_and_ends_with_its_time_or_the_shield(stores: &Stores) {
+        let (store, child) = store_with_child(stores).await;
         let now = Utc::now();
         let request = store
             .request_shield(&child, "r", "alice", now)
