@@ -95,14 +95,18 @@ exec 9>"$TOOLS/.lock"
 flock 9
 install_helm
 
-# `helm-check.sh --config-check BIN`: only render the gateway config the chart writes, with the default values, and
-# have the built gateway check it, as `serve` would read it (run after the build, so the binary knows every key).
+# `helm-check.sh --config-check BIN`: only render the gateway config the chart writes, with the default values and
+# the production-like ones, and have the built gateway check each as `serve` would read it (run after the build, so
+# the binary knows every key). The secrets the config names are stand-ins here, as the pod's environment gives them.
 if [[ ${1:-} == --config-check ]]; then
   bin=${2:?--config-check needs the childgraph binary}
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  "$HELM" template childgraph "$CHART" -s templates/configmap.yaml >"$work/configmap.yaml"
-  "$PYTHON" - "$work/configmap.yaml" "$work/childgraph.yaml" <<'EOF'
+  for values in default production; do
+    args=()
+    [[ $values == production ]] && args=(-f "$CHART/ci/production-values.yaml")
+    "$HELM" template childgraph "$CHART" "${args[@]}" -s templates/configmap.yaml >"$work/configmap.yaml"
+    "$PYTHON" - "$work/configmap.yaml" "$work/$values.yaml" <<'EOF'
 import sys
 text = open(sys.argv[1]).read()
 # The ConfigMap's one data key holds the config, indented under `childgraph.yaml: |`.
@@ -110,7 +114,15 @@ lines = text.split("childgraph.yaml: |", 1)[1].splitlines()[1:]
 indent = len(lines[0]) - len(lines[0].lstrip())
 open(sys.argv[2], "w").write("\n".join(l[indent:] for l in lines if l.strip()) + "\n")
 EOF
-  RUST_BACKTRACE=0 "$bin" config check "$work/childgraph.yaml"
+    # Files the config names under /etc/childgraph come from the pod's volumes; stand-ins take their place here.
+    echo '{}' >"$work/documents.json"
+    sed -i "s|/etc/childgraph/documents/documents.json|$work/documents.json|" "$work/$values.yaml"
+    echo "== $values values: childgraph config check"
+    RUST_BACKTRACE=0 DATABASE_URL=postgres://childgraph:secret@db.example:5432/childgraph \
+      HEALTH_TOKEN=t SCHOOL_TOKEN=t EARLY_YEARS_TOKEN=t \
+      HEALTH_CLIENT_SECRET=s SCHOOL_CLIENT_SECRET=s EARLY_YEARS_CLIENT_SECRET=s \
+      "$bin" config check "$work/$values.yaml"
+  done
   exit 0
 fi
 install_kubernetes_validate
