@@ -379,9 +379,11 @@ impl Pipeline {
         let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
         self.admit_views(scope, purpose, Operation::Search, &ids)
             .await?;
+        self.fetch_and_compose(scope, &mut children, wanted).await?;
         // Recorded before the answer leaves: no record, no child data.
-        let record = AccessRecord::new(scope, purpose, Operation::Search);
-        self.compose_recorded(scope, &mut children, wanted, record)
+        AccessRecord::new(scope, purpose, Operation::Search)
+            .children(&children, wanted)
+            .record()
             .await?;
         self.monitor(scope, &ids).await?;
         let scores = matches.into_iter().map(|(s, _)| s);
@@ -442,13 +444,15 @@ impl Pipeline {
                 skeleton(id, shielded, mine)
             })
             .collect();
+        self.fetch_and_compose(scope, &mut children, wanted).await?;
         let record = AccessRecord::new(scope, purpose, Operation::View);
         if children.is_empty() {
-            record.not_found().record().await?;
+            record.not_found()
         } else {
-            self.compose_recorded(scope, &mut children, wanted, record)
-                .await?;
+            record.children(&children, wanted)
         }
+        .record()
+        .await?;
         let shown: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
         self.monitor(scope, &shown).await?;
         Ok(children)
@@ -590,40 +594,11 @@ impl Pipeline {
     /// scope is its own organisation, whether that organisation works with the child. The last is learnt from the
     /// child's services and participation, so for such a role those are read first (the parts the role would see of a
     /// child of its own), and the rest only for the children its organisation works with.
-    /// Fetches and composes the children's answers, and writes the access record; returns once both are done.
-    ///
-    /// Unless the role's scope is its own organisation, each child's situation is settled before the details are
-    /// fetched, so the record (which names the categories returned and withheld) is committed while the sources
-    /// answer: its commit costs the answer no time of its own. Otherwise the relation is learnt from the details,
-    /// and the record follows them.
-    async fn compose_recorded(
+    async fn fetch_and_compose(
         &self,
         scope: &RequestScope,
         children: &mut [ComposedChild],
         wanted: Wanted,
-        record: AccessRecord<'_>,
-    ) -> Result<(), PipelineError> {
-        self.situate(scope, children).await?;
-        if scope.grant.depends_on_relation() {
-            self.fetch_and_compose(scope, children, wanted).await?;
-            record.children(children, wanted).record().await?;
-            return Ok(());
-        }
-        let record = record.children(children, wanted);
-        let (fetched, recorded) = tokio::join!(
-            self.fetch_and_compose(scope, children, wanted),
-            record.record()
-        );
-        recorded?;
-        fetched
-    }
-
-    /// Settles what the policy needs of each child's situation besides its shield: an override of it by this user,
-    /// and whether the child is past the age limit.
-    async fn situate(
-        &self,
-        scope: &RequestScope,
-        children: &mut [ComposedChild],
     ) -> Result<(), PipelineError> {
         let shielded: Vec<String> = children
             .iter()
@@ -639,8 +614,10 @@ impl Pipeline {
                 child.overridden = overridden.contains(&child.id);
             }
         }
+        let policy = &scope.policy;
+        let grant = scope.grant;
         let today = Utc::now().date_naive();
-        let age = scope.policy.age_limit();
+        let age = policy.age_limit();
         scope.metrics.policy(|| {
             for child in children.iter_mut() {
                 let at_school = child.records.iter().any(|r| r.source == SourceName::School);
@@ -651,17 +628,6 @@ impl Pipeline {
                     .is_some_and(|born| age.is_past(born, today, at_school));
             }
         });
-        Ok(())
-    }
-
-    async fn fetch_and_compose(
-        &self,
-        scope: &RequestScope,
-        children: &mut [ComposedChild],
-        wanted: Wanted,
-    ) -> Result<(), PipelineError> {
-        let policy = &scope.policy;
-        let grant = scope.grant;
         // The parts a child's answer may show, were it a child of the user's organisation.
         let parts_for = |child: &ComposedChild, wanted: Wanted| {
             let situation = child.situation();
