@@ -554,8 +554,8 @@ mod tests {
     use crate::demo_key::DemoKey;
     use crate::store::OrganisationRecord;
 
-    async fn setup() -> (tempfile::TempDir, DemoKey, Authenticator) {
-        let dir = tempfile::tempdir().expect("temp dir");
+    /// A store in `dir` holding the active account of one teacher.
+    async fn teacher_store(dir: &tempfile::TempDir) -> Store {
         let store = Store::open_sqlite(&dir.path().join("auth.db"))
             .await
             .expect("store");
@@ -577,6 +577,12 @@ mod tests {
             })
             .await
             .expect("account");
+        store
+    }
+
+    async fn setup() -> (tempfile::TempDir, DemoKey, Authenticator) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = teacher_store(&dir).await;
         let key = DemoKey::load_or_create(dir.path()).expect("key");
         let auth = Authenticator::new(vec![key.issuer()], 30, store).expect("authenticator");
         (dir, key, auth)
@@ -822,7 +828,6 @@ mod tests {
         use super::super::*;
         use super::{b64, header};
         use crate::jwks::JwksSpec;
-        use crate::store::OrganisationRecord;
 
         const ISSUER: &str = "https://login.example.org";
 
@@ -980,34 +985,10 @@ mod tests {
             }
         }
 
-        async fn store(dir: &tempfile::TempDir) -> Store {
-            let store = Store::open_sqlite(&dir.path().join("auth.db"))
-                .await
-                .expect("store");
-            store
-                .upsert_account(&Account {
-                    user_id: "teacher".into(),
-                    display_name: "Priya Shah".into(),
-                    organisation: OrganisationRecord {
-                        id: "org".into(),
-                        name: "School".into(),
-                        source: None,
-                    },
-                    roles: vec!["teacher".into()],
-                    phone: None,
-                    email: None,
-                    active: true,
-                    authorisation: crate::store::Authorisation::seeded("authoriser"),
-                    client: None,
-                })
-                .await
-                .expect("account");
-            store
-        }
-
         async fn authenticator(issuers: Vec<IssuerSpec>) -> (tempfile::TempDir, Authenticator) {
             let dir = tempfile::tempdir().expect("temp dir");
-            let auth = Authenticator::new(issuers, 30, store(&dir).await).expect("authenticator");
+            let auth = Authenticator::new(issuers, 30, super::teacher_store(&dir).await)
+                .expect("authenticator");
             (dir, auth)
         }
 

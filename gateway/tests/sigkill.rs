@@ -26,11 +26,11 @@ impl Drop for Demo {
 
 /// Starts `childgraph demo` on a free port and returns it with its GraphQL URL, read from what it prints.
 fn start(dir: &std::path::Path) -> (Demo, String) {
-    start_with(dir, &[])
+    start_with(dir, &[], &[])
 }
 
-/// The same, with more arguments for `childgraph demo`.
-fn start_with(dir: &std::path::Path, extra: &[&str]) -> (Demo, String) {
+/// The same, with more arguments for `childgraph demo` and variables for its environment.
+fn start_with(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> (Demo, String) {
     let mut process = Command::new(env!("CARGO_BIN_EXE_childgraph"))
         .args([
             "demo",
@@ -42,6 +42,7 @@ fn start_with(dir: &std::path::Path, extra: &[&str]) -> (Demo, String) {
         ])
         .arg(dir)
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -189,7 +190,7 @@ async fn sigkill_under_load_loses_no_audit_record_of_an_answer_received() {
 async fn sigterm_lets_requests_in_flight_finish_flushes_the_audit_and_exits_0() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Every source takes 400 ms, so a request is still in flight when the signal comes.
-    let (mut demo, url) = start_with(dir.path(), &["--faults", r#"{"latency_ms": 400}"#]);
+    let (mut demo, url) = start_with(dir.path(), &["--faults", r#"{"latency_ms": 400}"#], &[]);
     let key = childgraph::demo_key::DemoKey::load_or_create(dir.path()).expect("the demo's key");
     let token = key.token("gp").expect("token");
     let http = reqwest::Client::new();
@@ -295,32 +296,11 @@ async fn traces_are_exported_over_otlp_with_a_span_per_source_call_and_no_child_
     tokio::spawn(async move { axum::serve(listener, collector).await });
 
     let dir = tempfile::tempdir().expect("temp dir");
-    // SAFETY of the environment: set for the child process only.
-    let mut process = Command::new(env!("CARGO_BIN_EXE_childgraph"))
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--children",
-            "0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("childgraph demo starts");
-    let stdout = process.stdout.take().expect("stdout");
-    let mut demo = Demo(process);
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines.next().expect("the URL").expect("a line");
-        if let Some(url) = line.trim().strip_prefix("GraphiQL:") {
-            break url.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut demo, url) = start_with(
+        dir.path(),
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+    );
     let key = childgraph::demo_key::DemoKey::load_or_create(dir.path()).expect("the demo's key");
     let token = key.token("gp").expect("token");
     let search = json!({
