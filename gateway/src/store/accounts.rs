@@ -10,7 +10,7 @@ use super::{ACCOUNT_COLUMNS, Account, Replace, Store, StoreError, account_from_r
 pub enum AccountChangeError {
     #[error("no account of your organisation has this user id")]
     NotInOrganisation,
-    #[error("this user id belongs to another organisation's account")]
+    #[error("your organisation cannot authorise this user id: choose another")]
     OtherOrganisation,
     #[error(transparent)]
     Store(#[from] StoreError),
