@@ -6,6 +6,10 @@
 #   cargo test --workspace                          # the store's tests now run on SQLite and on PostgreSQL
 #   scripts/postgres-for-tests.sh stop              # stops the server and removes its directory
 #
+# `halt` stops the server at once, as a crash or an outage would, keeping its data; `resume` starts it again on
+# that data. The gateway's outage test uses them on a server of its own, started with CHILDGRAPH_PG_DURABLE=1 so
+# that a commit survives the crash (synchronous_commit on; fsync stays off, as only the server process dies).
+#
 # CHILDGRAPH_PG_PORT (55432) and CHILDGRAPH_PG_DIR (/tmp/childgraph-pg-PORT) say where it runs. When no server
 # binaries are found, Debian's postgresql package is installed (with sudo when not root). PostgreSQL refuses to run
 # as root: run as root, the server runs as the postgres user.
@@ -72,15 +76,34 @@ start() {
       cat "$dir/initdb.log" >&2
       exit 1
     fi
-    local options="-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200"
-    options+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    if ! as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o "$options" start >&2; then
-      cat "$dir/server.log" >&2
-      exit 1
-    fi
+    launch "$bin"
     log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') is running on port $port, in $dir"
   fi
   echo "export CHILDGRAPH_TEST_POSTGRES_URL=$url"
+}
+
+# Starts the server on the cluster in $dir.
+launch() {
+  local options="-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200"
+  options+=" -c fsync=off -c full_page_writes=off"
+  if [ "${CHILDGRAPH_PG_DURABLE:-0}" != 1 ]; then options+=" -c synchronous_commit=off"; fi
+  if ! as_owner "$1/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o "$options" start >&2; then
+    cat "$dir/server.log" >&2
+    exit 1
+  fi
+}
+
+halt() {
+  local bin
+  bin=$(bindir)
+  as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >&2
+}
+
+resume() {
+  local bin
+  bin=$(bindir)
+  [ -d "$dir/data" ] || { log "no cluster in $dir: run start first"; exit 1; }
+  running "$bin" || launch "$bin"
 }
 
 stop() {
@@ -94,8 +117,10 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  halt) halt ;;
+  resume) resume ;;
   *)
-    log "usage: $0 start|stop"
+    log "usage: $0 start|stop|halt|resume"
     exit 2
     ;;
 esac

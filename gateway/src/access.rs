@@ -6,6 +6,7 @@
 
 use crate::audit::AuditEntry;
 use crate::pipeline::{ComposedChild, Purpose, RequestScope, Wanted};
+use crate::quotas::{Admission, Charge};
 use crate::store::{ClientScope, StoreError};
 use childgraph_schema::Field;
 
@@ -217,6 +218,13 @@ impl<'a> AccessRecord<'a> {
     /// Writes the record to the audit log, durably, then to the log. An error means the record is not down: the
     /// caller must not answer with child data.
     pub async fn record(self) -> Result<(), StoreError> {
+        self.record_charged(None).await.map(|_| ())
+    }
+
+    /// Writes the record as [`record`](Self::record) does, with the answer's charge against the principal's quota
+    /// of distinct children decided in the same transaction. Refused, the record says so (`rate_limited`, nothing
+    /// shown), and the caller must not show the children.
+    pub async fn record_charged(mut self, charge: Option<Charge>) -> Result<Admission, StoreError> {
         let principal = &self.scope.principal;
         let entry = AuditEntry {
             at: chrono::Utc::now(),
@@ -236,14 +244,22 @@ impl<'a> AccessRecord<'a> {
             subject: self.subject.clone(),
         };
         let started = std::time::Instant::now();
-        let appended = self.scope.audit.append(entry).await;
+        let appended = self.scope.audit.append_charged(entry, charge).await;
         self.scope.metrics.audit_write(started.elapsed());
-        if let Err(e) = appended {
-            tracing::error!(error = %e, operation = self.operation.as_str(), "the audit record could not be written");
-            return Err(e);
+        let admission = match appended {
+            Ok(admission) => admission,
+            Err(e) => {
+                tracing::error!(error = %e, operation = self.operation.as_str(), "the audit record could not be written");
+                return Err(e);
+            }
+        };
+        if admission != Admission::Admitted {
+            self = self.rate_limited();
+            self.shown.clear();
+            self.withheld.clear();
         }
         self.log();
-        Ok(())
+        Ok(admission)
     }
 
     fn log(self) {

@@ -6,10 +6,15 @@
 //!
 //! Each record's hash is SHA-256 over its fields and the hash of the record before it ([`GENESIS`] for the first),
 //! so [`verify`] finds any edited, deleted or reordered record.
+//!
+//! A record of an answer that shows children carries a [`Charge`] against the principal's quota of distinct
+//! children, decided in the same transaction: the children first shown are kept with the record, or, over the
+//! quota, the record is written as refused (`rate_limited`, nothing shown) and the answer is not sent.
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::quotas::{Admission, Charge, VIEW_WINDOW, Viewed};
 use crate::store::{Backend, Store, StoreError, StoreRow, on_pool};
 
 /// The `prev_hash` of the first record.
@@ -18,6 +23,8 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 const MAX_GROUP: usize = 512;
 /// Records per INSERT statement: 18 values each, well under SQLite's and PostgreSQL's limits on bound values.
 const ROWS_PER_INSERT: usize = 128;
+/// How often views that have left the quota's window are removed.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One operation, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +87,12 @@ pub fn hash(entry: &AuditEntry, prev_hash: &str) -> String {
         .collect()
 }
 
-type Pending = (AuditEntry, oneshot::Sender<Result<(), String>>);
+/// A record waiting for the writer: its entry, its charge if any, and who waits for the outcome.
+struct Pending {
+    entry: AuditEntry,
+    charge: Option<Charge>,
+    done: oneshot::Sender<Result<Admission, String>>,
+}
 
 /// A handle on the writer task. Cloning is cheap; the task ends when the last handle is dropped.
 #[derive(Debug, Clone)]
@@ -98,13 +110,28 @@ impl AuditLog {
 
     /// Appends a record, returning once it is committed.
     pub async fn append(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.append_charged(entry, None).await.map(|_| ())
+    }
+
+    /// Appends a record with its charge against the principal's quota of distinct children (the record's
+    /// `child_ids`), returning once it is committed. Refused, the record is written as `rate_limited`, with no
+    /// categories shown or withheld.
+    pub async fn append_charged(
+        &self,
+        entry: AuditEntry,
+        charge: Option<Charge>,
+    ) -> Result<Admission, StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send((entry, done))
+            .send(Pending {
+                entry,
+                charge,
+                done,
+            })
             .await
             .map_err(|_| StoreError::Corrupt("the audit writer has stopped".to_owned()))?;
         match wait.await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(admission)) => Ok(admission),
             Ok(Err(e)) => Err(StoreError::Corrupt(format!("audit write failed: {e}"))),
             Err(_) => Err(StoreError::Corrupt(
                 "the audit writer has stopped".to_owned(),
@@ -117,6 +144,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
     // The seq and hash of the last record, once read. `commit` takes them and puts back the new ones only when the
     // commit succeeds, so after a failure they are read again: the store may hold less than was assumed.
     let mut last: Option<(i64, String)> = None;
+    let mut pruned: Option<std::time::Instant> = None;
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -125,23 +153,56 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let outcome = commit(&store, &mut last, &group).await;
-        for (_, done) in group {
-            let _ = done.send(outcome.clone().map_err(|e| e.to_string()));
+        let prune = pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY);
+        let mut entries = Vec::with_capacity(group.len());
+        let mut charges = Vec::with_capacity(group.len());
+        let mut waiting = Vec::with_capacity(group.len());
+        for pending in group {
+            entries.push(pending.entry);
+            charges.push(pending.charge);
+            waiting.push(pending.done);
+        }
+        match commit(&store, &mut last, &mut entries, &charges, prune).await {
+            Ok(admissions) => {
+                if prune {
+                    pruned = Some(std::time::Instant::now());
+                }
+                for (done, admission) in waiting.into_iter().zip(admissions) {
+                    let _ = done.send(Ok(admission));
+                }
+            }
+            Err(e) => {
+                for done in waiting {
+                    let _ = done.send(Err(e.clone()));
+                }
+            }
         }
     }
 }
 
+/// Commits a group of records in one transaction, with their charges, and returns each one's admission.
 async fn commit(
     store: &Store,
     last: &mut Option<(i64, String)>,
-    group: &[Pending],
-) -> Result<(), String> {
+    entries: &mut [AuditEntry],
+    charges: &[Option<Charge>],
+    prune: bool,
+) -> Result<Vec<Admission>, String> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let window_ms = i64::try_from(VIEW_WINDOW.as_millis()).unwrap_or(i64::MAX);
+    let since = now_ms - window_ms;
+    let mut principals: Vec<&str> = charges
+        .iter()
+        .flatten()
+        .map(|c| c.principal.as_str())
+        .collect();
+    principals.sort_unstable();
+    principals.dedup();
     // One gateway writes a SQLite file, so the tail it appended last is the chain's tail. Other gateways append to
     // the same PostgreSQL log: there the tail is read every time, under a lock that every appender takes.
     let shared = matches!(store.backend(), Backend::Postgres(_));
     let kept = if shared { None } else { last.take() };
-    let tail = on_pool!(store, |pool| {
+    let committed = on_pool!(store, |pool| {
         let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
         if shared {
             // Appends wait for each other here, and for nothing else: readers are not blocked. The lock is taken
@@ -151,6 +212,74 @@ async fn commit(
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        // The quota of distinct children: what each principal charged here was shown within the window, then each
+        // charge decided in order. A refused record says so, and shows nothing.
+        let mut viewed = Viewed::new();
+        for chunk in principals.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT principal, child_id, first_at FROM child_views WHERE first_at > ",
+            );
+            q.push_bind(since).push(" AND principal IN (");
+            let mut list = q.separated(", ");
+            for principal in chunk {
+                list.push_bind(*principal);
+            }
+            q.push(")");
+            for row in q
+                .build()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                let principal: String = row.try_get("principal").map_err(|e| e.to_string())?;
+                let child: String = row.try_get("child_id").map_err(|e| e.to_string())?;
+                let first_at: i64 = row.try_get("first_at").map_err(|e| e.to_string())?;
+                viewed.entry(principal).or_default().insert(child, first_at);
+            }
+        }
+        let charged: Vec<(usize, &Charge)> = charges
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, c.as_ref()?)))
+            .collect();
+        let (decided, shown) = crate::quotas::decide(
+            charged
+                .iter()
+                .map(|(i, c)| (*c, entries[*i].child_ids.as_slice())),
+            &mut viewed,
+            now_ms,
+        );
+        let mut admissions = vec![Admission::Admitted; entries.len()];
+        for ((i, _), admission) in charged.iter().zip(decided) {
+            admissions[*i] = admission;
+            if admission != Admission::Admitted {
+                let entry = &mut entries[*i];
+                entry.outcome = "rate_limited".to_owned();
+                entry.shown.clear();
+                entry.withheld.clear();
+            }
+        }
+        for chunk in shown.chunks(ROWS_PER_INSERT) {
+            // A row left from an earlier window is the child shown anew.
+            let mut q =
+                sqlx::QueryBuilder::new("INSERT INTO child_views (principal, child_id, first_at) ");
+            q.push_values(chunk, |mut row, (principal, child)| {
+                row.push_bind(principal).push_bind(child).push_bind(now_ms);
+            });
+            q.push(" ON CONFLICT (principal, child_id) DO UPDATE SET first_at = excluded.first_at");
+            q.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if prune {
+            sqlx::query("DELETE FROM child_views WHERE first_at <= $1")
+                .bind(since)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+
         let (mut seq, mut prev) = match kept {
             Some(tail) => tail,
             None => match sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
@@ -168,8 +297,8 @@ async fn commit(
         // One statement per chunk of records: each statement is a round trip to the connection's thread. Each
         // record's seq is one past the last: assigned here, under the lock, so a transaction rolled back leaves no
         // gap (a PostgreSQL sequence would).
-        let mut chained = Vec::with_capacity(group.len());
-        for (entry, _) in group {
+        let mut chained = Vec::with_capacity(entries.len());
+        for entry in entries.iter() {
             let h = hash(entry, &prev);
             seq += 1;
             chained.push((seq, entry, prev, h.clone()));
@@ -207,10 +336,11 @@ async fn commit(
                 .map_err(|e| e.to_string())?;
         }
         tx.commit().await.map_err(|e| e.to_string())?;
-        (seq, prev)
+        (seq, prev, admissions)
     });
-    *last = Some(tail);
-    Ok(())
+    let (seq, prev, admissions) = committed;
+    *last = Some((seq, prev));
+    Ok(admissions)
 }
 
 fn split(text: &str) -> Vec<String> {
@@ -354,8 +484,12 @@ mod tests {
         a_deleted_record_is_found,
         a_swapped_pair_is_found,
         an_account_actions_subject_is_covered_by_the_hash,
+        charges_are_decided_in_the_transaction_of_their_records,
     );
-    on_postgres!(two_gateways_appending_at_once_make_one_whole_chain);
+    on_postgres!(
+        two_gateways_appending_at_once_make_one_whole_chain,
+        two_gateways_hold_one_quota_together,
+    );
 
     fn entry(n: usize) -> AuditEntry {
         AuditEntry {
@@ -375,6 +509,135 @@ mod tests {
             subject: None,
             policy_hash: "abc".to_owned(),
         }
+    }
+
+    /// A view by the user of these children, and its charge against a quota of `limit`.
+    fn view(
+        user: &str,
+        children: std::ops::Range<usize>,
+        limit: u32,
+    ) -> (AuditEntry, Option<Charge>) {
+        let mut e = entry(children.start);
+        e.user_id = user.to_owned();
+        e.child_ids = children.map(|i| format!("ch_{i}")).collect();
+        let charge = Charge {
+            principal: user.to_owned(),
+            limit,
+        };
+        (e, Some(charge))
+    }
+
+    async fn charged(log: &AuditLog, (entry, charge): (AuditEntry, Option<Charge>)) -> Admission {
+        log.append_charged(entry, charge).await.unwrap()
+    }
+
+    /// The outcomes of a user's records, oldest first.
+    async fn outcomes(store: &Store, user: &str) -> Vec<(String, String)> {
+        on_pool!(store, |pool| {
+            sqlx::query_as("SELECT outcome, shown FROM audit_log WHERE user_id = $1 ORDER BY seq")
+                .bind(user)
+                .fetch_all(pool)
+                .await
+                .unwrap()
+        })
+    }
+
+    async fn charges_are_decided_in_the_transaction_of_their_records(stores: &Stores) {
+        let store = stores.fresh().await;
+        let log = AuditLog::start(store.clone());
+        assert_eq!(
+            charged(&log, view("gp", 0..2, 3)).await,
+            Admission::Admitted
+        );
+        assert_eq!(
+            charged(&log, view("gp", 1..3, 3)).await,
+            Admission::Admitted
+        );
+        let Admission::Refused { retry_after } = charged(&log, view("gp", 3..4, 3)).await else {
+            panic!("a fourth child is over the quota of three");
+        };
+        assert!((3590..=3601).contains(&retry_after), "{retry_after}");
+        assert_eq!(
+            charged(&log, view("gp", 0..3, 3)).await,
+            Admission::Admitted
+        );
+        // The refusal is recorded as such, showing nothing; the children it named are not counted.
+        let ok = ("ok".to_owned(), "identity".to_owned());
+        let refused = ("rate_limited".to_owned(), String::new());
+        assert_eq!(
+            outcomes(&store, "gp").await,
+            [ok.clone(), ok.clone(), refused.clone(), ok.clone()]
+        );
+        // A record without a charge is not held to the quota, and another user has a quota of their own.
+        log.append(view("gp", 5..6, 3).0).await.unwrap();
+        assert_eq!(
+            charged(&log, view("sw", 3..4, 3)).await,
+            Admission::Admitted
+        );
+        // The count is the store's: a gateway started again over it (a writer of its own) holds the same.
+        drop(log);
+        let log = AuditLog::start(store.clone());
+        assert!(matches!(
+            charged(&log, view("gp", 4..5, 3)).await,
+            Admission::Refused { .. }
+        ));
+        // Appends at once, one new child each, are decided in turn: exactly the quota is let through.
+        let appends: Vec<_> = (10..30)
+            .map(|i| charged(&log, view("hv", i..i + 1, 5)))
+            .collect();
+        let admitted = futures::future::join_all(appends)
+            .await
+            .into_iter()
+            .filter(|a| *a == Admission::Admitted)
+            .count();
+        assert_eq!(admitted, 5);
+        // An hour on, the user's children have left the window: three new ones fit, and what left the window is
+        // removed (a writer's first commit prunes).
+        tamper(
+            &store,
+            "UPDATE child_views SET first_at = first_at - 3600000 WHERE principal = 'gp'",
+        )
+        .await;
+        drop(log);
+        let log = AuditLog::start(store.clone());
+        assert_eq!(
+            charged(&log, view("gp", 40..43, 3)).await,
+            Admission::Admitted
+        );
+        let kept: Vec<String> = on_pool!(&store, |pool| {
+            sqlx::query_scalar(
+                "SELECT child_id FROM child_views WHERE principal = 'gp' ORDER BY child_id",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap()
+        });
+        assert_eq!(kept, ["ch_40", "ch_41", "ch_42"]);
+        assert_eq!(verify(&store).await.unwrap().broken, None);
+    }
+
+    async fn two_gateways_hold_one_quota_together(stores: &Stores) {
+        // One user, their views alternating between two gateways over one database: the quota of ten holds across
+        // both, not ten at each.
+        let gateways = stores.gateways(2).await;
+        let logs: Vec<AuditLog> = gateways.iter().cloned().map(AuditLog::start).collect();
+        let appends: Vec<_> = (0..40)
+            .map(|i| charged(&logs[i % 2], view("gp", i..i + 1, 10)))
+            .collect();
+        let admissions = futures::future::join_all(appends).await;
+        let admitted = admissions
+            .iter()
+            .filter(|a| **a == Admission::Admitted)
+            .count();
+        assert_eq!(admitted, 10, "{admissions:?}");
+        let counted: i64 = on_pool!(&gateways[0], |pool| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM child_views WHERE principal = 'gp'")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        });
+        assert_eq!(counted, 10);
+        assert_eq!(verify(&gateways[1]).await.unwrap().broken, None);
     }
 
     async fn store_with(stores: &Stores, n: usize) -> Store {

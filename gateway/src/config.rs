@@ -139,6 +139,14 @@ pub struct PostgresConfig {
     /// The most connections this gateway opens to the database.
     #[serde(default = "default_postgres_connections")]
     pub max_connections: u32,
+    /// How long a request waits for a connection, or for the database to answer a connection attempt, before it
+    /// fails with `INTERNAL`: the database being down costs a request this long, not the driver's 30 s.
+    #[serde(default = "default_postgres_acquire_timeout_ms")]
+    pub acquire_timeout_ms: u64,
+}
+
+fn default_postgres_acquire_timeout_ms() -> u64 {
+    crate::store::DEFAULT_POSTGRES_ACQUIRE_TIMEOUT.as_millis() as u64
 }
 
 fn default_postgres_connections() -> u32 {
@@ -164,7 +172,15 @@ impl PostgresConfig {
         if self.max_connections == 0 {
             return Err("store.postgres.max_connections: must be at least 1".to_owned());
         }
+        if self.acquire_timeout_ms == 0 {
+            return Err("store.postgres.acquire_timeout_ms: must be at least 1".to_owned());
+        }
         Ok(())
+    }
+
+    /// How long a request waits for a connection.
+    pub fn acquire_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.acquire_timeout_ms)
     }
 }
 
@@ -183,6 +199,7 @@ impl std::fmt::Debug for PostgresConfig {
         f.debug_struct("PostgresConfig")
             .field("server", &server.as_deref().unwrap_or("[unparsed]"))
             .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
             .finish_non_exhaustive()
     }
 }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::access::{AccessRecord, Operation};
 use crate::federation::{Federation, Reports, SourceHealth};
-use crate::quotas::{SearchQuota, ViewMonitor, ViewQuota};
+use crate::quotas::{Admission, Charge, SearchQuota, ViewMonitor, ViewQuota};
 use crate::store::{Account, FlagRecord, Linked, Shield, Store, StoreError};
 
 /// Who the register names for shields the gateway itself sets.
@@ -57,8 +57,10 @@ pub struct Limits {
 pub struct Quotas {
     /// Searches per user (and per API client at its own rate).
     pub searches: Arc<SearchQuota>,
-    /// Distinct children shown per user per hour (and per API client at its own rate).
+    /// Distinct children shown per user per hour (and per API client at its own rate), smoothed in this replica.
     pub views: Arc<ViewQuota>,
+    /// The gateway's quota of distinct children per user per hour, held in the store across replicas; 0 for none.
+    pub children_per_hour: u32,
     /// The alert on users who view many distinct children, when on.
     pub monitor: Option<Arc<ViewMonitor>>,
 }
@@ -381,10 +383,9 @@ impl Pipeline {
             .await?;
         self.fetch_and_compose(scope, &mut children, wanted).await?;
         // Recorded before the answer leaves: no record, no child data.
-        AccessRecord::new(scope, purpose, Operation::Search)
-            .children(&children, wanted)
-            .record()
-            .await?;
+        let record =
+            AccessRecord::new(scope, purpose, Operation::Search).children(&children, wanted);
+        self.charge_views(scope, record).await?;
         self.monitor(scope, &ids).await?;
         let scores = matches.into_iter().map(|(s, _)| s);
         Ok(SearchOutcome::Matches(scores.zip(children).collect()))
@@ -447,12 +448,11 @@ impl Pipeline {
         self.fetch_and_compose(scope, &mut children, wanted).await?;
         let record = AccessRecord::new(scope, purpose, Operation::View);
         if children.is_empty() {
-            record.not_found()
+            record.not_found().record().await?;
         } else {
-            record.children(&children, wanted)
+            self.charge_views(scope, record.children(&children, wanted))
+                .await?;
         }
-        .record()
-        .await?;
         let shown: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
         self.monitor(scope, &shown).await?;
         Ok(children)
@@ -485,6 +485,36 @@ impl Pipeline {
             what: "too many distinct children viewed this hour",
             retry_after,
         })
+    }
+
+    /// Writes the record of an answer showing children, charged against the principal's quota of distinct children
+    /// in the same transaction: the quota every gateway sharing the store holds together. Refused there, the record
+    /// says so and nothing is shown.
+    async fn charge_views(
+        &self,
+        scope: &RequestScope,
+        record: AccessRecord<'_>,
+    ) -> Result<(), PipelineError> {
+        let principal = &scope.principal;
+        let limit = principal
+            .client
+            .as_ref()
+            .and_then(|c| c.children_per_hour)
+            .unwrap_or(self.quotas.children_per_hour);
+        let charge = (limit > 0).then(|| Charge {
+            principal: principal.user_id.clone(),
+            limit,
+        });
+        match record.record_charged(charge).await? {
+            Admission::Admitted => Ok(()),
+            Admission::Refused { retry_after } => {
+                self.metrics.rate_limited("children");
+                Err(PipelineError::RateLimited {
+                    what: "too many distinct children viewed this hour",
+                    retry_after,
+                })
+            }
+        }
     }
 
     /// Counts the children shown for the monitor, and raises its alert when the user passes the threshold: a log

@@ -5,8 +5,13 @@
 //! A child already shown to a user within the window costs nothing to show again: the quotas count distinct
 //! children, not answers. What is kept is user ids and gateway child ids, never a name or a search term, and only
 //! for the window.
+//!
+//! The quota of distinct children per hour holds across every gateway sharing a store: each answer that shows
+//! children is charged against it in the transaction that writes the answer's audit record ([`Charge`],
+//! [`decide`]), so N replicas never allow N times the quota. The governor buckets here are each replica's own: they
+//! smooth bursts, and refuse before any source is asked what this replica alone already knows to be over.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +23,78 @@ type OwnLimiter = governor::DefaultDirectRateLimiter;
 
 /// The most (user, child) pairs kept per tracker: far above what the quotas let users view.
 const MAX_PAIRS: u64 = 1_000_000;
+
+/// The window of the quota of distinct children: an hour.
+pub const VIEW_WINDOW: Duration = Duration::from_secs(3600);
+
+/// An answer's charge against a principal's quota of distinct children within [`VIEW_WINDOW`], decided with the
+/// children in the audit record that the charge travels with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// The user or API client charged.
+    pub principal: String,
+    /// The most distinct children the principal may be shown within the window.
+    pub limit: u32,
+}
+
+/// What became of a charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// Over the quota: nothing is shown, and the request is allowed again after this many seconds.
+    Refused {
+        retry_after: u64,
+    },
+}
+
+/// The children a principal was shown within the window, each with when it was first shown (milliseconds since
+/// the Unix epoch), as the store holds them.
+pub type Viewed = HashMap<String, HashMap<String, i64>>;
+
+/// Decides a group of charges in order, each over `children`, against what the principals were shown within the
+/// window (`viewed`, updated as charges are admitted). A child shown within the window is free; the others take
+/// one each, all of them or none. Returns each charge's admission, and the (principal, child) pairs first shown
+/// now, for the store to keep.
+pub fn decide<'a>(
+    charges: impl IntoIterator<Item = (&'a Charge, &'a [String])>,
+    viewed: &mut Viewed,
+    now_ms: i64,
+) -> (Vec<Admission>, Vec<(String, String)>) {
+    let window_ms = i64::try_from(VIEW_WINDOW.as_millis()).unwrap_or(i64::MAX);
+    let mut admissions = Vec::new();
+    let mut shown = Vec::new();
+    for (charge, children) in charges {
+        let seen = viewed.entry(charge.principal.clone()).or_default();
+        let new: Vec<&String> = children
+            .iter()
+            .filter(|c| !seen.contains_key(*c))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let limit = charge.limit as usize;
+        let over = (seen.len() + new.len()).saturating_sub(limit);
+        if over == 0 {
+            for child in new {
+                seen.insert(child.clone(), now_ms);
+                shown.push((charge.principal.clone(), child.clone()));
+            }
+            admissions.push(Admission::Admitted);
+            continue;
+        }
+        // Allowed again once enough of the children already shown have left the window; never, within the
+        // window, when the answer alone holds more children than the quota.
+        let retry_after = if new.len() > limit {
+            VIEW_WINDOW.as_secs()
+        } else {
+            let mut firsts: Vec<i64> = seen.values().copied().collect();
+            firsts.sort_unstable();
+            let leaves = firsts[over - 1] + window_ms;
+            u64::try_from((leaves - now_ms).max(0) / 1000).unwrap_or(0) + 1
+        };
+        admissions.push(Admission::Refused { retry_after });
+    }
+    (admissions, shown)
+}
 
 /// Forgets, every minute, the users whose bucket has refilled, so that the limiter holds only recent users; the
 /// task ends with the last handle on the limiter.
@@ -321,6 +398,69 @@ mod tests {
         assert_eq!(off.admit("u", &ids(0..500), None), Ok(()));
         assert_eq!(off.admit("client", &ids(0..2), Some(2)), Ok(()));
         assert!(off.admit("client", &ids(2..3), Some(2)).is_err());
+    }
+
+    fn charge(principal: &str, limit: u32) -> Charge {
+        Charge {
+            principal: principal.to_owned(),
+            limit,
+        }
+    }
+
+    #[test]
+    fn charges_count_distinct_children_in_order_all_or_none() {
+        let (u, v) = (charge("u", 5), charge("v", 5));
+        let now = 10_000_000;
+        // What the store holds: u was shown ch_0 and ch_1 ten and twenty minutes ago.
+        let mut viewed = Viewed::new();
+        viewed.insert(
+            "u".to_owned(),
+            HashMap::from([
+                ("ch_0".to_owned(), now - 600_000),
+                ("ch_1".to_owned(), now - 1_200_000),
+            ]),
+        );
+        let (a, b, c, d, e) = (ids(0..3), ids(3..5), ids(5..6), ids(0..6), ids(4..5));
+        let (admissions, shown) = decide(
+            [
+                (&u, a.as_slice()),
+                (&u, b.as_slice()),
+                (&u, c.as_slice()),
+                (&v, d.as_slice()),
+                (&u, e.as_slice()),
+            ],
+            &mut viewed,
+            now,
+        );
+        // ch_2 is new (3 of 5), then ch_3 and ch_4 (5 of 5); ch_5 is one too many: it may be shown once ch_1 leaves
+        // the window, forty minutes on. Six children at once is more than v's whole quota. ch_4 again is free.
+        assert_eq!(
+            admissions,
+            [
+                Admission::Admitted,
+                Admission::Admitted,
+                Admission::Refused {
+                    retry_after: 40 * 60 + 1
+                },
+                Admission::Refused { retry_after: 3600 },
+                Admission::Admitted,
+            ]
+        );
+        let pairs = |list: &[(&str, usize)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(p, i)| ((*p).to_owned(), format!("ch_{i}")))
+                .collect()
+        };
+        let mut shown = shown;
+        shown.sort();
+        assert_eq!(shown, pairs(&[("u", 2), ("u", 3), ("u", 4)]));
+        assert_eq!(viewed["u"].len(), 5);
+        assert!(viewed["v"].is_empty());
+        // A child named twice in one answer is one child.
+        let twice = ["ch_9".to_owned(), "ch_9".to_owned()];
+        let (admissions, shown) = decide([(&charge("w", 1), twice.as_slice())], &mut viewed, now);
+        assert_eq!(admissions, [Admission::Admitted]);
+        assert_eq!(shown, pairs(&[("w", 9)]));
     }
 
     #[tokio::test]

@@ -270,6 +270,9 @@ impl StoreRow for PgRow {
 
 /// The connections a PostgreSQL store keeps, unless the config says otherwise.
 pub const DEFAULT_POSTGRES_CONNECTIONS: u32 = 10;
+/// How long a request waits for a PostgreSQL connection unless the config says otherwise: the default request
+/// deadline.
+pub const DEFAULT_POSTGRES_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Store {
     /// Opens the store a config names, and brings its schema up to date.
@@ -278,7 +281,7 @@ impl Store {
             crate::config::StoreConfig::Sqlite(path) => Self::open_sqlite(path).await,
             crate::config::StoreConfig::Postgres(pg) => {
                 let options = PgConnectOptions::from_str(pg.url())?;
-                Self::open_postgres(options, pg.max_connections).await
+                Self::open_postgres(options, pg.max_connections, pg.acquire_timeout()).await
             }
         }
     }
@@ -311,9 +314,11 @@ impl Store {
     pub async fn open_postgres(
         options: PgConnectOptions,
         max_connections: u32,
+        acquire_timeout: std::time::Duration,
     ) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations_postgres").run(&pool).await?;

@@ -18,6 +18,8 @@ pub(crate) const POSTGRES_URL: &str = "CHILDGRAPH_TEST_POSTGRES_URL";
 
 /// The connections each test store keeps.
 const TEST_CONNECTIONS: u32 = 4;
+/// How long a test store waits for a connection: tests share one server, busy while the whole suite runs.
+const TEST_ACQUIRE: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Backend {
@@ -90,7 +92,7 @@ impl Stores {
                 let options = server.clone().options([("search_path", schema.as_str())]);
                 for _ in 0..n {
                     stores.push(
-                        Store::open_postgres(options.clone(), TEST_CONNECTIONS)
+                        Store::open_postgres(options.clone(), TEST_CONNECTIONS, TEST_ACQUIRE)
                             .await
                             .expect("open store"),
                     );

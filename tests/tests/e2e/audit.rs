@@ -272,7 +272,7 @@ const VIEW: &str = "query($id: ID!) { child(id: $id, access: { purpose: SAFEGUAR
 
 #[tokio::test]
 async fn a_spent_quota_of_distinct_children_refuses_new_children_only() {
-    let gateway = TestGateway::builder()
+    let mut gateway = TestGateway::builder()
         .children(0)
         .configure(|o| o.request.children_per_hour = 3)
         .spawn()
@@ -310,6 +310,13 @@ async fn a_spent_quota_of_distinct_children_refuses_new_children_only() {
         let again = gateway.query_vars("gp", VIEW, json!({ "id": id })).await;
         assert!(again.errors().is_empty(), "{:#}", again.body);
     }
+    // The count is kept in the store: a gateway started again still refuses a fourth child, and still shows the
+    // three.
+    gateway.restart().await;
+    let refused = gateway.query_vars("gp", VIEW, json!({ "id": isla })).await;
+    assert_eq!(refused.codes(), ["RATE_LIMITED"], "{:#}", refused.body);
+    let again = gateway.query_vars("gp", VIEW, json!({ "id": leo })).await;
+    assert!(again.errors().is_empty(), "{:#}", again.body);
     // Another user's quota is their own.
     let other = gateway
         .query_vars("social-worker", VIEW, json!({ "id": isla }))
