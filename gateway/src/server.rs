@@ -34,7 +34,14 @@ pub struct AppState {
     pub documents: Documents,
     /// Registered operations, when configured.
     pub trusted: Option<crate::graphql::trusted::TrustedDocuments>,
+    /// Set once the gateway is stopping: readiness fails, and every response closes its connection.
+    pub closing: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How long a stopping gateway still accepts connections, at most (and at most a quarter of the drain): long enough
+/// for a load balancer to see readiness fail, and for each kept-alive connection to be told, with its next response,
+/// that it closes. A connection closed between a response and the next request could cut that request.
+const CLOSING: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,6 +68,10 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response_with_state(
+            state.closing.clone(),
+            close_when_stopping,
+        ))
         .layer(PropagateRequestIdLayer::new(header::HeaderName::from_static(REQUEST_ID)))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             // The path only: query strings can carry search terms.
@@ -71,19 +82,79 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` completes, then lets in-flight requests finish.
+/// Once the gateway is stopping, each response says the connection closes after it, so that the client sends its
+/// next request elsewhere rather than on a connection about to close.
+async fn close_when_stopping(
+    State(closing): State<Arc<std::sync::atomic::AtomicBool>>,
+    mut response: Response,
+) -> Response {
+    if closing.load(std::sync::atomic::Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// How long connections accepted last have to send their request, once the listener is closed, before connections
+/// without a request in progress are closed: a request already sent on them is served, not cut.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Serves until `shutdown` completes; then closes the listener, and lets in-flight requests finish while closing
+/// each connection once it has no request in progress.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let service = hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_request(
+        router(state),
+        |r: axum::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new),
+    ));
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    let serve = |stream: tokio::net::TcpStream| {
+        let _ = stream.set_nodelay(true);
+        let connection = builder
+            .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service.clone())
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "a connection ended with an error");
+            }
+        });
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => serve(stream),
+                // Out of file descriptors, say: the listener stays, and the next accept may succeed.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    // Connections the system has already accepted on the listener's behalf are served too: closing the listener
+    // would reset them, and a request may be on its way on each.
+    while let Some(Ok((stream, _))) = futures::FutureExt::now_or_never(listener.accept()) {
+        serve(stream);
+    }
+    drop(listener);
+    tokio::time::sleep(SETTLE).await;
+    connections.shutdown().await;
+    Ok(())
 }
 
-/// Serves until `shutdown` completes; then stops accepting, lets in-flight requests finish for up to `drain`, and
-/// flushes the audit log: a last record, `gateway.stop`, committed after every record queued before it.
+/// Serves until `shutdown` completes; then fails readiness and closes each connection after its next response,
+/// stops accepting (after [`CLOSING`], or a quarter of `drain`), lets in-flight requests finish until `drain` has
+/// passed since the signal, and flushes the audit log: a last record, `gateway.stop`, committed after every record
+/// queued before it.
 pub async fn run_draining(
     listener: TcpListener,
     state: AppState,
@@ -91,14 +162,18 @@ pub async fn run_draining(
     drain: std::time::Duration,
 ) -> std::io::Result<()> {
     let pipeline = state.pipeline.clone();
+    let closing = state.closing.clone();
     let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
     let server = run(listener, state, async move {
         shutdown.await;
+        closing.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             drain_seconds = drain.as_secs(),
-            "stopping: no new connections; draining requests in flight"
+            "stopping: readiness fails, connections close after their next response"
         );
         let _ = signalled.send(());
+        tokio::time::sleep(CLOSING.min(drain / 4)).await;
+        tracing::info!("stopping: no new connections; draining requests in flight");
     });
     tokio::pin!(server);
     let deadline = async {
@@ -402,9 +477,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if all_down {
         tracing::warn!("readiness: every source is down");
     }
-    let ready = store.is_ok() && !all_down;
+    let stopping = state.closing.load(std::sync::atomic::Ordering::Relaxed);
+    let ready = store.is_ok() && !all_down && !stopping;
     let body = serde_json::json!({
         "ready": ready,
+        "stopping": stopping,
         "store": if store.is_ok() { "ok" } else { "unreachable" },
         "policy": policy,
         "sources_down": all_down,

@@ -78,6 +78,7 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
         body_limit: parts.request.body_limit_bytes,
         documents: crate::graphql::Documents::default(),
         trusted,
+        closing: Arc::default(),
     })
 }
 

@@ -187,9 +187,9 @@ async fn sigkill_under_load_loses_no_audit_record_of_an_answer_received() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_requests_in_flight_finish_flushes_the_audit_and_exits_0() {
+async fn sigterm_under_load_lets_requests_in_flight_finish_flushes_the_audit_and_exits_0() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // Every source takes 400 ms, so a request is still in flight when the signal comes.
+    // Every source takes 400 ms, so requests are in flight when the signal comes.
     let (mut demo, url) = start_with(dir.path(), &["--faults", r#"{"latency_ms": 400}"#], &[]);
     let key = childgraph::demo_key::DemoKey::load_or_create(dir.path()).expect("the demo's key");
     let token = key.token("gp").expect("token");
@@ -197,17 +197,85 @@ async fn sigterm_lets_requests_in_flight_finish_flushes_the_audit_and_exits_0() 
     let search = json!({
         "query": "{ searchChildren(criteria: {familyName: \"Hartley\", dateOfBirth: \"2019-06-14\"}, access: {purpose: SAFEGUARDING}) { matches { child { id name { given } } } } }",
     });
+    let (status, body) = post(&http, &url, &token, "setup", search.clone())
+        .await
+        .expect("the demo answers");
+    assert_eq!(status, 200, "{body:#}");
+    let amelia = body["data"]["searchChildren"]["matches"][0]["child"]["id"].clone();
     let in_flight = {
         let (http, url, token, search) = (http.clone(), url.clone(), token.clone(), search.clone());
         tokio::spawn(async move { post(&http, &url, &token, "in-flight", search).await })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Clients view the child back to back over kept-alive connections, as a load balancer's would, until the gateway
+    // tells them, with `Connection: close` on an answer, that it is stopping: their next request goes to another
+    // replica. Each keeps how many answers it had to requests sent before the signal but answered after it, and
+    // every request that failed.
+    let signalled = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        let (amelia, signalled) = (amelia.clone(), signalled.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut after_signal, mut cut) = (0, Vec::new());
+            for n in 0.. {
+                let view = json!({
+                    "query": "query($id: ID!) { child(id: $id, access: {purpose: SAFEGUARDING}) { id name { given } } }",
+                    "variables": { "id": amelia },
+                });
+                let sent_before_signal = !signalled.load(Ordering::SeqCst);
+                let sent = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("x-request-id", format!("load-{c}-{n}"))
+                    .json(&view)
+                    .send()
+                    .await;
+                let response = match sent {
+                    Ok(response) => response,
+                    Err(e) => {
+                        cut.push(format!("{e:?}"));
+                        break;
+                    }
+                };
+                let closing = response
+                    .headers()
+                    .get("connection")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                let body: Value = match response.json().await {
+                    Ok(body) => body,
+                    Err(e) => {
+                        cut.push(format!("{e:?}"));
+                        break;
+                    }
+                };
+                assert_eq!(body["data"]["child"]["name"]["given"], "Amelia", "{body:#}");
+                if sent_before_signal && signalled.load(Ordering::SeqCst) {
+                    after_signal += 1;
+                }
+                if closing {
+                    break;
+                }
+            }
+            (after_signal, cut)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let pid = demo.0.id().to_string();
-    let signalled = Command::new("kill")
+    signalled.store(true, Ordering::SeqCst);
+    let signalled_at = tokio::time::Instant::now();
+    let killed = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill runs");
-    assert!(signalled.success());
+    assert!(killed.success());
+    // Stopping, the gateway is no longer ready, so a load balancer sends it no new connections.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ready = http
+        .get(url.replace("/graphql", "/readyz"))
+        .send()
+        .await
+        .expect("readiness is still answered while stopping");
+    assert_eq!(ready.status(), 503);
 
     let (status, body) = in_flight
         .await
@@ -218,8 +286,19 @@ async fn sigterm_lets_requests_in_flight_finish_flushes_the_audit_and_exits_0() 
         body["data"]["searchChildren"]["matches"][0]["child"]["name"]["given"], "Amelia",
         "{body:#}"
     );
-    // No new request is taken once stopping.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (mut answered_in_drain, mut cut) = (0, Vec::new());
+    for client in clients {
+        let (after, errors) = client.await.expect("a client");
+        answered_in_drain += after;
+        cut.extend(errors);
+    }
+    assert!(cut.is_empty(), "requests cut by the shutdown: {cut:?}");
+    assert!(
+        answered_in_drain >= CLIENTS / 2,
+        "only {answered_in_drain} requests were in flight at the signal"
+    );
+    // No new connection is taken once the closing second has passed.
+    tokio::time::sleep_until(signalled_at + Duration::from_millis(1500)).await;
     assert!(
         post(&http, &url, &token, "late", search).await.is_err(),
         "a request after the signal is not served"
