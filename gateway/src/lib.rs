@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod accounts_cli;
 pub mod audit;
 pub mod audit_cli;
 pub mod auditing;

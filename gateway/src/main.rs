@@ -75,6 +75,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The operator's account tools.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
     /// Record linkage.
     Linkage {
         #[command(subcommand)]
@@ -160,6 +165,43 @@ enum PolicyCommand {
         /// The policy file; the built-in default when absent.
         #[arg(long)]
         policy: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountsCommand {
+    /// Sets up an organisation and authorises a user in it: the first authoriser of an organisation's accounts, who
+    /// then grants the rest with `authoriseUser`. Audited as `account.authorise`, naming the operator (--by).
+    Authorise {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        user: String,
+        /// The user's name, as other practitioners see it.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        organisation: String,
+        #[arg(long)]
+        organisation_name: String,
+        /// A role of the policy in force; repeat for several.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        #[arg(long)]
+        clearance_reference: String,
+        /// The last day the clearance is good for (YYYY-MM-DD).
+        #[arg(long)]
+        clearance_expires: chrono::NaiveDate,
+        /// When the user completed the training (YYYY-MM-DD).
+        #[arg(long)]
+        training_completed: chrono::NaiveDate,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        phone: Option<String>,
+        /// Who makes the grant, as the audit log will name them.
+        #[arg(long)]
+        by: String,
     },
 }
 
@@ -308,6 +350,49 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy { command } => run_policy(command),
+        Command::Accounts {
+            command:
+                AccountsCommand::Authorise {
+                    config,
+                    user,
+                    name,
+                    organisation,
+                    organisation_name,
+                    roles,
+                    clearance_reference,
+                    clearance_expires,
+                    training_completed,
+                    email,
+                    phone,
+                    by,
+                },
+        } => {
+            let config = childgraph::config::Config::load(&config)?;
+            let policy = childgraph::startup::load_policy(config.policy.as_deref())?;
+            let store = childgraph::store::Store::open(&config.store).await?;
+            let grant = childgraph::accounts_cli::Grant {
+                user_id: user,
+                display_name: name,
+                organisation_id: organisation,
+                organisation_name,
+                roles,
+                clearance_reference,
+                clearance_expires,
+                training_completed,
+                email,
+                phone,
+                operator: by,
+            };
+            let out = childgraph::accounts_cli::authorise(
+                &store,
+                &policy,
+                grant,
+                config.accounts.recertify_months,
+            )
+            .await?;
+            print!("{out}");
+            Ok(())
+        }
         Command::Audit { command } => {
             use childgraph::audit_cli;
             match command {
