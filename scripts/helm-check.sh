@@ -219,6 +219,9 @@ sys.exit(hashlib.sha256(text.encode()).hexdigest() != hashlib.sha256(open(sys.ar
 if ! { grep -qF 'url: ${DATABASE_URL}' "$OUT/production.yaml" && grep -q 'name: DATABASE_URL' "$OUT/production.yaml"; }; then
   fail "production: the PostgreSQL URL comes from the Secret as \${DATABASE_URL}"
 fi
+if ! { grep -q 'max_connections: 8' "$OUT/production.yaml" && grep -q 'acquire_timeout_ms: 3000' "$OUT/production.yaml"; }; then
+  fail "production: store.postgres.maxConnections and acquireTimeoutMs reach the config"
+fi
 
 # Values the chart must refuse, each with the words of its refusal.
 echo "== values the chart refuses"
@@ -226,6 +229,7 @@ REFUSALS=(
   "podSecurityContext.runAsUser: Must be greater than or equal to 1|--set podSecurityContext.runAsUser=0"
   "readOnlyRootFilesystem does not match: true|--set securityContext.readOnlyRootFilesystem=false"
   "Additional property lisen is not allowed|--set config.lisen=0.0.0.0:8080"
+  "maxConnections: Must be greater than or equal to 1|--set store.postgres.enabled=true --set store.postgres.maxConnections=0"
   "config.listen: Does not match pattern|--set config.listen=127.0.0.1:8080"
   "bearer_token: Does not match pattern|--set config.sources.health.bearer_token=s3cret"
   "SQLite serves one replica only|--set replicaCount=2"

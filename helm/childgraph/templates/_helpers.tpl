@@ -148,7 +148,8 @@ The config file: config, with the store, the policy path and the sources' secret
 {{- define "childgraph.config" -}}
 {{- $c := deepCopy .Values.config -}}
 {{- if .Values.store.postgres.enabled -}}
-{{- $_ := set $c "store" (dict "postgres" (dict "url" "${DATABASE_URL}")) -}}
+{{- $pg := .Values.store.postgres -}}
+{{- $_ := set $c "store" (dict "postgres" (dict "url" "${DATABASE_URL}" "max_connections" (int $pg.maxConnections) "acquire_timeout_ms" (int $pg.acquireTimeoutMs))) -}}
 {{- else -}}
 {{- $_ := set $c "store" (dict "sqlite" .Values.store.sqlite.path) -}}
 {{- end -}}
