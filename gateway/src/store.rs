@@ -234,6 +234,42 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Records the proposed merges and splits of a [`Store::link`] in its transaction `$tx`, of either backend.
+macro_rules! link_events {
+    ($tx:ident, $merges:expr, $splits:expr, $rule:expr, $now:expr) => {
+        for (kind, ids, reason) in $merges
+            .iter()
+            .map(|ids| {
+                (
+                    "merge-proposed",
+                    ids,
+                    "records of these children score as one child",
+                )
+            })
+            .chain($splits.iter().map(|child| {
+                (
+                    "split-proposed",
+                    child,
+                    "records of this child no longer score as one child",
+                )
+            }))
+        {
+            sqlx::query(
+                "INSERT INTO link_events (kind, child_ids, reason, rule, at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (kind, child_ids) DO NOTHING",
+            )
+            .bind(kind)
+            .bind(ids)
+            .bind(reason)
+            .bind($rule)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    };
+}
+
 /// A value the store reads from a row of either backend.
 pub(crate) trait StoreValue:
     for<'r> sqlx::Decode<'r, Sqlite>
@@ -428,7 +464,9 @@ impl Store {
     ///
     /// A record already linked to a child stays with it: links are never reassigned silently.
     /// A group whose records already belong to different children keeps them apart, and the records with no child join the first.
-    /// The answer gives, for each group, the child id and the records that belong to it.
+    /// The answer gives, for each group, the child id and the records that belong to it, as the store holds them once
+    /// the links are written: when another request linked some of the same records meanwhile, its links stand, the
+    /// answer says so, and a group that so ends up across children is recorded as a proposed merge.
     pub async fn link(
         &self,
         groups: &[Vec<(RecordRef, f64)>],
@@ -437,64 +475,36 @@ impl Store {
         let all: Vec<RecordRef> = groups.iter().flatten().map(|(r, _)| r.clone()).collect();
         let existing = self.children_of(&all).await?;
         let now = Utc::now().to_rfc3339();
-        let mut answer = Vec::with_capacity(groups.len());
         let mut new_children = Vec::new();
         let mut new_links: Vec<(RecordRef, String, f64)> = Vec::new();
-        let mut merges = Vec::new();
         for group in groups {
-            let mut children: Vec<(String, Vec<RecordRef>)> = Vec::new();
-            let mut unlinked = Vec::new();
-            for (record, score) in group {
-                match existing.get(record) {
-                    Some(child) => match children.iter_mut().find(|(c, _)| c == child) {
-                        Some((_, records)) => records.push(record.clone()),
-                        None => children.push((child.clone(), vec![record.clone()])),
-                    },
-                    None => unlinked.push((record.clone(), *score)),
-                }
-            }
-            if !unlinked.is_empty() {
-                if children.is_empty() {
+            let first = group.iter().find_map(|(r, _)| existing.get(r));
+            let mut child = first.cloned();
+            for (record, score) in group.iter().filter(|(r, _)| !existing.contains_key(r)) {
+                let child = child.get_or_insert_with(|| {
                     let id = new_child_id();
                     new_children.push(id.clone());
-                    children.push((id, Vec::new()));
-                }
-                let (child, records) = &mut children[0];
-                for (record, score) in unlinked {
-                    new_links.push((record.clone(), child.clone(), score));
-                    records.push(record);
-                }
-            }
-            if children.len() > 1 {
-                // Records of different children now score as one child: kept apart, and recorded for a person to
-                // decide.
-                let mut ids: Vec<&str> = children.iter().map(|(c, _)| c.as_str()).collect();
-                ids.sort_unstable();
-                merges.push(ids.join(","));
-            }
-            answer.push(children);
-        }
-        // A child whose records now fall into different groups no longer scores as one child: its links stand, and a
-        // proposed split is recorded for a person to decide.
-        let mut groups_of: HashMap<&str, usize> = HashMap::new();
-        for children in &answer {
-            for (child, _) in children {
-                *groups_of.entry(child.as_str()).or_default() += 1;
+                    id
+                });
+                new_links.push((record.clone(), child.clone(), *score));
             }
         }
-        let mut splits: Vec<&str> = groups_of
-            .into_iter()
-            .filter(|(_, n)| *n > 1)
-            .map(|(child, _)| child)
-            .collect();
+        if new_links.is_empty() {
+            let (answer, merges, splits) = link_answer(groups, &existing);
+            if !merges.is_empty() || !splits.is_empty() {
+                on_pool!(self, |pool| {
+                    let mut tx = pool.begin().await?;
+                    link_events!(tx, &merges, &splits, rule, &now);
+                    tx.commit().await?;
+                });
+            }
+            return Ok(answer);
+        }
         // Rows that another request may be writing too are written in one order, whoever writes them: on PostgreSQL,
         // two transactions that each wait for a row the other wrote first would deadlock.
         new_links
             .sort_by(|a, b| (a.0.source.as_str(), &a.0.id).cmp(&(b.0.source.as_str(), &b.0.id)));
-        merges.sort_unstable();
-        merges.dedup();
-        splits.sort_unstable();
-        on_pool!(self, |pool| {
+        let answer = on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             for id in &new_children {
                 sqlx::query("INSERT INTO children (id, created_at) VALUES ($1, $2)")
@@ -519,33 +529,32 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            for ids in &merges {
-                sqlx::query(
-                    "INSERT INTO link_events (kind, child_ids, reason, rule, at)
-                     VALUES ('merge-proposed', $1, $2, $3, $4)
-                     ON CONFLICT (kind, child_ids) DO NOTHING",
-                )
-                .bind(ids)
-                .bind("records of these children score as one child")
-                .bind(rule)
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?;
+            // What the store now holds for the records, this transaction's links and any another wrote first.
+            let mut linked = HashMap::new();
+            for chunk in all.chunks(200) {
+                let mut q = sqlx::QueryBuilder::new(
+                    "SELECT source, record_id, child_id FROM links WHERE (source, record_id) IN ",
+                );
+                q.push_tuples(chunk, |mut b, r| {
+                    b.push_bind(r.source.as_str()).push_bind(&r.id);
+                });
+                for row in q.build().fetch_all(&mut *tx).await? {
+                    linked.insert(record_ref(&row)?, row.try_get::<String>("child_id")?);
+                }
             }
-            for child in &splits {
-                sqlx::query(
-                    "INSERT INTO link_events (kind, child_ids, reason, rule, at)
-                     VALUES ('split-proposed', $1, $2, $3, $4)
-                     ON CONFLICT (kind, child_ids) DO NOTHING",
-                )
-                .bind(child)
-                .bind("records of this child no longer score as one child")
-                .bind(rule)
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?;
+            // A child made here whose records all went to another request's child is not kept.
+            for id in &new_children {
+                if !linked.values().any(|c| c == id) {
+                    sqlx::query("DELETE FROM children WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
+            let (answer, merges, splits) = link_answer(groups, &linked);
+            link_events!(tx, &merges, &splits, rule, &now);
             tx.commit().await?;
+            answer
         });
         Ok(answer)
     }
@@ -850,6 +859,53 @@ fn new_child_id() -> String {
     format!("ch_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Each group's children, as `linked` holds its records, in the order the group first names them; and the proposed
+/// merges (a group across children) and splits (a child across groups) that answer shows.
+#[allow(clippy::type_complexity)]
+fn link_answer(
+    groups: &[Vec<(RecordRef, f64)>],
+    linked: &HashMap<RecordRef, String>,
+) -> (Vec<Vec<(String, Vec<RecordRef>)>>, Vec<String>, Vec<String>) {
+    let mut answer = Vec::with_capacity(groups.len());
+    let mut merges = Vec::new();
+    for group in groups {
+        let mut children: Vec<(String, Vec<RecordRef>)> = Vec::new();
+        for (record, _) in group {
+            let Some(child) = linked.get(record) else {
+                continue;
+            };
+            match children.iter_mut().find(|(c, _)| c == child) {
+                Some((_, records)) => records.push(record.clone()),
+                None => children.push((child.clone(), vec![record.clone()])),
+            }
+        }
+        if children.len() > 1 {
+            // Records of different children now score as one child: kept apart, and recorded for a person to decide.
+            let mut ids: Vec<&str> = children.iter().map(|(c, _)| c.as_str()).collect();
+            ids.sort_unstable();
+            merges.push(ids.join(","));
+        }
+        answer.push(children);
+    }
+    // A child whose records now fall into different groups no longer scores as one child: its links stand, and a
+    // proposed split is recorded for a person to decide.
+    let mut groups_of: HashMap<&str, usize> = HashMap::new();
+    for children in &answer {
+        for (child, _) in children {
+            *groups_of.entry(child.as_str()).or_default() += 1;
+        }
+    }
+    let mut splits: Vec<String> = groups_of
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(child, _)| child.to_owned())
+        .collect();
+    merges.sort_unstable();
+    merges.dedup();
+    splits.sort_unstable();
+    (answer, merges, splits)
+}
+
 fn record_ref(row: &impl StoreRow) -> Result<RecordRef, StoreError> {
     let source: String = row.try_get("source")?;
     let source = SourceName::parse(&source)
@@ -919,6 +975,7 @@ mod tests {
         a_child_whose_records_no_longer_score_as_one_keeps_them_and_a_split_is_proposed,
         shields_and_flags_round_trip,
         two_requests_linking_the_same_new_records_at_once_both_succeed,
+        a_child_linked_by_two_requests_at_once_is_one_child_or_a_proposed_merge,
     );
 
     async fn links_keep_child_ids(stores: &Stores) {
@@ -1137,14 +1194,73 @@ mod tests {
         assert_eq!((a.len(), b.len()), (20, 20));
         let linked = store.children_of(&records).await.expect("children");
         assert_eq!(linked.len(), 20);
-        // The first link of each record stands.
+        // The first link of each record stands, and both requests answer with it: neither shows a child id the
+        // store does not hold for the record.
         for (i, record) in records.iter().enumerate() {
             let child = &linked[record];
-            assert!(child == &a[i][0].0 || child == &b[19 - i][0].0);
+            assert_eq!(a[i], vec![(child.clone(), vec![record.clone()])]);
+            assert_eq!(b[19 - i], vec![(child.clone(), vec![record.clone()])]);
             assert_eq!(
                 store.records_of(child).await.expect("records"),
                 vec![record.clone()]
             );
         }
+        // A child made by the request that lost a record is not left behind without one.
+        let children: i64 = on_pool!(store, |pool| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM children")
+                .fetch_one(pool)
+                .await
+                .expect("count")
+        });
+        assert_eq!(children, 20);
+    }
+
+    async fn a_child_linked_by_two_requests_at_once_is_one_child_or_a_proposed_merge(
+        stores: &Stores,
+    ) {
+        // Two gateways, each linking overlapping groups of the same three new records of one child: every answer
+        // names the children the store holds for its records, and a group the race left across children is
+        // recorded as a proposed merge, never silently split.
+        let gateways = stores.gateways(2).await;
+        let (h, s, e) = (
+            RecordRef::new(SourceName::Health, "p1"),
+            RecordRef::new(SourceName::School, "u1"),
+            RecordRef::new(SourceName::EarlyYears, "k1"),
+        );
+        let groups = [
+            vec![(h.clone(), 1.0), (s.clone(), 1.0)],
+            vec![(s.clone(), 1.0), (e.clone(), 1.0)],
+            vec![(e.clone(), 1.0), (h.clone(), 1.0), (s.clone(), 1.0)],
+        ];
+        let links: Vec<_> = (0..12)
+            .map(|i| gateways[i % 2].link(std::slice::from_ref(&groups[i % 3]), "test"))
+            .collect();
+        let answers = futures::future::join_all(links).await;
+        let store = &gateways[0];
+        let all = [h.clone(), s.clone(), e.clone()];
+        let linked = store.children_of(&all).await.expect("children");
+        assert_eq!(linked.len(), 3);
+        for answer in answers {
+            for (child, records) in &answer.expect("link")[0] {
+                for record in records {
+                    assert_eq!(&linked[record], child);
+                }
+            }
+        }
+        let distinct: HashSet<&String> = linked.values().collect();
+        if distinct.len() > 1 {
+            let events = store.link_events().await.expect("events");
+            assert!(
+                events.iter().any(|e| e.kind == "merge-proposed"),
+                "{linked:?} {events:?}"
+            );
+        }
+        let children: i64 = on_pool!(store, |pool| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM children")
+                .fetch_one(pool)
+                .await
+                .expect("count")
+        });
+        assert_eq!(children as usize, distinct.len());
     }
 }
