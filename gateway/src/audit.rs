@@ -438,12 +438,18 @@ pub async fn verify(store: &Store) -> Result<Verified, StoreError> {
 
 /// Every record that names a child, oldest first: who saw what about them, when and why.
 pub async fn for_child(store: &Store, child_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
+    // The id is matched literally: `%` and `_` in it are no wildcards.
     let query = format!(
-        "SELECT {COLUMNS} FROM audit_log WHERE ',' || child_ids || ',' LIKE '%,' || $1 || ',%' ORDER BY seq"
+        "SELECT {COLUMNS} FROM audit_log WHERE ',' || child_ids || ',' LIKE '%,' || $1 || ',%' ESCAPE '\\' \
+         ORDER BY seq"
     );
+    let literal = child_id
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
     on_pool!(store, |pool| {
         sqlx::query(&query)
-            .bind(child_id)
+            .bind(&literal)
             .fetch_all(pool)
             .await?
             .iter()
@@ -670,6 +676,10 @@ mod tests {
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].entry.child_ids, ["ch_7"]);
         assert!(for_child(&store, "ch_").await.unwrap().is_empty());
+        // Wildcards in the id are taken literally.
+        for wild in ["%", "ch%", "ch_%", "ch__", "_h_7"] {
+            assert!(for_child(&store, wild).await.unwrap().is_empty(), "{wild}");
+        }
     }
 
     async fn an_edited_record_is_found(stores: &Stores) {
