@@ -253,7 +253,7 @@ impl<'a> AccessRecord<'a> {
                 return Err(e);
             }
         };
-        if admission != Admission::Admitted {
+        if !admission.is_admitted() {
             self = self.rate_limited();
             self.shown.clear();
             self.withheld.clear();

@@ -14,7 +14,7 @@
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::quotas::{Admission, Charge, VIEW_WINDOW, Viewed};
+use crate::quotas::{Admission, Charge, VIEW_WINDOW, Viewed, millis};
 use crate::store::{Backend, Store, StoreError, StoreRow, on_pool};
 
 /// The `prev_hash` of the first record.
@@ -101,10 +101,16 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the writer task over the store.
+    /// Starts the writer task over the store, keeping views for the quota's window.
     pub fn start(store: Store) -> Self {
+        Self::keeping_views(store, VIEW_WINDOW)
+    }
+
+    /// Starts the writer task over the store, keeping each view for `retention` (the quota's window, or the
+    /// monitor's when longer: [`crate::quotas::retention`]).
+    pub fn keeping_views(store: Store, retention: std::time::Duration) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
-        tokio::spawn(writer(store, rx));
+        tokio::spawn(writer(store, rx, retention.max(VIEW_WINDOW)));
         Self { tx }
     }
 
@@ -140,7 +146,7 @@ impl AuditLog {
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
+async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, retention: std::time::Duration) {
     // The seq and hash of the last record, once read. `commit` takes them and puts back the new ones only when the
     // commit succeeds, so after a failure they are read again: the store may hold less than was assumed.
     let mut last: Option<(i64, String)> = None;
@@ -162,7 +168,8 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
             charges.push(pending.charge);
             waiting.push(pending.done);
         }
-        match commit(&store, &mut last, &mut entries, &charges, prune).await {
+        let views = Views { retention, prune };
+        match commit(&store, &mut last, &mut entries, &charges, views).await {
             Ok(admissions) => {
                 if prune {
                     pruned = Some(std::time::Instant::now());
@@ -180,17 +187,26 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
+/// How a commit treats the views it keeps.
+#[derive(Debug, Clone, Copy)]
+struct Views {
+    /// How long a view is kept.
+    retention: std::time::Duration,
+    /// Whether this commit removes the views kept longer.
+    prune: bool,
+}
+
 /// Commits a group of records in one transaction, with their charges, and returns each one's admission.
 async fn commit(
     store: &Store,
     last: &mut Option<(i64, String)>,
     entries: &mut [AuditEntry],
     charges: &[Option<Charge>],
-    prune: bool,
+    views: Views,
 ) -> Result<Vec<Admission>, String> {
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let window_ms = i64::try_from(VIEW_WINDOW.as_millis()).unwrap_or(i64::MAX);
-    let since = now_ms - window_ms;
+    let since = now_ms - millis(views.retention);
+    let prune = views.prune;
     let mut principals: Vec<&str> = charges
         .iter()
         .flatten()
@@ -203,7 +219,10 @@ async fn commit(
     let shared = matches!(store.backend(), Backend::Postgres(_));
     let kept = if shared { None } else { last.take() };
     let committed = on_pool!(store, |pool| {
-        let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+        // On SQLite the write lock is taken at once: the transaction reads (the views) before it writes, and a read
+        // transaction that another connection wrote behind could not become a write one.
+        let begin = if shared { "BEGIN" } else { "BEGIN IMMEDIATE" };
+        let mut tx = pool.begin_with(begin).await.map_err(|e| e.to_string())?;
         if shared {
             // Appends wait for each other here, and for nothing else: readers are not blocked. The lock is taken
             // before the tail is read, so the tail read is the one this transaction extends.
@@ -249,10 +268,10 @@ async fn commit(
             &mut viewed,
             now_ms,
         );
-        let mut admissions = vec![Admission::Admitted; entries.len()];
+        let mut admissions = vec![Admission::Admitted { distinct: 0 }; entries.len()];
         for ((i, _), admission) in charged.iter().zip(decided) {
             admissions[*i] = admission;
-            if admission != Admission::Admitted {
+            if !admission.is_admitted() {
                 let entry = &mut entries[*i];
                 entry.outcome = "rate_limited".to_owned();
                 entry.shown.clear();
@@ -491,6 +510,7 @@ mod tests {
         a_swapped_pair_is_found,
         an_account_actions_subject_is_covered_by_the_hash,
         charges_are_decided_in_the_transaction_of_their_records,
+        charged_records_and_links_written_at_once_all_commit,
     );
     on_postgres!(
         two_gateways_appending_at_once_make_one_whole_chain,
@@ -528,7 +548,8 @@ mod tests {
         e.child_ids = children.map(|i| format!("ch_{i}")).collect();
         let charge = Charge {
             principal: user.to_owned(),
-            limit,
+            limit: Some(limit),
+            count_window: VIEW_WINDOW,
         };
         (e, Some(charge))
     }
@@ -553,11 +574,11 @@ mod tests {
         let log = AuditLog::start(store.clone());
         assert_eq!(
             charged(&log, view("gp", 0..2, 3)).await,
-            Admission::Admitted
+            Admission::Admitted { distinct: 2 }
         );
         assert_eq!(
             charged(&log, view("gp", 1..3, 3)).await,
-            Admission::Admitted
+            Admission::Admitted { distinct: 3 }
         );
         let Admission::Refused { retry_after } = charged(&log, view("gp", 3..4, 3)).await else {
             panic!("a fourth child is over the quota of three");
@@ -565,7 +586,7 @@ mod tests {
         assert!((3590..=3601).contains(&retry_after), "{retry_after}");
         assert_eq!(
             charged(&log, view("gp", 0..3, 3)).await,
-            Admission::Admitted
+            Admission::Admitted { distinct: 3 }
         );
         // The refusal is recorded as such, showing nothing; the children it named are not counted.
         let ok = ("ok".to_owned(), "identity".to_owned());
@@ -578,7 +599,7 @@ mod tests {
         log.append(view("gp", 5..6, 3).0).await.unwrap();
         assert_eq!(
             charged(&log, view("sw", 3..4, 3)).await,
-            Admission::Admitted
+            Admission::Admitted { distinct: 1 }
         );
         // The count is the store's: a gateway started again over it (a writer of its own) holds the same.
         drop(log);
@@ -594,7 +615,7 @@ mod tests {
         let admitted = futures::future::join_all(appends)
             .await
             .into_iter()
-            .filter(|a| *a == Admission::Admitted)
+            .filter(|a| a.is_admitted())
             .count();
         assert_eq!(admitted, 5);
         // An hour on, the user's children have left the window: three new ones fit, and what left the window is
@@ -608,7 +629,7 @@ mod tests {
         let log = AuditLog::start(store.clone());
         assert_eq!(
             charged(&log, view("gp", 40..43, 3)).await,
-            Admission::Admitted
+            Admission::Admitted { distinct: 3 }
         );
         let kept: Vec<String> = on_pool!(&store, |pool| {
             sqlx::query_scalar(
@@ -622,6 +643,36 @@ mod tests {
         assert_eq!(verify(&store).await.unwrap().broken, None);
     }
 
+    async fn charged_records_and_links_written_at_once_all_commit(stores: &Stores) {
+        // A charged record's transaction reads the views before it writes; searches link records in transactions of
+        // their own meanwhile. None of them may fail for the other's lock.
+        let store = stores.fresh().await;
+        let log = AuditLog::start(store.clone());
+        let linker = store.clone();
+        let linking = tokio::spawn(async move {
+            for i in 0..400 {
+                let record = childgraph_schema::RecordRef::new(
+                    childgraph_schema::SourceName::Health,
+                    format!("p{i}"),
+                );
+                linker
+                    .link(&[vec![(record, 1.0)]], "test")
+                    .await
+                    .expect("the link is written");
+            }
+        });
+        // One record at a time, each its own transaction, while the links go on.
+        for i in 0..100 {
+            assert!(
+                charged(&log, view("gp", i..i + 1, 1000))
+                    .await
+                    .is_admitted()
+            );
+        }
+        linking.await.expect("the links");
+        assert_eq!(verify(&store).await.unwrap().broken, None);
+    }
+
     async fn two_gateways_hold_one_quota_together(stores: &Stores) {
         // One user, their views alternating between two gateways over one database: the quota of ten holds across
         // both, not ten at each.
@@ -631,10 +682,7 @@ mod tests {
             .map(|i| charged(&logs[i % 2], view("gp", i..i + 1, 10)))
             .collect();
         let admissions = futures::future::join_all(appends).await;
-        let admitted = admissions
-            .iter()
-            .filter(|a| **a == Admission::Admitted)
-            .count();
+        let admitted = admissions.iter().filter(|a| a.is_admitted()).count();
         assert_eq!(admitted, 10, "{admissions:?}");
         let counted: i64 = on_pool!(&gateways[0], |pool| {
             sqlx::query_scalar("SELECT COUNT(*) FROM child_views WHERE principal = 'gp'")

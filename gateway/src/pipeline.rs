@@ -4,6 +4,7 @@
 //! says what happens, in what order, before an answer is composed.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -386,7 +387,6 @@ impl Pipeline {
         let record =
             AccessRecord::new(scope, purpose, Operation::Search).children(&children, wanted);
         self.charge_views(scope, record).await?;
-        self.monitor(scope, &ids).await?;
         let scores = matches.into_iter().map(|(s, _)| s);
         Ok(SearchOutcome::Matches(scores.zip(children).collect()))
     }
@@ -453,8 +453,6 @@ impl Pipeline {
             self.charge_views(scope, record.children(&children, wanted))
                 .await?;
         }
-        let shown: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
-        self.monitor(scope, &shown).await?;
         Ok(children)
     }
 
@@ -489,24 +487,28 @@ impl Pipeline {
 
     /// Writes the record of an answer showing children, charged against the principal's quota of distinct children
     /// in the same transaction: the quota every gateway sharing the store holds together. Refused there, the record
-    /// says so and nothing is shown.
+    /// says so and nothing is shown. Admitted, the principal's count of distinct children within the monitor's
+    /// window (every replica's answers) goes to the monitor.
     async fn charge_views(
         &self,
         scope: &RequestScope,
         record: AccessRecord<'_>,
     ) -> Result<(), PipelineError> {
         let principal = &scope.principal;
+        let gateway = NonZeroU32::new(self.quotas.children_per_hour).map(NonZeroU32::get);
         let limit = principal
             .client
             .as_ref()
             .and_then(|c| c.children_per_hour)
-            .unwrap_or(self.quotas.children_per_hour);
-        let charge = (limit > 0).then(|| Charge {
+            .or(gateway);
+        let monitor = self.quotas.monitor.as_ref();
+        let charge = (limit.is_some() || monitor.is_some()).then(|| Charge {
             principal: principal.user_id.clone(),
             limit,
+            count_window: monitor.map_or(crate::quotas::VIEW_WINDOW, |m| m.window()),
         });
         match record.record_charged(charge).await? {
-            Admission::Admitted => Ok(()),
+            Admission::Admitted { distinct } => self.monitor(scope, distinct).await,
             Admission::Refused { retry_after } => {
                 self.metrics.rate_limited("children");
                 Err(PipelineError::RateLimited {
@@ -517,22 +519,33 @@ impl Pipeline {
         }
     }
 
-    /// Counts the children shown for the monitor, and raises its alert when the user passes the threshold: a log
-    /// event, a metric, and an audit record auditors list with `accessAlerts`.
-    async fn monitor(&self, scope: &RequestScope, ids: &[String]) -> Result<(), PipelineError> {
+    /// Raises the monitor's alert when the user's count of distinct children within its window passes the
+    /// threshold, once per window: a log event, a metric, and an audit record auditors list with `accessAlerts`.
+    async fn monitor(&self, scope: &RequestScope, distinct: usize) -> Result<(), PipelineError> {
         let Some(monitor) = &self.quotas.monitor else {
             return Ok(());
         };
         let user = &scope.principal.user_id;
-        let Some(count) = monitor.record(user, ids) else {
+        if !monitor.observe(user, distinct) {
             return Ok(());
-        };
+        }
+        // Another replica may have raised it within the window already.
+        let window = chrono::Duration::from_std(monitor.window()).unwrap_or(chrono::Duration::MAX);
+        let since = Utc::now() - window;
+        let raised =
+            crate::audit::by_operation(&self.store, Operation::MonitorAlert.as_str(), since)
+                .await?
+                .iter()
+                .any(|r| r.entry.subject.as_deref() == Some(user.as_str()));
+        if raised {
+            return Ok(());
+        }
         tracing::warn!(
             target: "childgraph::monitor",
             alert = "distinct_children",
             user = %user,
             organisation = %scope.principal.organisation.id,
-            distinct_children = count,
+            distinct_children = distinct,
             threshold = monitor.threshold(),
             window_minutes = monitor.window().as_secs() / 60,
             "a user viewed more distinct children than the monitoring threshold"

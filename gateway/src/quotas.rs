@@ -1,6 +1,6 @@
-//! Abuse limits and monitoring per user, in each gateway process: searches per minute and distinct children viewed
-//! per hour (governor token buckets), and the alert when a user views more distinct children than a threshold
-//! within a window.
+//! Abuse limits and monitoring per user: searches per minute and distinct children viewed per hour (governor token
+//! buckets in each gateway process), the store's count of distinct children behind the quota across replicas, and
+//! the alert when a user views more distinct children than a threshold within a window.
 //!
 //! A child already shown to a user within the window costs nothing to show again: the quotas count distinct
 //! children, not answers. What is kept is user ids and gateway child ids, never a name or a search term, and only
@@ -11,10 +11,10 @@
 //! [`decide`]), so N replicas never allow N times the quota. The governor buckets here are each replica's own: they
 //! smooth bursts, and refuse before any source is asked what this replica alone already knows to be over.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use governor::clock::Clock as _;
 
@@ -28,57 +28,79 @@ const MAX_PAIRS: u64 = 1_000_000;
 pub const VIEW_WINDOW: Duration = Duration::from_secs(3600);
 
 /// An answer's charge against a principal's quota of distinct children within [`VIEW_WINDOW`], decided with the
-/// children in the audit record that the charge travels with.
+/// children in the audit record that the charge travels with; and the count the monitor reads, of the distinct
+/// children shown within its own window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Charge {
     /// The user or API client charged.
     pub principal: String,
-    /// The most distinct children the principal may be shown within the window.
-    pub limit: u32,
+    /// The most distinct children the principal may be shown within [`VIEW_WINDOW`]; `None` counts them only.
+    pub limit: Option<u32>,
+    /// The monitor's window, over which the count is given.
+    pub count_window: Duration,
 }
 
 /// What became of a charge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    Admitted,
+    /// Shown: the principal has now been shown this many distinct children within the charge's count window.
+    Admitted { distinct: usize },
     /// Over the quota: nothing is shown, and the request is allowed again after this many seconds.
-    Refused {
-        retry_after: u64,
-    },
+    Refused { retry_after: u64 },
 }
 
-/// The children a principal was shown within the window, each with when it was first shown (milliseconds since
-/// the Unix epoch), as the store holds them.
+impl Admission {
+    pub fn is_admitted(self) -> bool {
+        matches!(self, Admission::Admitted { .. })
+    }
+}
+
+/// How long the store keeps a view: the quota's window, or the monitor's when it is longer.
+pub fn retention(count_window: Duration) -> Duration {
+    VIEW_WINDOW.max(count_window)
+}
+
+/// A duration in whole milliseconds, as the store keeps times.
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The children a principal was shown, each with when it was first shown (milliseconds since the Unix epoch), as the
+/// store holds them.
 pub type Viewed = HashMap<String, HashMap<String, i64>>;
 
-/// Decides a group of charges in order, each over `children`, against what the principals were shown within the
-/// window (`viewed`, updated as charges are admitted). A child shown within the window is free; the others take
-/// one each, all of them or none. Returns each charge's admission, and the (principal, child) pairs first shown
-/// now, for the store to keep.
+/// Decides a group of charges in order, each over `children`, against what the principals were shown (`viewed`,
+/// within the store's retention at least, updated as charges are admitted). A child shown within [`VIEW_WINDOW`] is
+/// free; the others take one each, all of them or none. Returns each charge's admission, and the (principal,
+/// child) pairs first shown now, for the store to keep.
 pub fn decide<'a>(
     charges: impl IntoIterator<Item = (&'a Charge, &'a [String])>,
     viewed: &mut Viewed,
     now_ms: i64,
 ) -> (Vec<Admission>, Vec<(String, String)>) {
-    let window_ms = i64::try_from(VIEW_WINDOW.as_millis()).unwrap_or(i64::MAX);
+    let window_ms = millis(VIEW_WINDOW);
+    let within = |first: i64| first > now_ms - window_ms;
     let mut admissions = Vec::new();
     let mut shown = Vec::new();
     for (charge, children) in charges {
         let seen = viewed.entry(charge.principal.clone()).or_default();
         let new: Vec<&String> = children
             .iter()
-            .filter(|c| !seen.contains_key(*c))
+            .filter(|c| !seen.get(*c).is_some_and(|first| within(*first)))
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let limit = charge.limit as usize;
-        let over = (seen.len() + new.len()).saturating_sub(limit);
+        let mut firsts: Vec<i64> = seen.values().copied().filter(|f| within(*f)).collect();
+        let limit = charge.limit.map_or(usize::MAX, |l| l as usize);
+        let over = (firsts.len() + new.len()).saturating_sub(limit);
         if over == 0 {
             for child in new {
                 seen.insert(child.clone(), now_ms);
                 shown.push((charge.principal.clone(), child.clone()));
             }
-            admissions.push(Admission::Admitted);
+            let since = now_ms - millis(charge.count_window);
+            let distinct = seen.values().filter(|f| **f > since).count();
+            admissions.push(Admission::Admitted { distinct });
             continue;
         }
         // Allowed again once enough of the children already shown have left the window; never, within the
@@ -86,7 +108,6 @@ pub fn decide<'a>(
         let retry_after = if new.len() > limit {
             VIEW_WINDOW.as_secs()
         } else {
-            let mut firsts: Vec<i64> = seen.values().copied().collect();
             firsts.sort_unstable();
             let leaves = firsts[over - 1] + window_ms;
             u64::try_from((leaves - now_ms).max(0) / 1000).unwrap_or(0) + 1
@@ -245,31 +266,15 @@ impl ViewQuota {
     }
 }
 
-/// What the monitor knows of one user within the window.
-#[derive(Debug, Default)]
-struct Activity {
-    /// When each distinct child was first shown within the window, oldest first.
-    firsts: VecDeque<Instant>,
-    /// When the user was last alerted on; one alert per window.
-    alerted: Option<Instant>,
-}
-
-/// A user's viewing within the monitor's window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserActivity {
-    pub user_id: String,
-    pub distinct_children: usize,
-    pub alerted: bool,
-}
-
-/// Counts the distinct children each user is shown within a window, and raises an alert, once per window, when a
-/// user passes the threshold.
+/// The alert on users shown more distinct children than a threshold within a window. The count is the store's, of
+/// every replica's answers (the [`Charge`] each answer's audit record carries), so spreading views over replicas
+/// hides none of them. Each process raises an alert for a user at most once per window; the caller also looks for
+/// another replica's alert in the audit log before raising one.
 #[derive(Debug)]
 pub struct ViewMonitor {
     window: Duration,
-    threshold: usize,
-    seen: moka::sync::Cache<(String, String), ()>,
-    users: moka::sync::Cache<String, Arc<Mutex<Activity>>>,
+    threshold: u32,
+    alerted: moka::sync::Cache<String, ()>,
 }
 
 impl ViewMonitor {
@@ -280,14 +285,10 @@ impl ViewMonitor {
         }
         Some(Arc::new(Self {
             window,
-            threshold: threshold as usize,
-            seen: moka::sync::Cache::builder()
+            threshold,
+            alerted: moka::sync::Cache::builder()
                 .max_capacity(MAX_PAIRS)
                 .time_to_live(window)
-                .build(),
-            users: moka::sync::Cache::builder()
-                .max_capacity(MAX_PAIRS)
-                .time_to_idle(window)
                 .build(),
         }))
     }
@@ -296,71 +297,18 @@ impl ViewMonitor {
         self.window
     }
 
-    pub fn threshold(&self) -> usize {
+    pub fn threshold(&self) -> u32 {
         self.threshold
     }
 
-    /// Counts the children shown to the user. Returns the user's count of distinct children in the window when
-    /// this answer took it past the threshold for the first time in the window: the caller raises the alert.
-    pub fn record(&self, user: &str, children: &[String]) -> Option<usize> {
-        let now = Instant::now();
-        let mut new = 0;
-        for child in children {
-            let pair = (user.to_owned(), child.clone());
-            if !self.seen.contains_key(&pair) {
-                self.seen.insert(pair, ());
-                new += 1;
-            }
+    /// Whether a user's count of distinct children within the window calls for an alert: past the threshold, and
+    /// the first time in the window this process has seen it so.
+    pub fn observe(&self, user: &str, distinct: usize) -> bool {
+        if distinct <= self.threshold as usize || self.alerted.contains_key(user) {
+            return false;
         }
-        let activity = self.users.get_with(user.to_owned(), Default::default);
-        let mut activity = activity.lock().unwrap_or_else(|e| e.into_inner());
-        while activity
-            .firsts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.window)
-        {
-            activity.firsts.pop_front();
-        }
-        activity.firsts.extend(std::iter::repeat_n(now, new));
-        let count = activity.firsts.len();
-        let alerted_lately = activity
-            .alerted
-            .is_some_and(|t| now.duration_since(t) < self.window);
-        if count > self.threshold && !alerted_lately {
-            activity.alerted = Some(now);
-            return Some(count);
-        }
-        None
-    }
-
-    /// Every user with children counted in the window, the most first.
-    pub fn activity(&self) -> Vec<UserActivity> {
-        let now = Instant::now();
-        let mut list: Vec<UserActivity> = self
-            .users
-            .iter()
-            .map(|(user, activity)| {
-                let activity = activity.lock().unwrap_or_else(|e| e.into_inner());
-                UserActivity {
-                    user_id: user.as_ref().clone(),
-                    distinct_children: activity
-                        .firsts
-                        .iter()
-                        .filter(|t| now.duration_since(**t) < self.window)
-                        .count(),
-                    alerted: activity
-                        .alerted
-                        .is_some_and(|t| now.duration_since(t) < self.window),
-                }
-            })
-            .filter(|a| a.distinct_children > 0)
-            .collect();
-        list.sort_by(|a, b| {
-            b.distinct_children
-                .cmp(&a.distinct_children)
-                .then_with(|| a.user_id.cmp(&b.user_id))
-        });
-        list
+        self.alerted.insert(user.to_owned(), ());
+        true
     }
 }
 
@@ -403,7 +351,8 @@ mod tests {
     fn charge(principal: &str, limit: u32) -> Charge {
         Charge {
             principal: principal.to_owned(),
-            limit,
+            limit: Some(limit),
+            count_window: VIEW_WINDOW,
         }
     }
 
@@ -437,13 +386,13 @@ mod tests {
         assert_eq!(
             admissions,
             [
-                Admission::Admitted,
-                Admission::Admitted,
+                Admission::Admitted { distinct: 3 },
+                Admission::Admitted { distinct: 5 },
                 Admission::Refused {
                     retry_after: 40 * 60 + 1
                 },
                 Admission::Refused { retry_after: 3600 },
-                Admission::Admitted,
+                Admission::Admitted { distinct: 5 },
             ]
         );
         let pairs = |list: &[(&str, usize)]| -> Vec<(String, String)> {
@@ -459,8 +408,46 @@ mod tests {
         // A child named twice in one answer is one child.
         let twice = ["ch_9".to_owned(), "ch_9".to_owned()];
         let (admissions, shown) = decide([(&charge("w", 1), twice.as_slice())], &mut viewed, now);
-        assert_eq!(admissions, [Admission::Admitted]);
+        assert_eq!(admissions, [Admission::Admitted { distinct: 1 }]);
         assert_eq!(shown, pairs(&[("w", 9)]));
+
+        // The store keeps views for the monitor's window when it is longer than the quota's hour. A child shown
+        // ninety minutes ago is new to the hour's quota, and shown anew; the monitor's two hours count it once.
+        let ninety = now - 90 * 60_000;
+        viewed.insert("m".to_owned(), HashMap::from([("ch_0".to_owned(), ninety)]));
+        let two_hours = Duration::from_secs(7200);
+        let quota_of_one = Charge {
+            principal: "m".to_owned(),
+            limit: Some(1),
+            count_window: two_hours,
+        };
+        let (first, second) = (ids(1..2), ids(0..1));
+        let (admissions, shown) = decide(
+            [
+                (&quota_of_one, first.as_slice()),
+                (&quota_of_one, second.as_slice()),
+            ],
+            &mut viewed,
+            now,
+        );
+        assert_eq!(
+            admissions,
+            [
+                Admission::Admitted { distinct: 2 },
+                Admission::Refused { retry_after: 3601 }
+            ]
+        );
+        assert_eq!(shown, pairs(&[("m", 1)]));
+        // Counted only, with no quota: every child is admitted, and counted.
+        let counted = Charge {
+            principal: "n".to_owned(),
+            limit: None,
+            count_window: two_hours,
+        };
+        let many = ids(0..500);
+        let (admissions, shown) = decide([(&counted, many.as_slice())], &mut viewed, now);
+        assert_eq!(admissions, [Admission::Admitted { distinct: 500 }]);
+        assert_eq!(shown.len(), 500);
     }
 
     #[tokio::test]
@@ -480,42 +467,22 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_monitor_alerts_once_per_window_past_the_threshold() {
+    #[test]
+    fn the_monitor_alerts_once_per_window_past_the_threshold() {
         let monitor = ViewMonitor::new(3, Duration::from_secs(3600)).expect("a monitor");
-        assert_eq!(monitor.record("u", &ids(0..3)), None);
-        assert_eq!(monitor.record("u", &ids(0..3)), None, "the same children");
-        assert_eq!(monitor.record("u", &ids(3..5)), Some(5));
-        assert_eq!(monitor.record("u", &ids(5..6)), None, "alerted already");
-        assert_eq!(monitor.record("v", &ids(0..2)), None);
-        assert_eq!(
-            monitor.activity(),
-            vec![
-                UserActivity {
-                    user_id: "u".into(),
-                    distinct_children: 6,
-                    alerted: true
-                },
-                UserActivity {
-                    user_id: "v".into(),
-                    distinct_children: 2,
-                    alerted: false
-                },
-            ]
-        );
+        assert!(!monitor.observe("u", 3), "at the threshold");
+        assert!(monitor.observe("u", 4));
+        assert!(!monitor.observe("u", 9), "alerted already");
+        assert!(monitor.observe("v", 5));
+        assert!(ViewMonitor::new(0, Duration::from_secs(3600)).is_none());
     }
 
     #[tokio::test]
-    async fn the_monitor_forgets_children_outside_its_window() {
-        let monitor = ViewMonitor::new(2, Duration::from_millis(200)).expect("a monitor");
-        assert_eq!(monitor.record("u", &ids(0..2)), None);
+    async fn the_monitor_may_alert_again_in_a_new_window() {
+        let monitor = ViewMonitor::new(1, Duration::from_millis(200)).expect("a monitor");
+        assert!(monitor.observe("u", 2));
+        assert!(!monitor.observe("u", 2));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(
-            monitor.record("u", &ids(2..4)),
-            None,
-            "the first two left the window"
-        );
-        assert_eq!(monitor.activity()[0].distinct_children, 2);
-        assert_eq!(monitor.record("u", &ids(4..5)), Some(3));
+        assert!(monitor.observe("u", 2));
     }
 }

@@ -42,7 +42,10 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
     let pipeline = Pipeline {
         policy: crate::policy_reload::ActivePolicy::new(parts.policy, metrics.clone()),
         metrics,
-        audit: crate::audit::AuditLog::start(parts.store.clone()),
+        audit: crate::audit::AuditLog::keeping_views(
+            parts.store.clone(),
+            crate::quotas::retention(parts.monitoring.window()),
+        ),
         quotas: crate::pipeline::Quotas {
             searches: crate::quotas::SearchQuota::new(parts.request.searches_per_minute),
             views: crate::quotas::ViewQuota::new(parts.request.children_per_hour),

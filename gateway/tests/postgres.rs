@@ -161,8 +161,9 @@ impl Site {
         jsonwebtoken::encode(&header, &claims, &key).expect("a token")
     }
 
-    /// Starts `childgraph serve` with a config of its own, and waits until it is ready.
-    async fn gateway(&self, name: &str, children_per_hour: u32) -> Gateway {
+    /// Starts `childgraph serve` with a config of its own, and waits until it is ready. `alert` is the monitor's
+    /// threshold of distinct children within the hour; 0 for none.
+    async fn gateway(&self, name: &str, children_per_hour: u32, alert: u32) -> Gateway {
         let port = free_port();
         let quote = |s: &str| Value::String(s.to_owned()).to_string();
         let config = format!(
@@ -173,7 +174,7 @@ request:
   searches_per_minute: 0
   children_per_hour: {children_per_hour}
 monitoring:
-  distinct_children_alert: 0
+  distinct_children_alert: {alert}
 auth:
   # Every request reads its account from the store.
   account_cache_seconds: 0
@@ -290,8 +291,8 @@ async fn two_gateways_on_one_database_hold_one_quota_of_distinct_children() {
         return;
     };
     let site = Site::new(postgres.url()).await;
-    let a = site.gateway("a", 3).await;
-    let b = site.gateway("b", 3).await;
+    let a = site.gateway("a", 3, 2).await;
+    let b = site.gateway("b", 3, 2).await;
     // Other users find the children (their own quotas), so the GP's quota goes on views only.
     let mut ids = site.find(&a, "teacher", "Hartley", "2019-06-14").await;
     ids.extend(site.find(&b, "teacher", "Fernandes", "2012-09-05").await);
@@ -324,6 +325,33 @@ async fn two_gateways_on_one_database_hold_one_quota_of_distinct_children() {
         Err("RATE_LIMITED".to_owned())
     );
 
+    // The monitor counts every gateway's answers: the GP's third child, shown by gateway a, which had shown them
+    // two, passed the threshold of two, and gateway b, which saw the GP pass it too, raised no second alert.
+    let alerts = site
+        .query(
+            &b,
+            "auditor",
+            "{ accessAlerts { userId } viewingActivity { users { userId distinctChildren alerted } } }",
+            json!({}),
+        )
+        .await;
+    let mut alerted: Vec<&str> = alerts["data"]["accessAlerts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{alerts:#}"))
+        .iter()
+        .filter_map(|a| a["userId"].as_str())
+        .collect();
+    alerted.sort_unstable();
+    // The teacher's three searches, two on a and one on b, passed it too.
+    assert_eq!(alerted, ["gp", "mch-nurse", "teacher"], "{alerts:#}");
+    let users = &alerts["data"]["viewingActivity"]["users"];
+    assert!(
+        users.as_array().is_some_and(
+            |u| u.contains(&json!({ "userId": "gp", "distinctChildren": 3, "alerted": true }))
+        ),
+        "{alerts:#}"
+    );
+
     // Both gateways wrote to one audit chain, which is whole, and which records each refusal.
     let store = childgraph::store::Store::open(&store_config(&site.database))
         .await
@@ -345,7 +373,7 @@ async fn a_gateway_whose_database_goes_down_answers_internal_and_recovers_by_its
         return;
     };
     let site = Site::new(postgres.url()).await;
-    let gateway = site.gateway("gateway", 0).await;
+    let gateway = site.gateway("gateway", 0, 0).await;
     let amelia = site.find(&gateway, "gp", "Hartley", "2019-06-14").await;
     let given = |child: Value| child["name"]["given"].clone();
     assert_eq!(

@@ -624,8 +624,8 @@ impl ShieldQueries {
             .map_err(shield_error)
     }
 
-    /// Each user's count of distinct children viewed within the monitor's window, as this gateway process counted
-    /// them, the most first; null when the monitor is off. Needs audit.read.
+    /// Each user's count of distinct children viewed within the monitor's window, over every gateway sharing the
+    /// store, the most first; null when the monitor is off. Needs audit.read.
     async fn viewing_activity(&self, ctx: &Context<'_>) -> Result<Option<ViewingActivity>> {
         let (pipeline, scope) = parts(ctx)?;
         crate::auditing::activity(pipeline, scope)
