@@ -14,7 +14,7 @@
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::quotas::{Admission, Charge, VIEW_WINDOW, Viewed, millis};
+use crate::quotas::{Admission, Charge, VIEW_WINDOW, Verdict, Viewed, millis};
 use crate::store::{Backend, Store, StoreError, StoreRow, on_pool};
 
 /// The `prev_hash` of the first record.
@@ -101,16 +101,16 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the writer task over the store, keeping views for the quota's window.
+    /// Starts the writer task over the store, counting views for a monitor window of an hour.
     pub fn start(store: Store) -> Self {
-        Self::keeping_views(store, VIEW_WINDOW)
+        Self::counting_views(store, VIEW_WINDOW)
     }
 
-    /// Starts the writer task over the store, keeping each view for `retention` (the quota's window, or the
-    /// monitor's when longer: [`crate::quotas::retention`]).
-    pub fn keeping_views(store: Store, retention: std::time::Duration) -> Self {
+    /// Starts the writer task over the store. An admitted charge answers with the principal's distinct children
+    /// within `count_window` (the monitor's), and views are kept for that window or the quota's, the longer.
+    pub fn counting_views(store: Store, count_window: std::time::Duration) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
-        tokio::spawn(writer(store, rx, retention.max(VIEW_WINDOW)));
+        tokio::spawn(writer(store, rx, count_window));
         Self { tx }
     }
 
@@ -146,7 +146,7 @@ impl AuditLog {
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, retention: std::time::Duration) {
+async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, count_window: std::time::Duration) {
     // The seq and hash of the last record, once read. `commit` takes them and puts back the new ones only when the
     // commit succeeds, so after a failure they are read again: the store may hold less than was assumed.
     let mut last: Option<(i64, String)> = None;
@@ -168,7 +168,10 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, retention: std::t
             charges.push(pending.charge);
             waiting.push(pending.done);
         }
-        let views = Views { retention, prune };
+        let views = Views {
+            count_window,
+            prune,
+        };
         match commit(&store, &mut last, &mut entries, &charges, views).await {
             Ok(admissions) => {
                 if prune {
@@ -190,8 +193,8 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, retention: std::t
 /// How a commit treats the views it keeps.
 #[derive(Debug, Clone, Copy)]
 struct Views {
-    /// How long a view is kept.
-    retention: std::time::Duration,
+    /// The monitor's window, over which an admission counts the principal's distinct children.
+    count_window: std::time::Duration,
     /// Whether this commit removes the views kept longer.
     prune: bool,
 }
@@ -205,8 +208,23 @@ async fn commit(
     views: Views,
 ) -> Result<Vec<Admission>, String> {
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let since = now_ms - millis(views.retention);
+    let since = now_ms - millis(crate::quotas::retention(views.count_window));
+    let quota_since = now_ms - millis(VIEW_WINDOW);
+    let count_since = now_ms - millis(views.count_window);
     let prune = views.prune;
+    // The (principal, child) pairs the charged answers show: only their rows are read, and counts of the rest.
+    let mut asked: Vec<(&str, &str)> = charges
+        .iter()
+        .zip(entries.iter())
+        .filter_map(|(c, e)| Some((c.as_ref()?, e)))
+        .flat_map(|(c, e)| {
+            e.child_ids
+                .iter()
+                .map(move |child| (c.principal.as_str(), child.as_str()))
+        })
+        .collect();
+    asked.sort_unstable();
+    asked.dedup();
     let mut principals: Vec<&str> = charges
         .iter()
         .flatten()
@@ -231,19 +249,45 @@ async fn commit(
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        // The quota of distinct children: what each principal charged here was shown within the window, then each
-        // charge decided in order. A refused record says so, and shows nothing.
+        // The quota of distinct children: how many each principal charged here was shown within the quota's and the
+        // monitor's windows, and when the children these answers show were; then each charge decided in order. A
+        // refused record says so, and shows nothing.
         let mut viewed = Viewed::new();
         for chunk in principals.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT principal, child_id, first_at FROM child_views WHERE first_at > ",
-            );
-            q.push_bind(since).push(" AND principal IN (");
+            let mut q = sqlx::QueryBuilder::new("SELECT principal, SUM(CASE WHEN first_at > ");
+            q.push_bind(quota_since)
+                .push(" THEN 1 ELSE 0 END) AS in_quota, SUM(CASE WHEN first_at > ")
+                .push_bind(count_since)
+                .push(" THEN 1 ELSE 0 END) AS in_count FROM child_views WHERE principal IN (");
             let mut list = q.separated(", ");
             for principal in chunk {
                 list.push_bind(*principal);
             }
-            q.push(")");
+            q.push(") GROUP BY principal");
+            for row in q
+                .build()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                let principal: String = row.try_get("principal").map_err(|e| e.to_string())?;
+                let count = |column: &str| -> Result<usize, String> {
+                    let n: i64 = row.try_get(column).map_err(|e| e.to_string())?;
+                    Ok(usize::try_from(n).unwrap_or(0))
+                };
+                let views = viewed.entry(principal).or_default();
+                views.in_quota = count("in_quota")?;
+                views.in_count = count("in_count")?;
+            }
+        }
+        for chunk in asked.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT principal, child_id, first_at FROM child_views WHERE first_at > ",
+            );
+            q.push_bind(since).push(" AND (principal, child_id) IN ");
+            q.push_tuples(chunk, |mut b, (principal, child)| {
+                b.push_bind(*principal).push_bind(*child);
+            });
             for row in q
                 .build()
                 .fetch_all(&mut *tx)
@@ -253,7 +297,11 @@ async fn commit(
                 let principal: String = row.try_get("principal").map_err(|e| e.to_string())?;
                 let child: String = row.try_get("child_id").map_err(|e| e.to_string())?;
                 let first_at: i64 = row.try_get("first_at").map_err(|e| e.to_string())?;
-                viewed.entry(principal).or_default().insert(child, first_at);
+                viewed
+                    .entry(principal)
+                    .or_default()
+                    .known
+                    .insert(child, first_at);
             }
         }
         let charged: Vec<(usize, &Charge)> = charges
@@ -261,13 +309,40 @@ async fn commit(
             .enumerate()
             .filter_map(|(i, c)| Some((i, c.as_ref()?)))
             .collect();
-        let (decided, shown) = crate::quotas::decide(
+        let (verdicts, shown) = crate::quotas::decide(
             charged
                 .iter()
                 .map(|(i, c)| (*c, entries[*i].child_ids.as_slice())),
             &mut viewed,
             now_ms,
+            views.count_window,
         );
+        let mut decided = Vec::with_capacity(verdicts.len());
+        for ((_, charge), verdict) in charged.iter().zip(verdicts) {
+            decided.push(match verdict {
+                Verdict::Admitted { distinct } => Admission::Admitted { distinct },
+                Verdict::Refused { at_once: true, .. } => Admission::Refused {
+                    retry_after: VIEW_WINDOW.as_secs(),
+                },
+                Verdict::Refused { over, .. } => {
+                    // When the `over`-th oldest child shown within the hour was first shown: the refusal waits for it
+                    // to leave the hour.
+                    let first: Option<i64> = sqlx::query_scalar(
+                        "SELECT first_at FROM child_views WHERE principal = $1 AND first_at > $2
+                         ORDER BY first_at LIMIT 1 OFFSET $3",
+                    )
+                    .bind(&charge.principal)
+                    .bind(quota_since)
+                    .bind(i64::try_from(over - 1).unwrap_or(i64::MAX))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    Admission::Refused {
+                        retry_after: crate::quotas::view_retry_after(first, now_ms),
+                    }
+                }
+            });
+        }
         let mut admissions = vec![Admission::Admitted { distinct: 0 }; entries.len()];
         for ((i, _), admission) in charged.iter().zip(decided) {
             admissions[*i] = admission;
@@ -549,7 +624,6 @@ mod tests {
         let charge = Charge {
             principal: user.to_owned(),
             limit: Some(limit),
-            count_window: VIEW_WINDOW,
         };
         (e, Some(charge))
     }

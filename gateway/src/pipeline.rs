@@ -505,7 +505,6 @@ impl Pipeline {
         let charge = (limit.is_some() || monitor.is_some()).then(|| Charge {
             principal: principal.user_id.clone(),
             limit,
-            count_window: monitor.map_or(crate::quotas::VIEW_WINDOW, |m| m.window()),
         });
         match record.record_charged(charge).await? {
             Admission::Admitted { distinct } => self.monitor(scope, distinct).await,

@@ -28,22 +28,20 @@ const MAX_PAIRS: u64 = 1_000_000;
 pub const VIEW_WINDOW: Duration = Duration::from_secs(3600);
 
 /// An answer's charge against a principal's quota of distinct children within [`VIEW_WINDOW`], decided with the
-/// children in the audit record that the charge travels with; and the count the monitor reads, of the distinct
-/// children shown within its own window.
+/// children in the audit record that the charge travels with. The same views give the monitor its count, within the
+/// window the audit writer was started with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Charge {
     /// The user or API client charged.
     pub principal: String,
     /// The most distinct children the principal may be shown within [`VIEW_WINDOW`]; `None` counts them only.
     pub limit: Option<u32>,
-    /// The monitor's window, over which the count is given.
-    pub count_window: Duration,
 }
 
 /// What became of a charge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// Shown: the principal has now been shown this many distinct children within the charge's count window.
+    /// Shown: the principal has now been shown this many distinct children within the monitor's window.
     Admitted { distinct: usize },
     /// Over the quota: nothing is shown, and the request is allowed again after this many seconds.
     Refused { retry_after: u64 },
@@ -65,56 +63,95 @@ pub fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The children a principal was shown, each with when it was first shown (milliseconds since the Unix epoch), as the
-/// store holds them.
-pub type Viewed = HashMap<String, HashMap<String, i64>>;
+/// What the store holds of one principal's views, as much as a commit reads: counts, and the rows of the children
+/// its answers show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrincipalViews {
+    /// Distinct children shown within [`VIEW_WINDOW`].
+    pub in_quota: usize,
+    /// Distinct children shown within the monitor's window.
+    pub in_count: usize,
+    /// When each of the children asked about was first shown (milliseconds since the Unix epoch), if the store still
+    /// holds it.
+    pub known: HashMap<String, i64>,
+}
+
+/// The principals charged in a commit, by id.
+pub type Viewed = HashMap<String, PrincipalViews>;
+
+/// A charge decided: admitted, or refused with how far over the quota it would go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Admitted {
+        distinct: usize,
+    },
+    /// `over` children too many; `at_once` when the answer alone holds more children than the whole quota.
+    Refused {
+        over: usize,
+        at_once: bool,
+    },
+}
 
 /// Decides a group of charges in order, each over `children`, against what the principals were shown (`viewed`,
-/// within the store's retention at least, updated as charges are admitted). A child shown within [`VIEW_WINDOW`] is
-/// free; the others take one each, all of them or none. Returns each charge's admission, and the (principal,
-/// child) pairs first shown now, for the store to keep.
+/// updated as charges are admitted). A child shown within [`VIEW_WINDOW`] is free; the others take one each, all of
+/// them or none. Returns each charge's verdict, and the (principal, child) pairs first shown now, for the store to
+/// keep.
 pub fn decide<'a>(
     charges: impl IntoIterator<Item = (&'a Charge, &'a [String])>,
     viewed: &mut Viewed,
     now_ms: i64,
-) -> (Vec<Admission>, Vec<(String, String)>) {
-    let window_ms = millis(VIEW_WINDOW);
-    let within = |first: i64| first > now_ms - window_ms;
-    let mut admissions = Vec::new();
+    count_window: Duration,
+) -> (Vec<Verdict>, Vec<(String, String)>) {
+    let quota_since = now_ms - millis(VIEW_WINDOW);
+    let count_since = now_ms - millis(count_window);
+    let mut verdicts = Vec::new();
     let mut shown = Vec::new();
     for (charge, children) in charges {
-        let seen = viewed.entry(charge.principal.clone()).or_default();
+        let views = viewed.entry(charge.principal.clone()).or_default();
         let new: Vec<&String> = children
             .iter()
-            .filter(|c| !seen.get(*c).is_some_and(|first| within(*first)))
+            .filter(|c| {
+                views
+                    .known
+                    .get(*c)
+                    .is_none_or(|first| *first <= quota_since)
+            })
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let mut firsts: Vec<i64> = seen.values().copied().filter(|f| within(*f)).collect();
         let limit = charge.limit.map_or(usize::MAX, |l| l as usize);
-        let over = (firsts.len() + new.len()).saturating_sub(limit);
-        if over == 0 {
-            for child in new {
-                seen.insert(child.clone(), now_ms);
-                shown.push((charge.principal.clone(), child.clone()));
-            }
-            let since = now_ms - millis(charge.count_window);
-            let distinct = seen.values().filter(|f| **f > since).count();
-            admissions.push(Admission::Admitted { distinct });
+        let over = (views.in_quota + new.len()).saturating_sub(limit);
+        if over > 0 {
+            verdicts.push(Verdict::Refused {
+                over,
+                at_once: new.len() > limit,
+            });
             continue;
         }
-        // Allowed again once enough of the children already shown have left the window; never, within the
-        // window, when the answer alone holds more children than the quota.
-        let retry_after = if new.len() > limit {
-            VIEW_WINDOW.as_secs()
-        } else {
-            firsts.sort_unstable();
-            let leaves = firsts[over - 1] + window_ms;
-            u64::try_from((leaves - now_ms).max(0) / 1000).unwrap_or(0) + 1
-        };
-        admissions.push(Admission::Refused { retry_after });
+        for child in new {
+            let counted = views
+                .known
+                .get(child)
+                .is_some_and(|first| *first > count_since);
+            views.in_quota += 1;
+            if !counted {
+                views.in_count += 1;
+            }
+            views.known.insert(child.clone(), now_ms);
+            shown.push((charge.principal.clone(), child.clone()));
+        }
+        verdicts.push(Verdict::Admitted {
+            distinct: views.in_count,
+        });
     }
-    (admissions, shown)
+    (verdicts, shown)
+}
+
+/// The wait, in whole seconds, until a refused charge would fit: until the `over`-th oldest child shown within
+/// [`VIEW_WINDOW`] (first shown at `first`, or now when only this commit's views are that old) leaves it.
+pub fn view_retry_after(first: Option<i64>, now_ms: i64) -> u64 {
+    let leaves = first.unwrap_or(now_ms) + millis(VIEW_WINDOW);
+    u64::try_from((leaves - now_ms).max(0) / 1000).unwrap_or(0) + 1
 }
 
 /// Forgets, every minute, the users whose bucket has refilled, so that the limiter holds only recent users; the
@@ -348,29 +385,33 @@ mod tests {
         assert!(off.admit("client", &ids(2..3), Some(2)).is_err());
     }
 
-    fn charge(principal: &str, limit: u32) -> Charge {
+    fn charge(principal: &str, limit: Option<u32>) -> Charge {
         Charge {
             principal: principal.to_owned(),
-            limit: Some(limit),
-            count_window: VIEW_WINDOW,
+            limit,
         }
     }
 
     #[test]
     fn charges_count_distinct_children_in_order_all_or_none() {
-        let (u, v) = (charge("u", 5), charge("v", 5));
-        let now = 10_000_000;
-        // What the store holds: u was shown ch_0 and ch_1 ten and twenty minutes ago.
+        let (u, v) = (charge("u", Some(5)), charge("v", Some(5)));
+        let now = 100_000_000;
+        let hour = Duration::from_secs(3600);
+        // What the store holds: u was shown two children this hour, ch_0 and ch_1 among them.
         let mut viewed = Viewed::new();
         viewed.insert(
             "u".to_owned(),
-            HashMap::from([
-                ("ch_0".to_owned(), now - 600_000),
-                ("ch_1".to_owned(), now - 1_200_000),
-            ]),
+            PrincipalViews {
+                in_quota: 2,
+                in_count: 2,
+                known: HashMap::from([
+                    ("ch_0".to_owned(), now - 600_000),
+                    ("ch_1".to_owned(), now - 1_200_000),
+                ]),
+            },
         );
         let (a, b, c, d, e) = (ids(0..3), ids(3..5), ids(5..6), ids(0..6), ids(4..5));
-        let (admissions, shown) = decide(
+        let (verdicts, shown) = decide(
             [
                 (&u, a.as_slice()),
                 (&u, b.as_slice()),
@@ -380,19 +421,24 @@ mod tests {
             ],
             &mut viewed,
             now,
+            hour,
         );
-        // ch_2 is new (3 of 5), then ch_3 and ch_4 (5 of 5); ch_5 is one too many: it may be shown once ch_1 leaves
-        // the window, forty minutes on. Six children at once is more than v's whole quota. ch_4 again is free.
+        // ch_2 is new (3 of 5), then ch_3 and ch_4 (5 of 5); ch_5 is one too many. Six children at once is more
+        // than v's whole quota. ch_4 again is free.
         assert_eq!(
-            admissions,
+            verdicts,
             [
-                Admission::Admitted { distinct: 3 },
-                Admission::Admitted { distinct: 5 },
-                Admission::Refused {
-                    retry_after: 40 * 60 + 1
+                Verdict::Admitted { distinct: 3 },
+                Verdict::Admitted { distinct: 5 },
+                Verdict::Refused {
+                    over: 1,
+                    at_once: false
                 },
-                Admission::Refused { retry_after: 3600 },
-                Admission::Admitted { distinct: 5 },
+                Verdict::Refused {
+                    over: 1,
+                    at_once: true
+                },
+                Verdict::Admitted { distinct: 5 },
             ]
         );
         let pairs = |list: &[(&str, usize)]| -> Vec<(String, String)> {
@@ -403,51 +449,61 @@ mod tests {
         let mut shown = shown;
         shown.sort();
         assert_eq!(shown, pairs(&[("u", 2), ("u", 3), ("u", 4)]));
-        assert_eq!(viewed["u"].len(), 5);
-        assert!(viewed["v"].is_empty());
+        assert_eq!(viewed["u"].in_quota, 5);
+        assert_eq!(viewed["v"], PrincipalViews::default());
         // A child named twice in one answer is one child.
         let twice = ["ch_9".to_owned(), "ch_9".to_owned()];
-        let (admissions, shown) = decide([(&charge("w", 1), twice.as_slice())], &mut viewed, now);
-        assert_eq!(admissions, [Admission::Admitted { distinct: 1 }]);
-        assert_eq!(shown, pairs(&[("w", 9)]));
-
-        // The store keeps views for the monitor's window when it is longer than the quota's hour. A child shown
-        // ninety minutes ago is new to the hour's quota, and shown anew; the monitor's two hours count it once.
-        let ninety = now - 90 * 60_000;
-        viewed.insert("m".to_owned(), HashMap::from([("ch_0".to_owned(), ninety)]));
-        let two_hours = Duration::from_secs(7200);
-        let quota_of_one = Charge {
-            principal: "m".to_owned(),
-            limit: Some(1),
-            count_window: two_hours,
-        };
-        let (first, second) = (ids(1..2), ids(0..1));
-        let (admissions, shown) = decide(
-            [
-                (&quota_of_one, first.as_slice()),
-                (&quota_of_one, second.as_slice()),
-            ],
+        let (verdicts, shown) = decide(
+            [(&charge("w", Some(1)), twice.as_slice())],
             &mut viewed,
             now,
+            hour,
+        );
+        assert_eq!(verdicts, [Verdict::Admitted { distinct: 1 }]);
+        assert_eq!(shown, pairs(&[("w", 9)]));
+
+        // With the monitor's window of two hours, the store keeps views that long. A child shown ninety minutes ago
+        // is new to the hour's quota and shown anew, and the monitor counts it once.
+        viewed.insert(
+            "m".to_owned(),
+            PrincipalViews {
+                in_quota: 0,
+                in_count: 1,
+                known: HashMap::from([("ch_0".to_owned(), now - 90 * 60_000)]),
+            },
+        );
+        let (first, second) = (ids(1..2), ids(0..1));
+        let one = charge("m", Some(1));
+        let (verdicts, shown) = decide(
+            [(&one, first.as_slice()), (&one, second.as_slice())],
+            &mut viewed,
+            now,
+            Duration::from_secs(7200),
         );
         assert_eq!(
-            admissions,
+            verdicts,
             [
-                Admission::Admitted { distinct: 2 },
-                Admission::Refused { retry_after: 3601 }
+                Verdict::Admitted { distinct: 2 },
+                Verdict::Refused {
+                    over: 1,
+                    at_once: false
+                }
             ]
         );
         assert_eq!(shown, pairs(&[("m", 1)]));
         // Counted only, with no quota: every child is admitted, and counted.
-        let counted = Charge {
-            principal: "n".to_owned(),
-            limit: None,
-            count_window: two_hours,
-        };
         let many = ids(0..500);
-        let (admissions, shown) = decide([(&counted, many.as_slice())], &mut viewed, now);
-        assert_eq!(admissions, [Admission::Admitted { distinct: 500 }]);
+        let (verdicts, shown) = decide(
+            [(&charge("n", None), many.as_slice())],
+            &mut viewed,
+            now,
+            hour,
+        );
+        assert_eq!(verdicts, [Verdict::Admitted { distinct: 500 }]);
         assert_eq!(shown.len(), 500);
+        // The wait: until the oldest child counted leaves the hour.
+        assert_eq!(view_retry_after(Some(now - 1_200_000), now), 40 * 60 + 1);
+        assert_eq!(view_retry_after(None, now), 3601);
     }
 
     #[tokio::test]

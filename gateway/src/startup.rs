@@ -42,9 +42,9 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
     let pipeline = Pipeline {
         policy: crate::policy_reload::ActivePolicy::new(parts.policy, metrics.clone()),
         metrics,
-        audit: crate::audit::AuditLog::keeping_views(
+        audit: crate::audit::AuditLog::counting_views(
             parts.store.clone(),
-            crate::quotas::retention(parts.monitoring.window()),
+            parts.monitoring.window(),
         ),
         quotas: crate::pipeline::Quotas {
             searches: crate::quotas::SearchQuota::new(parts.request.searches_per_minute),
