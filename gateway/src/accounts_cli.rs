@@ -10,20 +10,35 @@ use chrono::{Months, NaiveDate, Utc};
 use crate::audit::{AuditEntry, AuditLog};
 use crate::store::{Account, Authorisation, OrganisationRecord, Store};
 
-/// What the operator grants.
-#[derive(Debug, Clone)]
+/// What the operator grants: the command line of `childgraph accounts authorise`, less `--config`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Grant {
+    #[arg(long = "user")]
     pub user_id: String,
+    /// The user's name, as other practitioners see it.
+    #[arg(long = "name")]
     pub display_name: String,
+    #[arg(long = "organisation")]
     pub organisation_id: String,
+    #[arg(long)]
     pub organisation_name: String,
+    /// A role of the policy in force; repeat for several.
+    #[arg(long = "role", required = true)]
     pub roles: Vec<String>,
+    #[arg(long)]
     pub clearance_reference: String,
+    /// The last day the clearance is good for (YYYY-MM-DD).
+    #[arg(long)]
     pub clearance_expires: NaiveDate,
+    /// When the user completed the training (YYYY-MM-DD).
+    #[arg(long)]
     pub training_completed: NaiveDate,
+    #[arg(long)]
     pub email: Option<String>,
+    #[arg(long)]
     pub phone: Option<String>,
     /// Who makes the grant, as the audit log will name them.
+    #[arg(long = "by")]
     pub operator: String,
 }
 

@@ -175,33 +175,8 @@ enum AccountsCommand {
     Authorise {
         #[arg(long)]
         config: PathBuf,
-        #[arg(long)]
-        user: String,
-        /// The user's name, as other practitioners see it.
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        organisation: String,
-        #[arg(long)]
-        organisation_name: String,
-        /// A role of the policy in force; repeat for several.
-        #[arg(long = "role", required = true)]
-        roles: Vec<String>,
-        #[arg(long)]
-        clearance_reference: String,
-        /// The last day the clearance is good for (YYYY-MM-DD).
-        #[arg(long)]
-        clearance_expires: chrono::NaiveDate,
-        /// When the user completed the training (YYYY-MM-DD).
-        #[arg(long)]
-        training_completed: chrono::NaiveDate,
-        #[arg(long)]
-        email: Option<String>,
-        #[arg(long)]
-        phone: Option<String>,
-        /// Who makes the grant, as the audit log will name them.
-        #[arg(long)]
-        by: String,
+        #[command(flatten)]
+        grant: childgraph::accounts_cli::Grant,
     },
 }
 
@@ -351,38 +326,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Policy { command } => run_policy(command),
         Command::Accounts {
-            command:
-                AccountsCommand::Authorise {
-                    config,
-                    user,
-                    name,
-                    organisation,
-                    organisation_name,
-                    roles,
-                    clearance_reference,
-                    clearance_expires,
-                    training_completed,
-                    email,
-                    phone,
-                    by,
-                },
+            command: AccountsCommand::Authorise { config, grant },
         } => {
             let config = childgraph::config::Config::load(&config)?;
             let policy = childgraph::startup::load_policy(config.policy.as_deref())?;
             let store = childgraph::store::Store::open(&config.store).await?;
-            let grant = childgraph::accounts_cli::Grant {
-                user_id: user,
-                display_name: name,
-                organisation_id: organisation,
-                organisation_name,
-                roles,
-                clearance_reference,
-                clearance_expires,
-                training_completed,
-                email,
-                phone,
-                operator: by,
-            };
             let out = childgraph::accounts_cli::authorise(
                 &store,
                 &policy,

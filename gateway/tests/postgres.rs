@@ -98,11 +98,7 @@ impl Site {
             ..PopulationConfig::default()
         }));
         let mut simulators = Vec::new();
-        for kind in [
-            SimulatorKind::Health,
-            SimulatorKind::School,
-            SimulatorKind::EarlyYears,
-        ] {
+        for kind in SimulatorKind::ALL {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("a port");
