@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use childgraph_schema::{RecordRef, SourceName};
 use childgraph_simulators::cast;
 use childgraph_simulators::population::{Crowd, Population, PopulationConfig};
-use childgraph_simulators::{Faults, SimulatorHandle, SimulatorKind};
+use childgraph_simulators::{Faults, SimulatorHandle};
 use chrono::Utc;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -260,27 +260,15 @@ impl Demo {
             .map_err(|e| anyhow::anyhow!("the demo population is not valid: {e}"))?;
         let population = Arc::new(Population::generate(&population_config));
         let (stop, stopped) = watch::channel(false);
-        let spawn = |kind| {
-            let population = population.clone();
-            let faults = options.faults;
-            let mut stopped = stopped.clone();
-            async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await?;
-                childgraph_simulators::spawn(kind, population, listener, faults, async move {
+        let [health, school, early_years] =
+            childgraph_simulators::spawn_all(population, options.faults, || {
+                let mut stopped = stopped.clone();
+                async move {
                     let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-            }
-        };
-        let health = spawn(SimulatorKind::Health)
+                }
+            })
             .await
-            .context("starting the health simulator")?;
-        let school = spawn(SimulatorKind::School)
-            .await
-            .context("starting the school simulator")?;
-        let early_years = spawn(SimulatorKind::EarlyYears)
-            .await
-            .context("starting the early-years simulator")?;
+            .context("starting the simulators")?;
 
         let sources = SourcesConfig {
             health: source(&health, &options),

@@ -4,7 +4,6 @@
 //! says what happens, in what order, before an answer is composed.
 
 use std::collections::{HashMap, HashSet};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,10 +57,9 @@ pub struct Limits {
 pub struct Quotas {
     /// Searches per user (and per API client at its own rate).
     pub searches: Arc<SearchQuota>,
-    /// Distinct children shown per user per hour (and per API client at its own rate), smoothed in this replica.
+    /// Distinct children shown per user per hour (and per API client at its own rate): smoothed in this replica
+    /// here, and held across replicas by the store ([`Charge`]).
     pub views: Arc<ViewQuota>,
-    /// The gateway's quota of distinct children per user per hour, held in the store across replicas; 0 for none.
-    pub children_per_hour: u32,
     /// The alert on users who view many distinct children, when on.
     pub monitor: Option<Arc<ViewMonitor>>,
 }
@@ -80,6 +78,11 @@ pub struct Pipeline {
     pub audit: crate::audit::AuditLog,
     pub quotas: Quotas,
     pub accounts: crate::config::AccountsConfig,
+}
+
+/// An API client's own quota of distinct children per hour, if it has one.
+fn own_children_per_hour(principal: &Account) -> Option<u32> {
+    principal.client.as_ref().and_then(|c| c.children_per_hour)
 }
 
 /// Why the user is asking, as they declared it.
@@ -465,11 +468,7 @@ impl Pipeline {
         operation: Operation,
         ids: &[String],
     ) -> Result<(), PipelineError> {
-        let own = scope
-            .principal
-            .client
-            .as_ref()
-            .and_then(|c| c.children_per_hour);
+        let own = own_children_per_hour(&scope.principal);
         let Err(retry_after) = self.quotas.views.admit(&scope.principal.user_id, ids, own) else {
             return Ok(());
         };
@@ -495,12 +494,7 @@ impl Pipeline {
         record: AccessRecord<'_>,
     ) -> Result<(), PipelineError> {
         let principal = &scope.principal;
-        let gateway = NonZeroU32::new(self.quotas.children_per_hour).map(NonZeroU32::get);
-        let limit = principal
-            .client
-            .as_ref()
-            .and_then(|c| c.children_per_hour)
-            .or(gateway);
+        let limit = self.quotas.views.limit(own_children_per_hour(principal));
         let monitor = self.quotas.monitor.as_ref();
         let charge = (limit.is_some() || monitor.is_some()).then(|| Charge {
             principal: principal.user_id.clone(),

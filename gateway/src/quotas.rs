@@ -260,6 +260,7 @@ impl SearchQuota {
 /// token bucket of `per_hour`, refilled evenly over the hour.
 #[derive(Debug)]
 pub struct ViewQuota {
+    per_hour: Option<NonZeroU32>,
     buckets: Buckets,
     seen: moka::sync::Cache<(String, String), ()>,
 }
@@ -268,6 +269,7 @@ impl ViewQuota {
     /// `per_hour` distinct children per user; 0 leaves users unlimited (a client's own rate still holds).
     pub fn new(per_hour: u32) -> Arc<Self> {
         Arc::new(Self {
+            per_hour: NonZeroU32::new(per_hour),
             buckets: Buckets::new(
                 per_hour,
                 governor::Quota::per_hour,
@@ -278,6 +280,12 @@ impl ViewQuota {
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
         })
+    }
+
+    /// The most distinct children per hour for a principal: an API client's own rate, or the gateway's; `None` when
+    /// neither is set.
+    pub fn limit(&self, own: Option<u32>) -> Option<u32> {
+        own.or(self.per_hour.map(NonZeroU32::get))
     }
 
     /// Admits an answer showing these children to the user, all of them or none: those shown to them within the

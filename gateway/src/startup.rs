@@ -49,7 +49,6 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
         quotas: crate::pipeline::Quotas {
             searches: crate::quotas::SearchQuota::new(parts.request.searches_per_minute),
             views: crate::quotas::ViewQuota::new(parts.request.children_per_hour),
-            children_per_hour: parts.request.children_per_hour,
             monitor: crate::quotas::ViewMonitor::new(
                 parts.monitoring.distinct_children_alert,
                 parts.monitoring.window(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use childgraph_simulators::population::{Population, PopulationConfig};
-use childgraph_simulators::{Faults, SimulatorHandle, SimulatorKind};
+use childgraph_simulators::{Faults, SimulatorHandle};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
@@ -84,7 +84,7 @@ fn free_port() -> u16 {
 /// database: what a deployment has before its gateways start.
 struct Site {
     dir: tempfile::TempDir,
-    _simulators: Vec<SimulatorHandle>,
+    _simulators: [SimulatorHandle; 3],
     sources: [String; 3],
     signing: SigningKey,
     database: String,
@@ -97,23 +97,10 @@ impl Site {
             children: 0,
             ..PopulationConfig::default()
         }));
-        let mut simulators = Vec::new();
-        for kind in SimulatorKind::ALL {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let simulators =
+            childgraph_simulators::spawn_all(population, Faults::default(), std::future::pending)
                 .await
-                .expect("a port");
-            simulators.push(
-                childgraph_simulators::spawn(
-                    kind,
-                    population.clone(),
-                    listener,
-                    Faults::default(),
-                    std::future::pending(),
-                )
-                .await
-                .expect("a simulator"),
-            );
-        }
+                .expect("the simulators");
         let sources = [0, 1, 2].map(|i| simulators[i].base_url().to_string());
         let dir = tempfile::tempdir().expect("temp dir");
         let signing = SigningKey::generate(&mut rand::rngs::OsRng);

@@ -64,6 +64,25 @@ fn start_with(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> (D
     (demo, url)
 }
 
+/// The demo's audit log once it has stopped: checked whole, then each record's request id, operation and outcome,
+/// in order.
+async fn audit_after(dir: &std::path::Path) -> Vec<(String, String, String)> {
+    let path = dir.join(childgraph::demo::STORE_FILE);
+    let store = childgraph::store::Store::open_sqlite(&path)
+        .await
+        .expect("the store opens");
+    let (whole, report) = childgraph::audit_cli::verify(&store).await.expect("verify");
+    assert!(whole, "{report}");
+    let url = format!("sqlite://{}", path.display());
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("the store file opens");
+    sqlx::query_as("SELECT request_id, operation, outcome FROM audit_log ORDER BY seq")
+        .fetch_all(&mut db)
+        .await
+        .expect("audit records")
+}
+
 async fn post(
     http: &reqwest::Client,
     url: &str,
@@ -152,27 +171,12 @@ async fn sigkill_under_load_loses_no_audit_record_of_an_answer_received() {
     );
 
     // The store, opened after the kill as a restarted gateway would open it.
-    let store =
-        childgraph::store::Store::open_sqlite(&dir.path().join(childgraph::demo::STORE_FILE))
-            .await
-            .expect("the store opens after SIGKILL");
-    let (whole, report) = childgraph::audit_cli::verify(&store).await.expect("verify");
-    assert!(whole, "{report}");
-    let url = format!(
-        "sqlite://{}",
-        dir.path().join(childgraph::demo::STORE_FILE).display()
-    );
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+    let recorded: HashSet<String> = audit_after(dir.path())
         .await
-        .expect("the store file opens");
-    let recorded: HashSet<String> = sqlx::query_scalar(
-        "SELECT request_id FROM audit_log WHERE operation = 'view' AND outcome = 'ok'",
-    )
-    .fetch_all(&mut db)
-    .await
-    .expect("audit records")
-    .into_iter()
-    .collect();
+        .into_iter()
+        .filter(|(_, operation, outcome)| operation == "view" && outcome == "ok")
+        .map(|(request_id, _, _)| request_id)
+        .collect();
     let lost: Vec<&String> = received
         .iter()
         .filter(|id| !recorded.contains(*id))
@@ -320,24 +324,7 @@ async fn sigterm_under_load_lets_requests_in_flight_finish_flushes_the_audit_and
     .expect("waiting");
     assert!(exit.success(), "exit status {exit}");
 
-    let store =
-        childgraph::store::Store::open_sqlite(&dir.path().join(childgraph::demo::STORE_FILE))
-            .await
-            .expect("the store opens");
-    let (whole, report) = childgraph::audit_cli::verify(&store).await.expect("verify");
-    assert!(whole, "{report}");
-    let url = format!(
-        "sqlite://{}",
-        dir.path().join(childgraph::demo::STORE_FILE).display()
-    );
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .expect("the store file opens");
-    let records: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT request_id, operation, outcome FROM audit_log ORDER BY seq")
-            .fetch_all(&mut db)
-            .await
-            .expect("audit records");
+    let records = audit_after(dir.path()).await;
     assert!(
         records
             .iter()

@@ -110,6 +110,27 @@ impl SimulatorHandle {
     }
 }
 
+/// Serves the three simulators, in the order of [`SimulatorKind::ALL`], each on a free port of 127.0.0.1 and with
+/// `initial` faults, until the future `shutdown` makes for it resolves.
+pub async fn spawn_all<F>(
+    population: Arc<Population>,
+    initial: Faults,
+    shutdown: impl Fn() -> F,
+) -> std::io::Result<[SimulatorHandle; 3]>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut handles = Vec::with_capacity(SimulatorKind::ALL.len());
+    for kind in SimulatorKind::ALL {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        handles.push(spawn(kind, population.clone(), listener, initial, shutdown()).await?);
+    }
+    match handles.try_into() {
+        Ok(all) => Ok(all),
+        Err(_) => unreachable!("one simulator per kind"),
+    }
+}
+
 /// Serves a simulator on `listener` until `shutdown` resolves. Requests held by `hang` end at shutdown.
 pub async fn spawn(
     kind: SimulatorKind,

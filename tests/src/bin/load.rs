@@ -19,7 +19,7 @@ use anyhow::{Context as _, bail};
 use childgraph::demo::IDENTITIES;
 use childgraph::store::Store;
 use childgraph_simulators::population::{Crowd, Population, PopulationConfig};
-use childgraph_simulators::{Faults, SimulatorHandle, SimulatorKind};
+use childgraph_simulators::{Faults, SimulatorHandle};
 use clap::{Parser, ValueEnum};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -223,7 +223,7 @@ struct Sample {
 struct Bench {
     dir: tempfile::TempDir,
     gateway_bin: PathBuf,
-    simulators: Vec<SimulatorHandle>,
+    simulators: [SimulatorHandle; 3],
     token: String,
     http: reqwest::Client,
     criteria: Vec<(String, String)>,
@@ -420,23 +420,13 @@ impl Bench {
         }));
         let criteria = pick_criteria(&population, args.criteria);
 
-        let mut simulators = Vec::new();
-        for kind in SimulatorKind::ALL {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let simulators = childgraph_simulators::spawn_all(population, Faults::default(), || {
             let mut stopped = stopped.clone();
-            simulators.push(
-                childgraph_simulators::spawn(
-                    kind,
-                    population.clone(),
-                    listener,
-                    Faults::default(),
-                    async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    },
-                )
-                .await?,
-            );
-        }
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        })
+        .await?;
 
         let token = write_key_and_sign(dir.path())?;
         seed_store(&dir.path().join("childgraph.db")).await?;
