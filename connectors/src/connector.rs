@@ -121,6 +121,9 @@ pub struct SourceStats {
     /// Reads answered from an identical read made earlier in the same GraphQL request.
     pub reused: u64,
     pub breaker: BreakerState,
+    /// Whether a request would be let through now: the breaker is closed, or open with its wait over, so that the next
+    /// request probes the source.
+    pub accepting: bool,
 }
 
 /// The dates of birth a search blocks on: the date given and, when its day could be a month, the date with day and

@@ -165,6 +165,7 @@ impl SourceClient {
             deduplicated: inner.cache.deduplicated(),
             reused: inner.reused.load(Ordering::Relaxed),
             breaker: inner.breaker.state(),
+            accepting: inner.breaker.allows(),
         }
     }
 

@@ -461,10 +461,12 @@ fn auth_error(error: &AuthError) -> Response {
 /// answer.
 async fn readyz(State(state): State<AppState>) -> Response {
     let stats = state.pipeline.federation.stats();
+    // A source is down while its breaker refuses requests. Once the breaker's wait is over the next request probes
+    // the source, so the gateway is ready again: taken out of service, it would get no request to probe with.
     let all_down = !stats.is_empty()
         && stats
             .iter()
-            .all(|(_, s)| s.breaker == childgraph_connectors::BreakerState::Open);
+            .all(|(_, s)| s.breaker == childgraph_connectors::BreakerState::Open && !s.accepting);
     let sources: serde_json::Map<String, serde_json::Value> = stats
         .into_iter()
         .map(|(source, stats)| (source.as_str().to_owned(), serde_json::json!(stats)))

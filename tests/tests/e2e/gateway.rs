@@ -609,7 +609,11 @@ async fn a_failing_source_opens_its_breaker_and_then_fails_at_once() {
 
 #[tokio::test]
 async fn readiness_fails_only_when_every_source_is_down() {
-    let gateway = TestGateway::builder().children(0).spawn().await;
+    let gateway = TestGateway::builder()
+        .children(0)
+        .configure(|o| o.breaker.open_for_ms = Some(1000))
+        .spawn()
+        .await;
     let readyz = format!("http://{}/readyz", gateway.demo().gateway);
     for source in ["health", "school", "early_years"] {
         gateway
@@ -629,6 +633,11 @@ async fn readiness_fails_only_when_every_source_is_down() {
     assert_eq!(body["sources_down"], true, "{body:#}");
     assert_eq!(body["store"], "ok", "{body:#}");
     assert_eq!(body["policy"].as_str().map(str::len), Some(64), "{body:#}");
+    // Once the breakers' wait is over, the gateway is ready again with no request sent: out of service, it would
+    // get none to probe the sources with.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let again = gateway.http.get(&readyz).send().await.expect("readyz");
+    assert_eq!(again.status(), 200);
     gateway.stop().await;
 }
 
