@@ -2,9 +2,11 @@
 //! `CHILDGRAPH_LOG` filters them (default `info`). Traces are exported over OpenTelemetry OTLP (HTTP, protobuf) when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, under `OTEL_SERVICE_NAME` (default `childgraph`): a span per request and
 //! one per source call, with its source, path template, status and latency. Neither carries child data: spans name
-//! paths, never query values; logs name children by gateway id only.
+//! paths, never query values; logs name children by gateway id only. Traces carry spans alone, no log event: the
+//! access log (who saw which child) stays in the audit log and the logs, never in the collector.
 
 use opentelemetry::trace::TracerProvider as _;
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -59,7 +61,10 @@ pub fn init() -> Telemetry {
     let traces = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("childgraph"))
-            .with_filter(EnvFilter::new(TRACE_FILTER))
+            .with_filter(
+                EnvFilter::new(TRACE_FILTER)
+                    .and(tracing_subscriber::filter::filter_fn(|meta| meta.is_span())),
+            )
     });
     tracing_subscriber::registry()
         .with(logs)
