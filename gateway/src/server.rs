@@ -79,7 +79,24 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(header::HeaderName::from_static(REQUEST_ID), MakeRequestUuid))
+        .layer(axum::middleware::map_request(plain_request_id))
         .with_state(state)
+}
+
+/// A client's own request id is kept only when it is short and plain (ASCII letters, digits, `-`, `_`, `.`, `:`):
+/// it goes into the logs, the spans and the audit log, so it may carry nothing else. Otherwise the gateway makes one.
+async fn plain_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    let plain = request.headers().get(REQUEST_ID).is_none_or(|id| {
+        id.len() <= 64
+            && id
+                .as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    });
+    if !plain {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
 }
 
 /// Once the gateway is stopping, each response says the connection closes after it, so that the client sends its

@@ -1258,3 +1258,37 @@ async fn metrics_time_requests_sources_and_audit_writes_and_name_no_child() {
     }
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_clients_request_id_is_kept_only_when_plain() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let token = gateway.token("gp");
+    let echo = |id: &'static str| {
+        let (http, url, token) = (gateway.http.clone(), gateway.url(), token.clone());
+        async move {
+            let response = http
+                .post(url)
+                .bearer_auth(token)
+                .header("x-request-id", id)
+                .json(&json!({ "query": "{ me { userId } }" }))
+                .send()
+                .await
+                .expect("an answer");
+            response.headers()["x-request-id"]
+                .to_str()
+                .expect("ascii")
+                .to_owned()
+        }
+    };
+    assert_eq!(echo("portal-7.42:a_b").await, "portal-7.42:a_b");
+    // It goes into the logs, the spans and the audit log: anything else, or anything long, is replaced.
+    for hostile in ["Amelia Hartley 2019-06-14", "a\"b", "x".repeat(65).leak()] {
+        let replaced = echo(hostile).await;
+        assert_ne!(replaced, hostile);
+        let uuid = replaced.len() == 36
+            && replaced.chars().filter(|c| *c == '-').count() == 4
+            && replaced.chars().all(|c| c == '-' || c.is_ascii_hexdigit());
+        assert!(uuid, "the gateway's own id, a UUID: {replaced}");
+    }
+    gateway.stop().await;
+}
