@@ -237,10 +237,11 @@ async fn commit(
     let shared = matches!(store.backend(), Backend::Postgres(_));
     let kept = if shared { None } else { last.take() };
     let committed = on_pool!(store, |pool| {
-        // On SQLite the write lock is taken at once: the transaction reads (the views) before it writes, and a read
-        // transaction that another connection wrote behind could not become a write one.
-        let begin = if shared { "BEGIN" } else { "BEGIN IMMEDIATE" };
-        let mut tx = pool.begin_with(begin).await.map_err(|e| e.to_string())?;
+        // The transaction reads (the views) before it writes.
+        let mut tx = pool
+            .begin_with(store.begin_read_write())
+            .await
+            .map_err(|e| e.to_string())?;
         if shared {
             // Appends wait for each other here, and for nothing else: readers are not blocked. The lock is taken
             // before the tail is read, so the tail read is the one this transaction extends.

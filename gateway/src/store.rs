@@ -363,6 +363,16 @@ impl Store {
         })
     }
 
+    /// The statement that begins a transaction which reads before it writes. On SQLite it takes the write lock at
+    /// once: a read transaction that another connection has written behind cannot become a write one, and would fail
+    /// with "database is locked" whatever the busy timeout.
+    pub(crate) fn begin_read_write(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "BEGIN IMMEDIATE",
+            Backend::Postgres(_) => "BEGIN",
+        }
+    }
+
     /// The backend and its pool, for [`on_pool`] and the audit log's own statements.
     pub(crate) fn backend(&self) -> &Backend {
         &self.backend

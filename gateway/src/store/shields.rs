@@ -168,7 +168,10 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<ShieldEntry, ApprovalError> {
         on_pool!(self, |pool| {
-            let mut tx = pool.begin().await.map_err(StoreError::from)?;
+            let mut tx = pool
+                .begin_with(self.begin_read_write())
+                .await
+                .map_err(StoreError::from)?;
             let row = sqlx::query(
                 "SELECT id, child_id, reason, requested_by, requested_at, decided_by, status FROM shield_requests
                  WHERE id = $1",
