@@ -133,7 +133,8 @@ impl TryFrom<StoreKeys> for StoreConfig {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
-    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`, with any of libpq's parameters (`sslmode=verify-full`, say);
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`, with libpq's parameters that sqlx reads (`sslmode=verify-full`
+    /// and `sslrootcert=FILE` for TLS, say);
     /// write `${VAR}` to take it, or its password, from the environment.
     url: String,
     /// The most connections this gateway opens to the database.
