@@ -723,11 +723,24 @@ impl Config {
         };
         let mut tree: serde_yaml_ng::Value =
             serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        expand_strings(&mut tree, &env).map_err(|var| ConfigError::MissingVariable {
-            path: path.into(),
-            var,
+        let mut expanded = Vec::new();
+        expand_strings(&mut tree, &env, &mut expanded).map_err(|var| {
+            ConfigError::MissingVariable {
+                path: path.into(),
+                var,
+            }
         })?;
-        let config: Config = serde_yaml_ng::from_value(tree).map_err(|e| invalid(e.to_string()))?;
+        // A value taken from the environment is a secret, often: an error that quotes it names its variable instead.
+        let conceal = |mut message: String| {
+            for (var, value) in &expanded {
+                if !value.is_empty() {
+                    message = message.replace(value.as_str(), &format!("${{{var}}}"));
+                }
+            }
+            message
+        };
+        let config: Config =
+            serde_yaml_ng::from_value(tree).map_err(|e| invalid(conceal(e.to_string())))?;
         if config.auth.issuers.is_empty() {
             return Err(invalid(
                 "auth.issuers: at least one issuer is needed".into(),
@@ -774,22 +787,30 @@ impl Config {
 fn expand_strings(
     value: &mut serde_yaml_ng::Value,
     env: &impl Fn(&str) -> Option<String>,
+    expanded: &mut Vec<(String, String)>,
 ) -> Result<(), String> {
     use serde_yaml_ng::Value;
     match value {
-        Value::String(s) => *s = expand(s, env)?,
-        Value::Sequence(items) => items.iter_mut().try_for_each(|v| expand_strings(v, env))?,
+        Value::String(s) => *s = expand(s, env, expanded)?,
+        Value::Sequence(items) => items
+            .iter_mut()
+            .try_for_each(|v| expand_strings(v, env, expanded))?,
         Value::Mapping(map) => map
             .iter_mut()
-            .try_for_each(|(_, v)| expand_strings(v, env))?,
-        Value::Tagged(tagged) => expand_strings(&mut tagged.value, env)?,
+            .try_for_each(|(_, v)| expand_strings(v, env, expanded))?,
+        Value::Tagged(tagged) => expand_strings(&mut tagged.value, env, expanded)?,
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
     Ok(())
 }
 
-/// Replaces `${VAR}` with the variable's value; `$${` stands for a literal `${`.
-fn expand(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+/// Replaces `${VAR}` with the variable's value, noting each (variable, value) in `expanded`; `$${` stands for a
+/// literal `${`.
+fn expand(
+    text: &str,
+    env: &impl Fn(&str) -> Option<String>,
+    expanded: &mut Vec<(String, String)>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -806,7 +827,9 @@ fn expand(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, S
             return Ok(out);
         };
         let var = &after[..end];
-        out.push_str(&env(var).ok_or_else(|| var.to_owned())?);
+        let value = env(var).ok_or_else(|| var.to_owned())?;
+        out.push_str(&value);
+        expanded.push((var.to_owned(), value));
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -1087,8 +1110,27 @@ mod tests {
     #[test]
     fn dollar_escapes() {
         assert_eq!(
-            expand("a $${B} c", &|_| None).expect("no variables"),
+            expand("a $${B} c", &|_| None, &mut Vec::new()).expect("no variables"),
             "a ${B} c"
         );
+    }
+
+    #[test]
+    fn an_error_names_a_secrets_variable_never_its_value() {
+        // The URL given where the store wants a map: the error quotes the value it could not read.
+        let url = "postgres://childgraph:hunter2-secret@db.internal:5432/childgraph";
+        let env = |var: &str| match var {
+            "DATABASE_URL" => Some(url.to_owned()),
+            other => env(other),
+        };
+        let err = Config::parse(
+            &with_store("  postgres: ${DATABASE_URL}\n"),
+            Path::new("c.yaml"),
+            env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("${DATABASE_URL}"), "{err}");
     }
 }
