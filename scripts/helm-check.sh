@@ -230,6 +230,7 @@ REFUSALS=(
   "readOnlyRootFilesystem does not match: true|--set securityContext.readOnlyRootFilesystem=false"
   "Additional property lisen is not allowed|--set config.lisen=0.0.0.0:8080"
   "maxConnections: Must be greater than or equal to 1|--set store.postgres.enabled=true --set store.postgres.maxConnections=0"
+  "cidrs: Array must have at least 1 items|--set networkPolicy.egress.sources[0].ports[0]=443 --set-json networkPolicy.egress.sources[0].cidrs=[]"
   "config.listen: Does not match pattern|--set config.listen=127.0.0.1:8080"
   "bearer_token: Does not match pattern|--set config.sources.health.bearer_token=s3cret"
   "SQLite serves one replica only|--set replicaCount=2"

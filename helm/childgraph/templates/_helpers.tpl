@@ -181,7 +181,7 @@ The config file: config, with the store, the policy path and the sources' secret
 
 {{/*
 An egress rule from a values entry: {cidrs, namespaceSelector, podSelector, ports, protocol}; a CIDR is a string or
-{cidr, except}.
+{cidr, except}. A selector given empty ({}) is kept: it selects every namespace or pod, never every address.
 */}}
 {{- define "childgraph.egressRule" -}}
 - to:
@@ -194,7 +194,7 @@ An egress rule from a values entry: {cidrs, namespaceSelector, podSelector, port
         {{- toYaml . | nindent 8 }}
     {{- end }}
     {{- end }}
-    {{- if or .namespaceSelector .podSelector }}
+    {{- if or (hasKey . "namespaceSelector") (hasKey . "podSelector") }}
     - {{ pick . "namespaceSelector" "podSelector" | toYaml | indent 6 | trim }}
     {{- end }}
   ports:
