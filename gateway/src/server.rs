@@ -113,6 +113,9 @@ async fn close_when_stopping(
     response
 }
 
+/// The longest the last audit record (`gateway.stop`) may take once requests have drained.
+const STOP_RECORD: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long connections accepted last have to send their request, once the listener is closed, before connections
 /// without a request in progress are closed: a request already sent on them is served, not cut.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
@@ -226,9 +229,11 @@ pub async fn run_draining(
         policy_hash: pipeline.policy.snapshot().hash().to_owned(),
         subject: None,
     };
-    match pipeline.audit.append(entry).await {
-        Ok(()) => tracing::info!(outcome, "stopped; the audit log is flushed"),
-        Err(e) => tracing::error!(error = %e, "stopped; the audit log could not be flushed"),
+    // Bounded, so that a store gone down cannot hold the process past its grace period.
+    match tokio::time::timeout(STOP_RECORD, pipeline.audit.append(entry)).await {
+        Ok(Ok(())) => tracing::info!(outcome, "stopped; the audit log is flushed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "stopped; the audit log could not be flushed"),
+        Err(_) => tracing::error!("stopped; the audit log's last record was not down within 5 s"),
     }
     Ok(())
 }
