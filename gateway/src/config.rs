@@ -154,6 +154,28 @@ fn default_postgres_connections() -> u32 {
     crate::store::DEFAULT_POSTGRES_CONNECTIONS
 }
 
+/// The URL parameters the PostgreSQL driver reads (and `options[NAME]`).
+const POSTGRES_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
 impl PostgresConfig {
     /// The connection URL. It may hold a password: it is never logged or printed.
     pub fn url(&self) -> &str {
@@ -165,6 +187,18 @@ impl PostgresConfig {
             return Err(
                 "store.postgres.url: must start with postgres:// or postgresql://".to_owned(),
             );
+        }
+        // A parameter the driver does not read would be logged with its value (and may be a password): refused, by
+        // name.
+        if let Ok(url) = url::Url::parse(&self.url)
+            && let Some((key, _)) = url.query_pairs().find(|(key, _)| {
+                !POSTGRES_PARAMETERS.contains(&&**key) && !key.starts_with("options[")
+            })
+        {
+            return Err(format!(
+                "store.postgres.url: the parameter {key} is not one the gateway reads; it takes {}",
+                POSTGRES_PARAMETERS.join(", ")
+            ));
         }
         // Parsed as the store will parse it, so that `config check` finds a bad parameter. The error names the
         // parameter, never the URL.
@@ -1090,6 +1124,10 @@ mod tests {
             (
                 "  postgres: {url: \"postgres://db/cg\", max_connections: 0}\n",
                 "store.postgres.max_connections: must be at least 1",
+            ),
+            (
+                "  postgres: {url: \"postgres://db/cg?sslmode=verify-full&sslpassword=hunter2\"}\n",
+                "the parameter sslpassword is not one the gateway reads",
             ),
             (
                 "  postgres: {url: \"postgres://db/cg\", pool: 3}\n",
