@@ -9,7 +9,7 @@ use async_graphql::http::GraphiQLSource;
 use async_graphql::{ErrorExtensionValues, ServerError};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -67,7 +67,7 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(body_limit, limit_body))
         .layer(axum::middleware::map_response_with_state(
             state.closing.clone(),
             close_when_stopping,
@@ -81,6 +81,53 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(header::HeaderName::from_static(REQUEST_ID), MakeRequestUuid))
         .layer(axum::middleware::map_request(plain_request_id))
         .with_state(state)
+}
+
+/// Reads a request's body whole, refusing one longer than the limit with 413 before reading it when its
+/// `Content-Length` says so, and as soon as it passes the limit when it comes in chunks. The GraphQL extractor reads
+/// the body stream itself, so axum's `DefaultBodyLimit` would never apply to it.
+async fn limit_body(
+    State(limit): State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let too_large = || {
+        coded_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BAD_REQUEST",
+            &format!("the request body is longer than the limit of {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let over = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            return if over {
+                too_large()
+            } else {
+                coded_response(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    "the request body could not be read",
+                )
+            };
+        }
+    };
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 /// A client's own request id is kept only when it is short and plain (ASCII letters, digits, `-`, `_`, `.`, `:`):

@@ -1,7 +1,7 @@
 //! The audit log, as auditors and the gateway's operators see it.
 
 use childgraph_tests::TestGateway;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const FIND: &str = r#"
 query Find($c: ChildSearchInput!) {
@@ -246,6 +246,59 @@ async fn introspection_follows_the_config_and_wide_queries_are_refused() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 400);
+
+    // Deeper than 12 levels is refused, even where every level is allowed.
+    let deep = format!(
+        "{{ __type(name: \"Query\") {{ fields {{ type {} name {} }} }} }}",
+        "{ ofType ".repeat(11),
+        "}".repeat(11)
+    );
+    let answer = demo.query("gp", &deep).await;
+    assert_eq!(answer.codes(), ["QUERY_TOO_COMPLEX"], "{:#}", answer.body);
+    let shallow = "{ __type(name: \"Query\") { fields { type { ofType { name } } } } }";
+    let answer = demo.query("gp", shallow).await;
+    assert!(answer.errors().is_empty(), "{:#}", answer.body);
+
+    // A body over the limit (64 KiB by default) is refused with 413 before it is read whole, whether its length is
+    // declared or it comes in chunks; one under it is read.
+    let padded = |bytes: usize| {
+        json!({ "query": format!("# {}\n{{ me {{ name }} }}", "x".repeat(bytes)) }).to_string()
+    };
+    let client = reqwest::Client::new();
+    let declared = client
+        .post(demo.url())
+        .bearer_auth(demo.token("gp"))
+        .header("content-type", "application/json")
+        .body(padded(70_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declared.status().as_u16(), 413);
+    let refusal: Value = declared.json().await.unwrap();
+    assert_eq!(refusal["errors"][0]["extensions"]["code"], "BAD_REQUEST");
+    let body = padded(70_000).into_bytes();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(8192).map(|chunk| Ok(chunk.to_vec())).collect();
+    let chunked = client
+        .post(demo.url())
+        .bearer_auth(demo.token("gp"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chunked.status().as_u16(), 413);
+    let under = client
+        .post(demo.url())
+        .bearer_auth(demo.token("gp"))
+        .header("content-type", "application/json")
+        .body(padded(60_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(under.status().as_u16(), 200);
+    let answer: Value = under.json().await.unwrap();
+    assert!(answer["data"]["me"]["name"].is_string(), "{answer:#}");
     demo.stop().await;
 }
 
