@@ -36,6 +36,8 @@ pub enum Operation {
     MonitorRead,
     /// A request refused before any operation ran (an operation not on the trusted list).
     Request,
+    /// A genuine token's user refused at sign-in: no MFA, no active authorisation, or the wrong kind of account.
+    SignIn,
 }
 
 impl Operation {
@@ -83,7 +85,7 @@ impl Operation {
             | Operation::AccountRecertify
             | Operation::AccountList => "ACCOUNTS",
             Operation::MonitorAlert | Operation::MonitorRead => "MONITORING",
-            Operation::Request => "UNSTATED",
+            Operation::Request | Operation::SignIn => "UNSTATED",
         }
     }
 
@@ -107,12 +109,13 @@ impl Operation {
             Operation::MonitorAlert => "monitor.alert",
             Operation::MonitorRead => "monitor.read",
             Operation::Request => "request",
+            Operation::SignIn => "sign_in",
         }
     }
 }
 
 /// An access about to be logged.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AccessRecord<'a> {
     scope: &'a RequestScope,
     purpose: &'a Purpose,
@@ -213,6 +216,35 @@ impl<'a> AccessRecord<'a> {
     pub fn denied(mut self) -> Self {
         self.outcome = "denied";
         self
+    }
+
+    /// An action recorded ahead of its change, which then failed.
+    pub fn failed(mut self) -> Self {
+        self.outcome = "failed";
+        self
+    }
+
+    /// Records an action durably before its change is made, so that nothing changes without a record; then makes
+    /// the change. When the change is refused (`refused` says which errors are refusals) or fails, a second record
+    /// under the same request id says so, `denied` or `failed`. The outer error means the first record is not down,
+    /// and nothing was changed.
+    pub async fn ahead_of<T, E>(
+        self,
+        change: impl std::future::Future<Output = Result<T, E>>,
+        refused: impl FnOnce(&E) -> bool,
+    ) -> Result<Result<T, E>, StoreError> {
+        self.clone().record().await?;
+        let result = change.await;
+        if let Err(e) = &result {
+            let after = if refused(e) {
+                self.denied()
+            } else {
+                self.failed()
+            };
+            // A failure here is logged by `record`; the caller answers with the change's own error.
+            let _ = after.record().await;
+        }
+        Ok(result)
     }
 
     /// Writes the record to the audit log, durably, then to the log. An error means the record is not down: the

@@ -208,27 +208,32 @@ pub async fn authorise(
         },
         client,
     };
-    let account = match pipeline.store.authorise(&account).await {
-        Ok(account) => account,
-        Err(AccountChangeError::Store(e)) => return Err(e.into()),
-        Err(e) => return Err(refusal(scope, operation, &user_id, &e.to_string()).await),
-    };
-    changed(scope, auth, operation, account).await
+    change(
+        scope,
+        auth,
+        operation,
+        &user_id,
+        pipeline.store.authorise(&account),
+    )
+    .await
 }
 
-/// After a change: the gateway's kept copy of the account is dropped, so the change holds from the user's next
-/// request, and the change is audited with the account it was about.
-async fn changed(
+/// Makes an account change, recorded ahead of it with the account it is about (and, when the store refuses it or
+/// fails, recorded again with that outcome), then drops the gateway's kept copy of the account, so that the change
+/// holds from the user's next request.
+async fn change(
     scope: &RequestScope,
     auth: &Authenticator,
     operation: Operation,
-    account: Account,
+    user_id: &str,
+    change: impl std::future::Future<Output = Result<Account, AccountChangeError>>,
 ) -> Result<Account, ActionError> {
+    let account = AccessRecord::new(scope, &purpose(), operation)
+        .subject(user_id)
+        .ahead_of(change, |e| !matches!(e, AccountChangeError::Store(_)))
+        .await?
+        .map_err(change_error)?;
     auth.forget(&account.user_id).await;
-    AccessRecord::new(scope, &purpose(), operation)
-        .subject(&account.user_id)
-        .record()
-        .await?;
     Ok(account)
 }
 
@@ -265,18 +270,14 @@ pub async fn revoke(
     let operation = Operation::AccountRevoke;
     own_account(pipeline, scope, operation, user_id).await?;
     let reason = text(reason, "reason", MAX_REASON_CHARS)?;
-    let account = pipeline
-        .store
-        .revoke(
-            user_id,
-            &scope.principal.organisation.id,
-            &scope.principal.user_id,
-            &reason,
-            Utc::now(),
-        )
-        .await
-        .map_err(change_error)?;
-    changed(scope, auth, operation, account).await
+    let revoked = pipeline.store.revoke(
+        user_id,
+        &scope.principal.organisation.id,
+        &scope.principal.user_id,
+        &reason,
+        Utc::now(),
+    );
+    change(scope, auth, operation, user_id, revoked).await
 }
 
 /// `recertifyUser`: keeps an active user's access for another period, with a renewed clearance expiry or training
@@ -303,21 +304,18 @@ pub async fn recertify(
             "the user's clearance has expired: give its new expiry".to_owned(),
         ));
     }
-    let account = pipeline
-        .store
-        .recertify(
-            user_id,
-            &scope.principal.organisation.id,
-            &scope.principal.user_id,
-            &Recertification {
-                recertify_by: now + Months::new(pipeline.accounts.recertify_months),
-                clearance_expires,
-                training_completed,
-            },
-        )
-        .await
-        .map_err(change_error)?;
-    changed(scope, auth, operation, account).await
+    let renewal = Recertification {
+        recertify_by: now + Months::new(pipeline.accounts.recertify_months),
+        clearance_expires,
+        training_completed,
+    };
+    let recertified = pipeline.store.recertify(
+        user_id,
+        &scope.principal.organisation.id,
+        &scope.principal.user_id,
+        &renewal,
+    );
+    change(scope, auth, operation, user_id, recertified).await
 }
 
 /// `organisationAccounts`: the authoriser's own organisation's accounts, with their standing.

@@ -46,6 +46,31 @@ pub enum AuthError {
     Store,
 }
 
+/// A refused sign-in, with the user the token names when its signature, issuer, audience and time limits held: a
+/// refusal of a known user (no MFA, no active authorisation, the wrong kind of account) is theirs to answer for in
+/// the audit log. A token that failed those checks names nobody.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: AuthError,
+    pub user_id: Option<String>,
+}
+
+impl Refused {
+    fn anonymous(error: AuthError) -> Self {
+        Refused {
+            error,
+            user_id: None,
+        }
+    }
+
+    fn of(user_id: &str) -> impl FnOnce(AuthError) -> Self + '_ {
+        move |error| Refused {
+            error,
+            user_id: Some(user_id.to_owned()),
+        }
+    }
+}
+
 impl AuthError {
     /// The `extensions.code` of the error.
     pub fn code(&self) -> &'static str {
@@ -117,6 +142,8 @@ struct Claims {
 /// What a token that passed every check proved: whose it is and when it is valid, and the key that verified it.
 #[derive(Debug, Clone)]
 struct Verified {
+    /// Whether a person's token shows MFA (a client's needs none).
+    mfa: bool,
     sub: String,
     /// For a client-credentials token: the scopes it was granted (`None` when it names none).
     client: Option<Option<Vec<String>>>,
@@ -351,6 +378,11 @@ pub fn load_issuers(config: &AuthConfig) -> Result<Vec<IssuerSpec>, KeyError> {
 impl Authenticator {
     /// Checks the `Authorization` header's value and returns the account of the user it names.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Account, AuthError> {
+        self.sign_in(authorization).await.map_err(|r| r.error)
+    }
+
+    /// As [`authenticate`](Self::authenticate), naming the user a refused token was verified for.
+    pub async fn sign_in(&self, authorization: Option<&str>) -> Result<Account, Refused> {
         let token = authorization
             .and_then(|h| {
                 h.strip_prefix("Bearer ")
@@ -358,7 +390,7 @@ impl Authenticator {
             })
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Missing)?;
+            .ok_or(Refused::anonymous(AuthError::Missing))?;
         let digest: [u8; 32] = {
             use sha2::Digest as _;
             sha2::Sha256::digest(token.as_bytes()).into()
@@ -371,22 +403,31 @@ impl Authenticator {
         {
             let now = jsonwebtoken::get_current_timestamp();
             if now > seen.exp.saturating_add(self.leeway) {
-                return Err(AuthError::Expired);
+                return Err(Refused::anonymous(AuthError::Expired));
             }
             if seen
                 .nbf
                 .is_none_or(|nbf| nbf <= now.saturating_add(self.leeway))
             {
-                let account = self.active_account(seen.sub).await?;
-                return fit(account, seen.client.as_ref());
+                let account = self
+                    .active_account(seen.sub.clone())
+                    .await
+                    .map_err(Refused::of(&seen.sub))?;
+                return fit(account, seen.client.as_ref()).map_err(Refused::of(&seen.sub));
             }
         }
-        let verified = self.verify(token).await?;
+        let verified = self.verify(token).await.map_err(Refused::anonymous)?;
+        if !verified.mfa {
+            return Err(Refused::of(&verified.sub)(AuthError::NoMfa));
+        }
         if let Some(cache) = &self.verified {
             cache.insert(digest, verified.clone());
         }
-        let account = self.active_account(verified.sub).await?;
-        fit(account, verified.client.as_ref())
+        let account = self
+            .active_account(verified.sub.clone())
+            .await
+            .map_err(Refused::of(&verified.sub))?;
+        fit(account, verified.client.as_ref()).map_err(Refused::of(&verified.sub))
     }
 
     /// Checks a token's signature, issuer, audience, time limits and MFA.
@@ -443,10 +484,10 @@ impl Authenticator {
                 .as_deref()
                 .map(|s| s.split_whitespace().map(str::to_owned).collect())
         });
-        if client.is_none() && !claims.amr.iter().any(|m| issuer.required_amr.contains(m)) {
-            return Err(AuthError::NoMfa);
-        }
+        // Checked by the caller, which can then name the user it refuses.
+        let mfa = client.is_some() || claims.amr.iter().any(|m| issuer.required_amr.contains(m));
         Ok(Verified {
+            mfa,
             sub: claims.sub,
             client,
             exp: claims.exp,

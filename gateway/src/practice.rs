@@ -43,11 +43,10 @@ pub async fn raise_flag(
         raised_at: now,
         expires_at: now + Duration::days(i64::from(rules.expire_days)),
     };
-    pipeline.store.put_flag(&flag).await?;
     AccessRecord::new(scope, &access, Operation::FlagRaise)
         .child_ids(vec![child_id.to_owned()])
-        .record()
-        .await?;
+        .ahead_of(pipeline.store.put_flag(&flag), |_| false)
+        .await??;
     Ok(flag)
 }
 
@@ -80,14 +79,15 @@ pub async fn withdraw_flag(
                 .to_owned(),
         ));
     }
-    let withdrawn = pipeline
-        .store
-        .withdraw_flag(flag_id, &principal.user_id, Utc::now())
-        .await?;
-    AccessRecord::new(scope, &access, Operation::FlagWithdraw)
+    let withdrawn = AccessRecord::new(scope, &access, Operation::FlagWithdraw)
         .child_ids(vec![owner.child_id])
-        .record()
-        .await?;
+        .ahead_of(
+            pipeline
+                .store
+                .withdraw_flag(flag_id, &principal.user_id, Utc::now()),
+            |_| false,
+        )
+        .await??;
     Ok(withdrawn)
 }
 
@@ -131,10 +131,9 @@ pub async fn record_disclosure(
         consent,
         at: Utc::now(),
     };
-    pipeline.store.put_disclosure(&disclosure).await?;
     AccessRecord::new(scope, &access, Operation::Disclosure)
         .child_ids(vec![child_id.to_owned()])
-        .record()
-        .await?;
+        .ahead_of(pipeline.store.put_disclosure(&disclosure), |_| false)
+        .await??;
     Ok(disclosure)
 }

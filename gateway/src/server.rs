@@ -365,15 +365,15 @@ async fn execute_untimed(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principal = match state.auth.authenticate(authorization).await {
-        Ok(principal) => principal,
-        Err(error) => return auth_error(&error),
-    };
     let request_id = headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_owned();
+    let principal = match state.auth.sign_in(authorization).await {
+        Ok(principal) => principal,
+        Err(refused) => return refused_sign_in(&state, request_id, refused).await,
+    };
     let scope = Arc::new(state.pipeline.scope(request_id, principal));
     let started = std::time::Instant::now();
     let loader = crate::graphql::child_loader(state.pipeline.clone(), scope.clone());
@@ -501,6 +501,49 @@ fn coded_response(status: StatusCode, code: &str, message: &str) -> Response {
     let body =
         serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
     (status, axum::Json(body)).into_response()
+}
+
+/// Answers a refused sign-in. A refusal of a known user (the token was genuine, but the user has no MFA, no active
+/// authorisation, or the wrong kind of account) is a denied attempt, recorded in the audit log before the answer; a
+/// token that names nobody is only answered.
+async fn refused_sign_in(
+    state: &AppState,
+    request_id: String,
+    refused: crate::auth::Refused,
+) -> Response {
+    let Some(user_id) = refused
+        .user_id
+        .filter(|_| refused.error.code() == "FORBIDDEN")
+    else {
+        return auth_error(&refused.error);
+    };
+    let entry = crate::audit::AuditEntry {
+        at: chrono::Utc::now(),
+        request_id,
+        user_id,
+        organisation_id: String::new(),
+        roles: Vec::new(),
+        client: None,
+        purpose: crate::access::Operation::SignIn.purpose().to_owned(),
+        justification: None,
+        operation: crate::access::Operation::SignIn.as_str().to_owned(),
+        child_ids: Vec::new(),
+        shown: Vec::new(),
+        withheld: Vec::new(),
+        outcome: "denied".to_owned(),
+        policy_hash: state.pipeline.policy.snapshot().hash().to_owned(),
+        subject: None,
+    };
+    let started = std::time::Instant::now();
+    let appended = state.pipeline.audit.append(entry).await;
+    state.pipeline.metrics.audit_write(started.elapsed());
+    match appended {
+        Ok(()) => auth_error(&refused.error),
+        Err(e) => {
+            tracing::error!(error = %e, operation = "sign_in", "the audit record could not be written");
+            auth_error(&AuthError::Store)
+        }
+    }
 }
 
 fn auth_error(error: &AuthError) -> Response {

@@ -109,14 +109,15 @@ pub async fn request(
     require(scope, Permission::ShieldRequest, Operation::ShieldRequest).await?;
     let why = reason(why, "reason")?;
     known_child(pipeline, child_id).await?;
-    let request = pipeline
-        .store
-        .request_shield(child_id, &why, &scope.principal.user_id, Utc::now())
-        .await?;
-    AccessRecord::new(scope, &purpose(None), Operation::ShieldRequest)
+    let request = AccessRecord::new(scope, &purpose(None), Operation::ShieldRequest)
         .child_ids(vec![child_id.to_owned()])
-        .record()
-        .await?;
+        .ahead_of(
+            pipeline
+                .store
+                .request_shield(child_id, &why, &scope.principal.user_id, Utc::now()),
+            |_| false,
+        )
+        .await??;
     Ok(request)
 }
 
@@ -130,25 +131,30 @@ pub async fn approve(
     require(scope, Permission::ShieldApprove, Operation::ShieldApprove).await?;
     let now = Utc::now();
     let review_due = now + Months::new(scope.policy.review_months());
-    let entry = match pipeline
-        .store
-        .approve_shield(request_id, &scope.principal.user_id, review_due, now)
-        .await
-    {
-        Ok(entry) => entry,
-        Err(ApprovalError::SamePerson) => {
-            AccessRecord::new(scope, &purpose(None), Operation::ShieldApprove)
-                .denied()
-                .record()
-                .await?;
-            return Err(ApprovalError::SamePerson.into());
-        }
-        Err(e) => return Err(e.into()),
+    let Some(asked) = pipeline.store.shield_request(request_id).await? else {
+        return Err(ApprovalError::NoSuchRequest.into());
     };
-    AccessRecord::new(scope, &purpose(None), Operation::ShieldApprove)
-        .child_ids(vec![entry.child_id.clone()])
-        .record()
-        .await?;
+    if asked.approved_by.is_some() {
+        return Err(ApprovalError::AlreadyApproved.into());
+    }
+    if asked.requested_by == scope.principal.user_id {
+        AccessRecord::new(scope, &purpose(None), Operation::ShieldApprove)
+            .child_ids(vec![asked.child_id.clone()])
+            .denied()
+            .record()
+            .await?;
+        return Err(ApprovalError::SamePerson.into());
+    }
+    // The store checks both again in the approval's transaction: a request approved meanwhile is refused there.
+    let entry = AccessRecord::new(scope, &purpose(None), Operation::ShieldApprove)
+        .child_ids(vec![asked.child_id.clone()])
+        .ahead_of(
+            pipeline
+                .store
+                .approve_shield(request_id, &scope.principal.user_id, review_due, now),
+            |e| !matches!(e, ApprovalError::Store(_)),
+        )
+        .await??;
     tracing::info!(child = %entry.child_id, "shield approved");
     Ok(entry)
 }
@@ -163,14 +169,15 @@ pub async fn lift(
     require(scope, Permission::ShieldApprove, Operation::ShieldLift).await?;
     let why = reason(why, "reason")?;
     known_child(pipeline, child_id).await?;
-    let lifted = pipeline
-        .store
-        .lift_shield(child_id, &scope.principal.user_id, &why, Utc::now())
-        .await?;
-    AccessRecord::new(scope, &purpose(None), Operation::ShieldLift)
+    let lifted = AccessRecord::new(scope, &purpose(None), Operation::ShieldLift)
         .child_ids(vec![child_id.to_owned()])
-        .record()
-        .await?;
+        .ahead_of(
+            pipeline
+                .store
+                .lift_shield(child_id, &scope.principal.user_id, &why, Utc::now()),
+            |_| false,
+        )
+        .await??;
     if lifted {
         tracing::info!(child = %child_id, "shield lifted");
     }
@@ -206,16 +213,15 @@ pub async fn override_shield(
         created_at: now,
         expires_at: now + Duration::minutes(i64::from(rules.minutes)),
     };
-    pipeline.store.put_override(&record).await?;
-    scope.metrics.shield_override();
     AccessRecord::new(
         scope,
         &purpose(Some(&justification)),
         Operation::ShieldOverride,
     )
     .child_ids(vec![child_id.to_owned()])
-    .record()
-    .await?;
+    .ahead_of(pipeline.store.put_override(&record), |_| false)
+    .await??;
+    scope.metrics.shield_override();
     alert(&record, &rules.alert);
     Ok(record)
 }

@@ -158,6 +158,25 @@ impl Store {
         })
     }
 
+    /// One shield request, pending or decided.
+    pub async fn shield_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<ShieldRequest>, StoreError> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "SELECT id, child_id, reason, requested_by, requested_at, decided_by FROM shield_requests
+                 WHERE id = $1",
+            )
+            .bind(request_id)
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(request_from_row)
+            .transpose()
+        })
+    }
+
     /// Approves a pending request: the child is shielded until lifted, due for review at `review_due`. In one
     /// transaction, so that two officers approving at once shield the child once.
     pub async fn approve_shield(

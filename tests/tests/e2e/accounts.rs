@@ -208,6 +208,28 @@ async fn a_revoked_user_is_refused_on_their_next_request() {
     );
     let refused = gateway.query("duty-worker", ME).await;
     assert_eq!(refused.codes(), ["FORBIDDEN"], "{:#}", refused.body);
+    // The refusal is a denied attempt, in the audit log under the user's name.
+    let since = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let store = gateway.store().await;
+    let denied = childgraph::audit::by_operation(&store, "sign_in", since)
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+    assert_eq!(denied[0].entry.user_id, "duty-worker");
+    assert_eq!(denied[0].entry.outcome, "denied");
+    // A token that names nobody (signed by another key) is refused, and not recorded.
+    let forged = gateway
+        .query_with(
+            Some("eyJhbGciOiJFZERTQSIsImtpZCI6Im5vIn0.e30.c2ln"),
+            ME,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(forged.codes(), ["UNAUTHENTICATED"], "{:#}", forged.body);
+    let after = childgraph::audit::by_operation(&store, "sign_in", since)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1, "{after:#?}");
 
     // A revoked account is not recertified; it is authorised again.
     let recertify = gateway
@@ -403,9 +425,11 @@ async fn an_api_client_acts_within_its_scopes_and_its_own_quota() {
     let person = gateway.query("partner-case-system", ME).await;
     assert_eq!(person.codes(), ["FORBIDDEN"], "{:#}", person.body);
 
-    // The audit names the client.
+    // The audit names the client in the records of what it did; the two refused sign-ins are each recorded as a
+    // denied attempt of the account the token named.
     let clients: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT operation, client FROM audit_log WHERE user_id = 'partner-case-system' ORDER BY seq",
+        "SELECT operation, client FROM audit_log WHERE user_id = 'partner-case-system' AND operation <> 'sign_in'
+         ORDER BY seq",
     )
     .fetch_all(&mut gateway.db().await)
     .await
@@ -416,5 +440,18 @@ async fn an_api_client_acts_within_its_scopes_and_its_own_quota() {
             .iter()
             .all(|(_, c)| c.as_deref() == Some("partner-case-system")),
         "{clients:?}"
+    );
+    let sign_ins: Vec<(String, String)> = sqlx::query_as(
+        "SELECT user_id, outcome FROM audit_log WHERE operation = 'sign_in' ORDER BY seq",
+    )
+    .fetch_all(&mut gateway.db().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        sign_ins,
+        [
+            ("gp".to_owned(), "denied".to_owned()),
+            ("partner-case-system".to_owned(), "denied".to_owned())
+        ]
     );
 }

@@ -121,6 +121,10 @@ async fn without_an_audit_record_there_is_no_child_data() {
     let criteria = json!({ "c": { "familyName": "Hartley", "dateOfBirth": "2019-06-14" } });
     let answer = gateway.query_vars("gp", FIND, criteria.clone()).await;
     assert!(answer.errors().is_empty(), "{:#}", answer.body);
+    let child = answer.body["data"]["searchChildren"]["matches"][0]["child"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // The audit log becomes unwritable.
     let url = format!("sqlite://{}", gateway.store_path().display());
@@ -144,6 +148,39 @@ async fn without_an_audit_record_there_is_no_child_data() {
         "{:#}",
         answer.body
     );
+
+    // Nor does any action take effect unrecorded: an override and a flag are refused, and neither is stored.
+    let mut rows = Vec::new();
+    for table in ["shield_overrides", "flags"] {
+        let (count,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        rows.push(count);
+    }
+    let override_shield = "mutation($id: ID!, $j: String!) { overrideShield(childId: $id, justification: $j) { childId } }";
+    let justification =
+        "Seen at the emergency department tonight; the GP must arrange a safe discharge.";
+    let overridden = gateway
+        .query_vars(
+            "social-worker",
+            override_shield,
+            json!({ "id": child, "j": justification }),
+        )
+        .await;
+    assert_eq!(overridden.codes(), ["INTERNAL"], "{:#}", overridden.body);
+    let raise = "mutation($id: ID!) { raiseFlag(childId: $id, kind: HAS_INFORMATION, note: \"Call the school first.\") { id } }";
+    let flagged = gateway
+        .query_vars("teacher", raise, json!({ "id": child }))
+        .await;
+    assert_eq!(flagged.codes(), ["INTERNAL"], "{:#}", flagged.body);
+    for (table, before) in ["shield_overrides", "flags"].into_iter().zip(rows) {
+        let (after,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        assert_eq!(after, before, "{table} changed without an audit record");
+    }
 
     // And when it is writable again, answers resume, chained to the records before.
     sqlx::query("ALTER TABLE audit_log_away RENAME TO audit_log")
