@@ -446,3 +446,82 @@ async fn practitioners_raise_and_withdraw_flags_and_record_disclosures() {
     assert_eq!(store.disclosures(&id).await.unwrap().len(), 1);
     gateway.stop().await;
 }
+
+const SEARCH: &str = r#"
+query Find($c: ChildSearchInput!) {
+  searchChildren(criteria: $c, access: { purpose: SAFEGUARDING }) {
+    tooManyResults
+    matches { child { id name { given } address { postcode } } }
+  }
+}"#;
+
+/// With a limit of one result, the twins are too many for a search on visible fields; shielded, they are left out of
+/// a search that uses their hidden postcode before the results are counted, so that its `tooManyResults` says
+/// nothing of them.
+#[tokio::test]
+async fn a_shielded_child_found_only_through_a_hidden_field_is_not_counted_either() {
+    let gateway = TestGateway::builder()
+        .children(0)
+        .configure(|o| o.request.max_results = 1)
+        .spawn()
+        .await;
+    let twin = |given: &str| json!({ "c": { "givenName": given, "familyName": "Brennan", "dateOfBirth": "2017-01-22" } });
+    let isla = gateway.query_vars("gp", SEARCH, twin("Isla")).await;
+    let isla = isla.body["data"]["searchChildren"]["matches"][0]["child"].clone();
+    let ava = gateway.query_vars("gp", SEARCH, twin("Ava")).await;
+    let ava = ava.body["data"]["searchChildren"]["matches"][0]["child"].clone();
+    let postcode = ava["address"]["postcode"].as_str().unwrap().to_owned();
+    assert_eq!(
+        isla["address"]["postcode"],
+        postcode.as_str(),
+        "twins share a home"
+    );
+
+    let reason = "A court order restricts where the family may be found.";
+    let asked = mutate(
+        &gateway,
+        "gp",
+        REQUEST,
+        json!({ "id": isla["id"], "r": reason }),
+    )
+    .await;
+    let request_id = asked.body["data"]["requestShield"]["id"].clone();
+    let approved = mutate(
+        &gateway,
+        "shield-officer-1",
+        APPROVE,
+        json!({ "id": request_id }),
+    )
+    .await;
+    assert!(approved.errors().is_empty(), "{:#}", approved.body);
+
+    // Visible fields only: both twins match, one over the limit, and no list.
+    let both = json!({ "c": { "familyName": "Brennan", "dateOfBirth": "2017-01-22" } });
+    let answer = gateway.query_vars("gp", SEARCH, both).await;
+    assert_eq!(
+        answer.body["data"]["searchChildren"]["tooManyResults"], true,
+        "{:#}",
+        answer.body
+    );
+    assert!(
+        answer.body["data"]["searchChildren"]["matches"].is_null(),
+        "{:#}",
+        answer.body
+    );
+    assert!(answer.errors().is_empty(), "{:#}", answer.body);
+
+    // The same with the postcode, which a shielded record hides. The shield covers Ava too, a possible match of
+    // her sister, so neither is found; counted before they were left out, two would have been over the limit.
+    let by_postcode = json!({ "c": { "familyName": "Brennan", "dateOfBirth": "2017-01-22", "postcode": postcode } });
+    let answer = gateway.query_vars("gp", SEARCH, by_postcode).await;
+    let result = &answer.body["data"]["searchChildren"];
+    assert_eq!(result["tooManyResults"], false, "{:#}", answer.body);
+    assert_eq!(result["matches"], json!([]), "{:#}", answer.body);
+    assert!(answer.errors().is_empty(), "{:#}", answer.body);
+    // And on visible fields, Ava shows as shielded: her postcode withheld.
+    let answer = gateway.query_vars("gp", SEARCH, twin("Ava")).await;
+    let shown = &answer.body["data"]["searchChildren"]["matches"][0]["child"];
+    assert_eq!(shown["id"], ava["id"], "{:#}", answer.body);
+    assert!(shown["address"].is_null(), "{:#}", answer.body);
+    gateway.stop().await;
+}
