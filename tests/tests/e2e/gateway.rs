@@ -646,6 +646,57 @@ const CHILD_FIELDS: &str = "id shielded name { given family } dateOfBirth gender
     address { postcode } carers { name phone } services { kind organisation { name phone } practitioner { name } } \
     participation { kind description status organisation { name } } flags { kind } sources { source status }";
 
+/// The requests each source (health, school, early years) receives for one `child` query.
+async fn cost_of(gateway: &TestGateway, user: &str, id: &str, fields: &str) -> [u64; 3] {
+    let count = || async {
+        [
+            gateway.requests("health").await,
+            gateway.requests("school").await,
+            gateway.requests("early_years").await,
+        ]
+    };
+    let before = count().await;
+    let query =
+        format!("{{ child(id: \"{id}\", access: {{ purpose: SAFEGUARDING }}) {{ {fields} }} }}");
+    let answer = gateway.query(user, &query).await;
+    assert!(
+        answer.body["data"]["child"]["id"].is_string(),
+        "{:#}",
+        answer.body
+    );
+    let after = count().await;
+    [0, 1, 2].map(|i| after[i] - before[i])
+}
+
+/// A category the policy withholds is never fetched: a shield officer, who sees identity only, asking for every
+/// field of Amelia costs each source what the GP's identity-only query costs, where the GP's full answer costs more.
+#[tokio::test]
+async fn a_withheld_category_is_never_fetched() {
+    let gateway = TestGateway::builder()
+        .children(0)
+        .cache(false)
+        .spawn()
+        .await;
+    let answer = search(&gateway, "gp", amelia()).await;
+    let id = answer.body["data"]["searchChildren"]["matches"][0]["child"]["id"]
+        .as_str()
+        .expect("Amelia")
+        .to_owned();
+    let identity = "id name { given family } dateOfBirth gender";
+    let gp_identity = cost_of(&gateway, "gp", &id, identity).await;
+    let gp_everything = cost_of(&gateway, "gp", &id, CHILD_FIELDS).await;
+    let officer_everything = cost_of(&gateway, "shield-officer-1", &id, CHILD_FIELDS).await;
+    assert_eq!(
+        officer_everything, gp_identity,
+        "GP's full answer: {gp_everything:?}"
+    );
+    assert!(
+        gp_everything.iter().sum::<u64>() > gp_identity.iter().sum::<u64>(),
+        "{gp_everything:?} against {gp_identity:?}"
+    );
+    gateway.stop().await;
+}
+
 /// Gateway ids of `n` generated children, found through the gateway by NHS number.
 async fn child_ids(gateway: &TestGateway, n: usize) -> Vec<String> {
     use childgraph_simulators::population::{Population, PopulationConfig};
