@@ -218,10 +218,37 @@ pub fn run(left: &Path, right: &Path, truth: &Path, report: &Report) -> anyhow::
     if !(0.0..=1.0).contains(&threshold) {
         bail!("--threshold must lie between 0 and 1");
     }
+    // Timed from the first file read to the figures, as the user waits for them.
+    let started = Instant::now();
     let left_records = read_records(left, SourceName::Health)?;
     let right_records = read_records(right, SourceName::School)?;
-    let truth = read_truth(truth)?;
-    let started = Instant::now();
+    let truth_path = truth;
+    let truth = read_truth(truth_path)?;
+    // A truth file of other sources would give figures that mean nothing: each of its ids must be a record here.
+    let ids = |records: &[PersonRecord]| -> HashSet<String> {
+        records.iter().map(|r| r.id.clone()).collect()
+    };
+    let (left_ids, right_ids) = (ids(&left_records), ids(&right_records));
+    let mut strangers: Vec<String> = truth
+        .iter()
+        .flat_map(|(l, r)| {
+            let l =
+                (!left_ids.contains(l)).then(|| format!("left_id {l} (not in {})", left.display()));
+            let r = (!right_ids.contains(r))
+                .then(|| format!("right_id {r} (not in {})", right.display()));
+            l.into_iter().chain(r)
+        })
+        .collect();
+    if !strangers.is_empty() {
+        strangers.sort();
+        let count = strangers.len();
+        strangers.truncate(3);
+        bail!(
+            "{}: {count} ids are no record of the files compared, such as {}",
+            truth_path.display(),
+            strangers.join(", ")
+        );
+    }
     let evaluation = evaluate(&left_records, &right_records, &truth, threshold, 42);
     let seconds = started.elapsed().as_secs_f64();
     let q = &evaluation.quality;

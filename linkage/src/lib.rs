@@ -425,6 +425,53 @@ mod tests {
     }
 
     #[test]
+    fn twins_with_names_a_letter_apart_each_keep_their_own_records() {
+        // Mason and Jason agree as given names (a misspelling could make one of the other), so only the better
+        // agreement can tell them apart: each school record must join the health record of its own name, whatever
+        // order the records come in and whether the sister source holds one twin or both.
+        let twin = |source, id: &str, given: &str| {
+            let mut r = record(source, id, given, "Whitfield", "2018-03-09");
+            r.address = Some(childgraph_schema::Address {
+                lines: vec!["4 Mill Lane".into()],
+                postcode: Some("HF3 2PL".into()),
+                ..Default::default()
+            });
+            r
+        };
+        let mason_h = twin(SourceName::Health, "h1", "Mason");
+        let jason_h = twin(SourceName::Health, "h2", "Jason");
+        let mason_s = twin(SourceName::School, "s1", "Mason");
+        let jason_s = twin(SourceName::School, "s2", "Jason");
+        let sets = [
+            vec![jason_h.clone(), mason_h.clone(), mason_s.clone()],
+            vec![mason_s.clone(), jason_h.clone(), mason_h.clone()],
+            vec![
+                jason_s.clone(),
+                mason_s.clone(),
+                jason_h.clone(),
+                mason_h.clone(),
+            ],
+            vec![
+                mason_h.clone(),
+                jason_h.clone(),
+                mason_s.clone(),
+                jason_s.clone(),
+            ],
+            vec![mason_s, jason_s, mason_h, jason_h],
+        ];
+        for records in sets {
+            for c in cluster(records.clone()) {
+                let names: std::collections::HashSet<&str> = c
+                    .records
+                    .iter()
+                    .map(|r| r.given_names[0].as_str())
+                    .collect();
+                assert_eq!(names.len(), 1, "{records:?} gave {c:?}");
+            }
+        }
+    }
+
+    #[test]
     fn a_date_with_day_and_month_swapped_links() {
         let a = record(SourceName::Health, "h1", "Noah", "Okafor", "2021-11-03");
         let b = record(SourceName::EarlyYears, "e1", "Noah", "Okafor", "2021-03-11");
