@@ -586,6 +586,85 @@ impl Pipeline {
 
     /// Adds the records already linked to each child that this search did not return, so that a child is shown whole.
     /// Answers which of the children the gateway's register shields.
+    /// After a shield is approved: every child already linked in the store that is a possible match of the shielded
+    /// child is shielded at once, as a search that found them both would shield it, so that a duplicate viewed by its
+    /// id is no way round the shield. Blocking queries on each of the child's records (family name, date of birth
+    /// and given name) find the candidates. The ids of the children newly shielded.
+    pub async fn spread_shield(
+        &self,
+        scope: &RequestScope,
+        child_id: &str,
+    ) -> Result<Vec<String>, PipelineError> {
+        let reads = scope.reads.clone();
+        reads
+            .scope(async {
+                let refs = self.store.records_of(child_id).await?;
+                let records = self
+                    .federation
+                    .records(&refs, scope.phase_deadline(), &scope.reports)
+                    .await;
+                let mut asked = HashSet::new();
+                let mut candidates = Vec::new();
+                for record in &records {
+                    let (Some(family), Some(born)) = (&record.family_name, record.date_of_birth)
+                    else {
+                        continue;
+                    };
+                    let given = record.given_names.first().cloned();
+                    if !asked.insert((family.clone(), born, given.clone())) {
+                        continue;
+                    }
+                    let criteria = SearchCriteria {
+                        given_name: given,
+                        family_name: Some(family.clone()),
+                        date_of_birth: Some(born),
+                        ..SearchCriteria::default()
+                    };
+                    candidates.extend(
+                        self.federation
+                            .search(&criteria, scope.phase_deadline(), &scope.reports)
+                            .await,
+                    );
+                }
+                let own: HashSet<RecordRef> = refs.iter().cloned().collect();
+                let near: Vec<RecordRef> = candidates
+                    .iter()
+                    .filter(|c| !own.contains(&c.record_ref()))
+                    .filter(|c| {
+                        self.linker
+                            .possible_match(std::slice::from_ref(*c), &records)
+                    })
+                    .map(PersonRecord::record_ref)
+                    .collect();
+                let mut ids: Vec<String> = self
+                    .store
+                    .children_of(&near)
+                    .await?
+                    .into_values()
+                    .filter(|id| id != child_id)
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                let already = self.store.shielded(&ids).await?;
+                ids.retain(|id| !already.contains(id));
+                let review_due = Utc::now() + chrono::Duration::days(POSSIBLE_MATCH_REVIEW_DAYS);
+                for id in &ids {
+                    self.store
+                        .put_shield(&Shield {
+                            child_id: id.clone(),
+                            reason: "a possible match of a shielded child".to_owned(),
+                            requested_by: SYSTEM.to_owned(),
+                            approved_by: SYSTEM.to_owned(),
+                            review_due,
+                        })
+                        .await?;
+                    tracing::info!(child = %id, "shielded as a possible match of a shielded child");
+                }
+                Ok(ids)
+            })
+            .await
+    }
+
     async fn complete_records(
         &self,
         scope: &RequestScope,

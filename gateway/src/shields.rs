@@ -156,6 +156,11 @@ pub async fn approve(
         )
         .await??;
     tracing::info!(child = %entry.child_id, "shield approved");
+    // The shield covers the child's possible matches at once. One a source could not be asked about now is shielded
+    // by the next search that finds both.
+    if let Err(e) = pipeline.spread_shield(scope, &entry.child_id).await {
+        tracing::warn!(child = %entry.child_id, error = %e, "the shield could not be spread to possible matches yet");
+    }
     Ok(entry)
 }
 

@@ -525,3 +525,66 @@ async fn a_shielded_child_found_only_through_a_hidden_field_is_not_counted_eithe
     assert!(shown["address"].is_null(), "{:#}", answer.body);
     gateway.stop().await;
 }
+
+/// A shield covers a possible match the moment it is approved: a twin whose id a practitioner already holds shows
+/// as shielded when viewed by that id, with no search in between.
+#[tokio::test]
+async fn an_approved_shield_covers_a_possible_match_viewed_by_its_id_at_once() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let twin = |given: &str| json!({ "c": { "givenName": given, "familyName": "Brennan", "dateOfBirth": "2017-01-22" } });
+    let found = |answer: &Answer| {
+        answer.body["data"]["searchChildren"]["matches"][0]["child"]["id"].clone()
+    };
+    let isla = found(&gateway.query_vars("gp", SEARCH, twin("Isla")).await);
+    let ava = found(&gateway.query_vars("gp", SEARCH, twin("Ava")).await);
+    let view = format!(
+        "{{ child(id: {ava}, access: {{ purpose: SAFEGUARDING }}) {{ id shielded address {{ postcode }} }} }}"
+    );
+    let before = gateway.query("gp", &view).await;
+    assert_eq!(
+        before.body["data"]["child"]["shielded"], false,
+        "{:#}",
+        before.body
+    );
+    assert!(before.body["data"]["child"]["address"]["postcode"].is_string());
+
+    let reason = "A court order restricts where the family may be found.";
+    let asked = mutate(&gateway, "gp", REQUEST, json!({ "id": isla, "r": reason })).await;
+    let request_id = asked.body["data"]["requestShield"]["id"].clone();
+    let approved = mutate(
+        &gateway,
+        "shield-officer-1",
+        APPROVE,
+        json!({ "id": request_id }),
+    )
+    .await;
+    assert!(approved.errors().is_empty(), "{:#}", approved.body);
+
+    let after = gateway.query("gp", &view).await;
+    assert_eq!(
+        after.body["data"]["child"]["shielded"], true,
+        "{:#}",
+        after.body
+    );
+    assert!(
+        after.body["data"]["child"]["address"].is_null(),
+        "{:#}",
+        after.body
+    );
+    let redacted = after.errors_with("REDACTED");
+    assert_eq!(
+        redacted[0]["extensions"]["reason"], "SHIELDED",
+        "{:#}",
+        after.body
+    );
+    // The spread shield is in the register, for a shield officer to review.
+    let ava = ava.as_str().unwrap().to_owned();
+    let register = gateway
+        .store()
+        .await
+        .shielded(std::slice::from_ref(&ava))
+        .await
+        .unwrap();
+    assert!(register.contains(&ava));
+    gateway.stop().await;
+}
