@@ -455,3 +455,62 @@ async fn an_api_client_acts_within_its_scopes_and_its_own_quota() {
         ]
     );
 }
+
+/// Two people, even when one person holds both roles: a user who may request and approve shields cannot approve
+/// their own request, and the attempt is on record.
+#[tokio::test]
+async fn one_person_with_both_shield_roles_cannot_approve_their_own_request() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let granted = gateway
+        .query_vars(
+            "authoriser",
+            AUTHORISE,
+            grant(
+                "duty-lead",
+                "org-council",
+                &["social-worker", "shield-officer"],
+            ),
+        )
+        .await;
+    assert!(granted.errors().is_empty(), "{:#}", granted.body);
+    let found = gateway
+        .query(
+            "duty-lead",
+            r#"{ searchChildren(criteria: { familyName: "Hartley", dateOfBirth: "2019-06-14" }, access: { purpose: SAFEGUARDING }) { matches { child { id } } } }"#,
+        )
+        .await;
+    let child = found.body["data"]["searchChildren"]["matches"][0]["child"]["id"].clone();
+    assert!(child.is_string(), "{:#}", found.body);
+    let asked = gateway
+        .query_vars(
+            "duty-lead",
+            r#"mutation($id: ID!) { requestShield(childId: $id, reason: "court order") { id } }"#,
+            json!({ "id": child }),
+        )
+        .await;
+    let request = asked.body["data"]["requestShield"]["id"].clone();
+    assert!(request.is_string(), "{:#}", asked.body);
+    let approve = r#"mutation($id: ID!) { approveShield(requestId: $id) { childId } }"#;
+    let own = gateway
+        .query_vars("duty-lead", approve, json!({ "id": request }))
+        .await;
+    assert_eq!(own.codes(), ["FORBIDDEN"], "{:#}", own.body);
+    let records: Vec<(String, String)> = sqlx::query_as(
+        "SELECT operation, outcome FROM audit_log WHERE user_id = 'duty-lead' AND operation LIKE 'shield.%' ORDER BY seq",
+    )
+    .fetch_all(&mut gateway.db().await)
+    .await
+    .unwrap();
+    let expected = [("shield.request", "ok"), ("shield.approve", "denied")]
+        .map(|(o, r)| (o.to_owned(), r.to_owned()));
+    assert_eq!(records, expected);
+    // Someone else approves it.
+    let other = gateway
+        .query_vars("shield-officer-1", approve, json!({ "id": request }))
+        .await;
+    assert_eq!(
+        other.body["data"]["approveShield"]["childId"], child,
+        "{:#}",
+        other.body
+    );
+}
