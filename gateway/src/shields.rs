@@ -254,12 +254,23 @@ pub async fn due_for_review(
     Ok(pipeline.store.shields_due_for_review(Utc::now()).await?)
 }
 
-/// `shieldAlerts`: overrides of the last [`ALERT_WINDOW_DAYS`] days, newest first.
+/// `shieldAlerts`: overrides of the last [`ALERT_WINDOW_DAYS`] days, newest first, for the roles the policy alerts.
 pub async fn alerts(
     pipeline: &Pipeline,
     scope: &RequestScope,
 ) -> Result<Vec<ShieldOverride>, ActionError> {
-    oversight(scope).await?;
+    // The policy names who is alerted to an override (`shielding.override.alert`); they, and no one else, read it.
+    let alerted = &scope.policy.override_rules().alert;
+    if !scope.principal.roles.iter().any(|r| alerted.contains(r)) {
+        AccessRecord::new(scope, &purpose(None), Operation::ShieldReview)
+            .denied()
+            .record()
+            .await?;
+        return Err(ActionError::Forbidden(format!(
+            "shield alerts go to the roles the policy alerts to an override: {}",
+            alerted.join(", ")
+        )));
+    }
     let since: DateTime<Utc> = Utc::now() - Duration::days(ALERT_WINDOW_DAYS);
     Ok(pipeline.store.overrides_since(since).await?)
 }

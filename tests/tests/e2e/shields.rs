@@ -588,3 +588,47 @@ async fn an_approved_shield_covers_a_possible_match_viewed_by_its_id_at_once() {
     assert!(register.contains(&ava));
     gateway.stop().await;
 }
+
+/// The policy decides who is alerted to an override: the roles `shielding.override.alert` names read
+/// `shieldAlerts`, and no others, shield officers included.
+#[tokio::test]
+async fn shield_alerts_go_to_the_roles_the_policy_alerts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = dir.path().join("policy.yaml");
+    let text = childgraph_policies::DEFAULT_POLICY
+        .replace("alert: [shield-officer]", "alert: [social-worker]");
+    assert_ne!(text, childgraph_policies::DEFAULT_POLICY);
+    std::fs::write(&policy, text).expect("write the policy");
+    let gateway = TestGateway::builder()
+        .children(0)
+        .configure(|o| o.policy = Some(policy))
+        .spawn()
+        .await;
+    let (child, _) = find(&gateway, "gp").await;
+    let made = mutate(
+        &gateway,
+        "social-worker",
+        OVERRIDE,
+        json!({ "id": child["id"], "j": JUSTIFICATION }),
+    )
+    .await;
+    assert!(made.errors().is_empty(), "{:#}", made.body);
+    let read = gateway
+        .query("social-worker", "{ shieldAlerts { userId } }")
+        .await;
+    assert_eq!(
+        read.body["data"]["shieldAlerts"][0]["userId"], "social-worker",
+        "{:#}",
+        read.body
+    );
+    let refused = gateway
+        .query("shield-officer-1", "{ shieldAlerts { userId } }")
+        .await;
+    assert_eq!(
+        code(&refused).as_deref(),
+        Some("FORBIDDEN"),
+        "{:#}",
+        refused.body
+    );
+    gateway.stop().await;
+}
