@@ -223,15 +223,22 @@ mod tests {
             .is_visible()
         );
 
-        std::fs::write(
-            &path,
-            stricter.replace("sees: [identity]\n", "sees: [identity, secrets]\n"),
-        )
-        .unwrap();
+        let broken = stricter.replace("sees: [identity]\n", "sees: [identity, secrets]\n");
+        std::fs::write(&path, &broken).unwrap();
         let error = reload(&active, &path).unwrap_err().to_string();
+        // The error points at the unknown name: file, line and column.
+        let places: Vec<String> = broken
+            .lines()
+            .enumerate()
+            .filter_map(|(i, line)| {
+                let column = line.find("secrets")? + 1;
+                Some(format!("{}:{}:{column}: ", path.display(), i + 1))
+            })
+            .collect();
+        assert!(!places.is_empty());
         assert!(
-            error.starts_with(&format!("{}:", path.display())),
-            "{error}"
+            places.iter().any(|place| error.starts_with(place)),
+            "{error} names none of {places:?}"
         );
         assert!(error.contains("secrets"), "{error}");
         assert_eq!(

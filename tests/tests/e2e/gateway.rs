@@ -1150,6 +1150,18 @@ async fn a_changed_policy_file_is_put_in_force_and_a_broken_one_is_refused() {
         metrics.contains("childgraph_policy_reloads_total{outcome=\"replaced\"} 1"),
         "{metrics}"
     );
+    // Every audit record carries the hash of the policy it was decided under: the first search's the default's, the
+    // last's the new one's.
+    let since = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let searches = childgraph::audit::by_operation(&gateway.store().await, "search", since)
+        .await
+        .unwrap();
+    let default_hash = childgraph_policies::Policy::default_policy()
+        .hash()
+        .to_owned();
+    // Newest first.
+    assert_eq!(searches.last().unwrap().entry.policy_hash, default_hash);
+    assert_eq!(searches.first().unwrap().entry.policy_hash, hash);
 
     // A broken file is refused: the last good policy stays in force, and the gateway answers as before.
     std::fs::write(
