@@ -25,6 +25,8 @@ const MAX_GROUP: usize = 512;
 const ROWS_PER_INSERT: usize = 128;
 /// How often views that have left the quota's window are removed.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often, at most, the writer logs the chain's head (`audit head`), the anchor that `audit verify --anchor` checks.
+const HEAD_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One operation, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +153,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, count_window: std
     // commit succeeds, so after a failure they are read again: the store may hold less than was assumed.
     let mut last: Option<(i64, String)> = None;
     let mut pruned: Option<std::time::Instant> = None;
+    let mut head_logged: Option<std::time::Instant> = None;
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -176,6 +179,14 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, count_window: std
             Ok(admissions) => {
                 if prune {
                     pruned = Some(std::time::Instant::now());
+                }
+                // The head, written where the store's users cannot reach (the logs), anchors the chain's end: a
+                // later `audit verify --anchor SEQ:HASH` finds records cut from the end, which leave a whole chain.
+                if head_logged.is_none_or(|t| t.elapsed() >= HEAD_LOG_EVERY)
+                    && let Some((seq, hash)) = &last
+                {
+                    tracing::info!(target: "childgraph::audit", seq, hash = %hash, "audit head");
+                    head_logged = Some(std::time::Instant::now());
                 }
                 for (done, admission) in waiting.into_iter().zip(admissions) {
                     let _ = done.send(Ok(admission));
@@ -484,11 +495,51 @@ pub struct Verified {
     pub records: u64,
     /// The first record at fault, and why; `None` when the chain is whole.
     pub broken: Option<(i64, String)>,
+    /// The last record's seq and hash, to note outside the store as a later anchor.
+    pub head: Option<Anchor>,
+}
+
+/// A record known to have been in the chain, by its seq and hash, as the gateway logs its head (`audit head`) or
+/// `audit verify` prints it: records cut from the end of the chain leave it whole, but not holding its anchor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl std::str::FromStr for Anchor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let malformed =
+            || format!("an anchor is SEQ:HASH, a record's number and its 64-digit hash, not {s:?}");
+        let (seq, hash) = s.split_once(':').ok_or_else(malformed)?;
+        let seq: i64 = seq.trim().parse().map_err(|_| malformed())?;
+        let hash = hash.trim().to_ascii_lowercase();
+        if seq < 1 || hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(malformed());
+        }
+        Ok(Anchor { seq, hash })
+    }
+}
+
+impl std::fmt::Display for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
 }
 
 /// Walks the whole chain in order: each record's `seq` follows the last, its `prev_hash` is the last record's hash,
 /// and its hash is that of its own fields.
 pub async fn verify(store: &Store) -> Result<Verified, StoreError> {
+    verify_anchored(store, None).await
+}
+
+/// As [`verify`], and the chain must still hold the anchor's record, with the anchor's hash.
+pub async fn verify_anchored(
+    store: &Store,
+    anchor: Option<&Anchor>,
+) -> Result<Verified, StoreError> {
     use futures::{StreamExt, TryStreamExt};
     let query = format!("SELECT {COLUMNS} FROM audit_log ORDER BY seq");
     let mut rows: futures::stream::BoxStream<'_, Result<AuditRecord, StoreError>> =
@@ -516,18 +567,37 @@ pub async fn verify(store: &Store) -> Result<Verified, StoreError> {
         } else {
             None
         };
+        let fault = fault.or_else(|| {
+            anchor
+                .filter(|a| a.seq == record.seq && a.hash != record.hash)
+                .map(|_| {
+                    "its hash is not the anchor's: the log was rewritten from here on".to_owned()
+                })
+        });
         if let Some(why) = fault {
             return Ok(Verified {
                 records,
                 broken: Some((record.seq, why)),
+                head: None,
             });
         }
         prev = record.hash;
         expected_seq += 1;
     }
+    let last = expected_seq - 1;
+    let broken = anchor.filter(|a| a.seq > last).map(|a| {
+        (
+            a.seq,
+            format!("the log ends at record {last}, before the anchor's record: records were cut from its end"),
+        )
+    });
     Ok(Verified {
         records,
-        broken: None,
+        broken,
+        head: (last > 0).then_some(Anchor {
+            seq: last,
+            hash: prev,
+        }),
     })
 }
 
@@ -592,6 +662,30 @@ mod tests {
         two_gateways_appending_at_once_make_one_whole_chain,
         two_gateways_hold_one_quota_together,
     );
+
+    #[test]
+    fn an_anchor_is_a_seq_and_a_whole_hash() {
+        let hash = "ab".repeat(32);
+        let anchor: Anchor = format!("12:{hash}").parse().unwrap();
+        assert_eq!(
+            anchor,
+            Anchor {
+                seq: 12,
+                hash: hash.clone()
+            }
+        );
+        assert_eq!(anchor.to_string(), format!("12:{hash}"));
+        for bad in [
+            "12",
+            "x:ab",
+            "0:abab",
+            &format!("-1:{hash}"),
+            &format!("3:{}", &hash[1..]),
+            &format!("3:{}g", &hash[1..]),
+        ] {
+            assert!(bad.parse::<Anchor>().is_err(), "{bad}");
+        }
+    }
 
     fn entry(n: usize) -> AuditEntry {
         AuditEntry {
@@ -792,9 +886,11 @@ mod tests {
             verified,
             Verified {
                 records: 300,
-                broken: None
+                broken: None,
+                head: verify(&store).await.unwrap().head
             }
         );
+        assert_eq!(verified.head.map(|h| h.seq), Some(300));
         let records = for_child(&store, "ch_7").await.unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].entry.child_ids, ["ch_7"]);
@@ -831,8 +927,41 @@ mod tests {
         // The last record removed leaves a whole chain but one short: `verify` reports the count for comparison
         // with the log's own counters.
         let store = store_with(stores, 3).await;
+        let head = verify(&store).await.unwrap().head.expect("a head");
+        assert_eq!(head.seq, 3);
         tamper(&store, "DELETE FROM audit_log WHERE seq = 3").await;
         assert_eq!(verify(&store).await.unwrap().records, 2);
+        // Against the head noted before, the cut is found.
+        let cut = verify_anchored(&store, Some(&head))
+            .await
+            .unwrap()
+            .broken
+            .unwrap();
+        assert_eq!(cut.0, 3);
+        assert!(cut.1.contains("cut from its end"), "{}", cut.1);
+        // An anchor still in the chain holds; one whose hash the chain no longer has does not.
+        let earlier = Anchor {
+            seq: 2,
+            hash: verify(&store).await.unwrap().head.unwrap().hash,
+        };
+        assert_eq!(
+            verify_anchored(&store, Some(&earlier))
+                .await
+                .unwrap()
+                .broken,
+            None
+        );
+        let rewritten = Anchor {
+            seq: 2,
+            hash: "0".repeat(64),
+        };
+        let broken = verify_anchored(&store, Some(&rewritten))
+            .await
+            .unwrap()
+            .broken
+            .unwrap();
+        assert_eq!(broken.0, 2);
+        assert!(broken.1.contains("rewritten"), "{}", broken.1);
     }
 
     async fn a_swapped_pair_is_found(stores: &Stores) {
@@ -885,7 +1014,8 @@ mod tests {
                 verify(store).await.unwrap(),
                 Verified {
                     records: 400,
-                    broken: None
+                    broken: None,
+                    head: verify(store).await.unwrap().head
                 }
             );
         }

@@ -23,13 +23,30 @@ pub async fn open(config: Option<&Path>, data_dir: Option<&Path>) -> anyhow::Res
 
 /// `audit verify`: whether the chain is whole; the answer says so, and how many records it holds.
 pub async fn verify(store: &Store) -> anyhow::Result<(bool, String)> {
-    let verified = crate::audit::verify(store).await?;
+    verify_anchored(store, None).await
+}
+
+/// `audit verify --anchor SEQ:HASH`: as [`verify`], and the chain must still hold the anchor's record. The answer
+/// gives the head to keep as the next anchor.
+pub async fn verify_anchored(
+    store: &Store,
+    anchor: Option<&crate::audit::Anchor>,
+) -> anyhow::Result<(bool, String)> {
+    let verified = crate::audit::verify_anchored(store, anchor).await?;
     Ok(match verified.broken {
         None => (
             true,
             format!(
-                "the audit log is whole: {} records, each chained to the one before\n",
-                verified.records
+                "the audit log is whole: {} records, each chained to the one before{}\nhead: {}\n",
+                verified.records,
+                if anchor.is_some() {
+                    ", and the anchor's record among them"
+                } else {
+                    ""
+                },
+                verified
+                    .head
+                    .map_or_else(|| "none (the log is empty)".to_owned(), |h| h.to_string())
             ),
         ),
         Some((seq, why)) => (

@@ -186,6 +186,10 @@ enum AuditCommand {
     Verify {
         #[arg(long, conflicts_with = "data_dir")]
         config: Option<PathBuf>,
+        /// A record the log held, as SEQ:HASH (the `audit head` the gateway logs, or a head this command printed):
+        /// records cut from the end of the log are found only against an anchor.
+        #[arg(long)]
+        anchor: Option<childgraph::audit::Anchor>,
         /// The demo's data directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -344,9 +348,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Audit { command } => {
             use childgraph::audit_cli;
             match command {
-                AuditCommand::Verify { config, data_dir } => {
+                AuditCommand::Verify {
+                    config,
+                    data_dir,
+                    anchor,
+                } => {
                     let store = audit_cli::open(config.as_deref(), data_dir.as_deref()).await?;
-                    let (whole, out) = audit_cli::verify(&store).await?;
+                    let (whole, out) = audit_cli::verify_anchored(&store, anchor.as_ref()).await?;
                     print!("{out}");
                     if !whole {
                         std::process::exit(1);
