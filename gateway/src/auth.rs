@@ -846,6 +846,33 @@ mod tests {
             auth.authenticate(Some(&header(&token))).await,
             Err(AuthError::Invalid)
         ));
+        // Time limits hold with the leeway of 30 s, and not beyond it.
+        let with = |exp: i64, nbf: i64| {
+            let mut c = claims(&["mfa"], exp);
+            c["nbf"] = nbf.into();
+            jsonwebtoken::encode(&h, &c, &encoding).expect("encode")
+        };
+        let at = |exp: i64, nbf: i64| header(&with(exp, nbf));
+        assert!(
+            auth.authenticate(Some(&at(now - 10, now - 600)))
+                .await
+                .is_ok(),
+            "expired 10 s ago, within the leeway"
+        );
+        assert!(matches!(
+            auth.authenticate(Some(&at(now - 60, now - 600))).await,
+            Err(AuthError::Expired)
+        ));
+        assert!(
+            auth.authenticate(Some(&at(now + 600, now + 10)))
+                .await
+                .is_ok(),
+            "valid in 10 s, within the leeway"
+        );
+        assert!(matches!(
+            auth.authenticate(Some(&at(now + 600, now + 120))).await,
+            Err(AuthError::Invalid)
+        ));
         // Signed with a trusted key, but claiming an issuer the gateway does not trust.
         let mut wrong_issuer = claims(&["mfa"], now + 600);
         wrong_issuer["iss"] = "https://login.elsewhere.example".into();
@@ -988,6 +1015,43 @@ mod tests {
                 jwk: serde_json::json!({ "kty": "EC", "crv": "P-256", "kid": kid,
                     "x": b64(&point[1..33]), "y": b64(&point[33..65]) }),
             }
+        }
+
+        /// An RS256 key: a 2048-bit key made for these tests alone and kept beside them, since ring makes no RSA
+        /// keys; its modulus is kept as hex for the JWK.
+        fn rs256(kid: &str) -> SigningKey {
+            let pem = include_bytes!("../tests/fixtures/rsa-test-key.pem");
+            let hex = include_str!("../tests/fixtures/rsa-test-key.modulus.hex").trim();
+            let modulus: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+                .collect();
+            SigningKey {
+                kid: kid.into(),
+                algorithm: Algorithm::RS256,
+                encoding: EncodingKey::from_rsa_pem(pem).expect("key"),
+                jwk: serde_json::json!({ "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+                    "n": b64(&modulus), "e": "AQAB" }),
+            }
+        }
+
+        #[tokio::test]
+        async fn a_token_signed_with_an_rs256_key_of_the_jwks_is_accepted() {
+            let rs = rs256("rs-1");
+            let server = JwksServer::start(&[&rs]).await;
+            let (_dir, auth) =
+                authenticator(vec![issuer(ISSUER, &server.url, Duration::from_secs(30))]).await;
+            assert!(accepted(&auth, &token(&rs)).await);
+            // The same token with its signature altered is not.
+            let good = token(&rs);
+            let at = good.rfind('.').expect("signed") + 1;
+            let flipped = if good[at..].starts_with('A') {
+                "B"
+            } else {
+                "A"
+            };
+            let altered = format!("{}{flipped}{}", &good[..at], &good[at + 1..]);
+            assert!(!accepted(&auth, &altered).await);
         }
 
         fn jwk_set(keys: &[&SigningKey]) -> serde_json::Value {

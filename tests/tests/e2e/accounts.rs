@@ -514,3 +514,33 @@ async fn one_person_with_both_shield_roles_cannot_approve_their_own_request() {
         other.body
     );
 }
+
+/// A genuine token without MFA: `FORBIDDEN` over HTTP, with a message that says what is missing, and a denied
+/// sign-in on record under the user it names.
+#[tokio::test]
+async fn a_token_without_mfa_is_forbidden_with_a_clear_message_and_recorded() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let pem = std::fs::read(gateway.dir.path().join(childgraph::demo_key::KEY_FILE)).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(&pem).unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("childgraph-demo".into());
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({ "iss": childgraph::config::DEMO_ISSUER, "aud": "childgraph", "sub": "gp",
+        "iat": now, "nbf": now, "exp": now + 600, "amr": ["pwd"] });
+    let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let answer = gateway.query_with(Some(&token), ME, Value::Null).await;
+    assert_eq!(answer.status, 403, "{:#}", answer.body);
+    assert_eq!(answer.codes(), ["FORBIDDEN"], "{:#}", answer.body);
+    let message = answer.body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("multi-factor authentication is required"),
+        "{message}"
+    );
+    assert!(answer.body["data"].is_null(), "{:#}", answer.body);
+    let denied: Vec<(String, String)> =
+        sqlx::query_as("SELECT user_id, outcome FROM audit_log WHERE operation = 'sign_in'")
+            .fetch_all(&mut gateway.db().await)
+            .await
+            .unwrap();
+    assert_eq!(denied, [("gp".to_owned(), "denied".to_owned())]);
+}
