@@ -237,6 +237,13 @@ if ! { grep -q 'max_connections: 8' "$OUT/production.yaml" && grep -q 'acquire_t
   fail "production: store.postgres.maxConnections and acquireTimeoutMs reach the config"
 fi
 
+if ! grep -q 'value: "http://opentelemetry-collector.observability:4318"' "$OUT/production.yaml"; then
+  fail "production: tracing.otlpEndpoint reaches OTEL_EXPORTER_OTLP_ENDPOINT"
+fi
+if grep -q OTEL_EXPORTER_OTLP_ENDPOINT "$OUT/default.yaml"; then
+  fail "default: no OTLP endpoint unless one is given"
+fi
+
 # Values the chart must refuse, each with the words of its refusal.
 echo "== values the chart refuses"
 REFUSALS=(
@@ -255,6 +262,7 @@ REFUSALS=(
   "leaves no margin|--set shutdown.terminationGracePeriodSeconds=25"
   "client_credentials (token_url, client_id) is missing|--set secrets.sources.school.clientSecret.name=s --set secrets.sources.school.clientSecret.key=k"
   "maxReplicas: must be at least|-f $CHART/ci/production-values.yaml --set autoscaling.maxReplicas=2"
+  "otlpEndpoint: Does not match pattern|--set tracing.otlpEndpoint=collector:4318"
 )
 refused=0
 for refusal in "${REFUSALS[@]}"; do
