@@ -181,14 +181,17 @@ pub async fn run(
     let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    // The connections' tasks belong to this future: dropped (at the drain deadline), it aborts them, so a request
+    // still running then is cut, in this process as in one about to exit.
+    let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
-    let serve = |stream: tokio::net::TcpStream| {
+    let serve = |stream: tokio::net::TcpStream, tasks: &mut tokio::task::JoinSet<()>| {
         let _ = stream.set_nodelay(true);
         let connection = builder
             .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service.clone())
             .into_owned();
         let connection = connections.watch(connection);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "a connection ended with an error");
             }
@@ -196,8 +199,10 @@ pub async fn run(
     };
     loop {
         tokio::select! {
+            // Finished connections are reaped as they end.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => serve(stream),
+                Ok((stream, _)) => serve(stream, &mut tasks),
                 // Out of file descriptors, say: the listener stays, and the next accept may succeed.
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a connection failed");
@@ -210,7 +215,7 @@ pub async fn run(
     // Connections the system has already accepted on the listener's behalf are served too: closing the listener
     // would reset them, and a request may be on its way on each.
     while let Some(Ok((stream, _))) = futures::FutureExt::now_or_never(listener.accept()) {
-        serve(stream);
+        serve(stream, &mut tasks);
     }
     drop(listener);
     tokio::time::sleep(SETTLE).await;

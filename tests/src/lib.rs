@@ -292,6 +292,13 @@ impl TestGateway {
         );
     }
 
+    /// Stops the gateway as SIGTERM would, keeping its data directory for a look at what it left.
+    pub async fn shut_down(&mut self) {
+        if let Some(demo) = self.demo.take() {
+            demo.stop().await.expect("clean stop");
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(demo) = self.demo.take() {
             demo.stop().await.expect("clean stop");

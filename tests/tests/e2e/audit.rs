@@ -486,3 +486,49 @@ async fn viewing_more_distinct_children_than_the_threshold_alerts_auditors() {
     assert_eq!(refused.codes(), ["FORBIDDEN"], "{:#}", refused.body);
     gateway.stop().await;
 }
+
+/// A request still running when the drain deadline passes is cut, the gateway stops without waiting for it, and the
+/// audit log's last record says the deadline ended the drain.
+#[tokio::test]
+async fn a_request_running_past_the_drain_deadline_is_cut_and_the_stop_record_says_so() {
+    let mut gateway = TestGateway::builder()
+        .children(0)
+        .deadline_ms(20_000)
+        .source_timeout_ms(20_000)
+        .configure(|o| o.drain = std::time::Duration::from_secs(1))
+        .spawn()
+        .await;
+    gateway
+        .set_faults("health", json!({ "latency_ms": 8000 }))
+        .await;
+    let (url, token) = (gateway.url(), gateway.token("gp"));
+    let slow = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(token)
+            .json(&json!({ "query": FIND, "variables": { "c": { "familyName": "Hartley", "dateOfBirth": "2019-06-14" } } }))
+            .send()
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    gateway.shut_down().await;
+    let took = started.elapsed();
+    // The drain's second, then the last record; not the source's eight seconds.
+    assert!(took >= std::time::Duration::from_millis(900), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(6), "{took:?}");
+    let cut = slow.await.unwrap();
+    assert!(
+        cut.is_err() || cut.as_ref().is_ok_and(|r| !r.status().is_success()),
+        "the request was answered: {cut:?}"
+    );
+    let (operation, outcome): (String, String) =
+        sqlx::query_as("SELECT operation, outcome FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_one(&mut gateway.db().await)
+            .await
+            .unwrap();
+    assert_eq!(
+        (operation.as_str(), outcome.as_str()),
+        ("gateway.stop", "deadline")
+    );
+}
