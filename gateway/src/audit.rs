@@ -891,6 +891,26 @@ mod tests {
             }
         );
         assert_eq!(verified.head.map(|h| h.seq), Some(300));
+        let since = chrono::Utc::now() - chrono::Duration::minutes(5);
+        let views = by_operation(&store, "view", since).await.unwrap();
+        assert_eq!(views.len(), 300);
+        assert!(
+            views.windows(2).all(|w| w[0].seq > w[1].seq),
+            "newest first"
+        );
+        assert!(
+            by_operation(&store, "search", since)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let later = chrono::Utc::now() + chrono::Duration::minutes(5);
+        assert!(
+            by_operation(&store, "view", later)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let records = for_child(&store, "ch_7").await.unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].entry.child_ids, ["ch_7"]);

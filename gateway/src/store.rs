@@ -1153,6 +1153,70 @@ mod tests {
             .await
             .expect("flags");
         assert_eq!(flags[&child].len(), 1);
+        let owner = store
+            .flag_owner("f1")
+            .await
+            .expect("owner")
+            .expect("a flag");
+        assert_eq!(
+            (
+                owner.child_id.as_str(),
+                owner.raised_by.as_str(),
+                owner.organisation_id.as_str()
+            ),
+            (child.as_str(), "teacher", "org-1")
+        );
+        assert!(store.flag_owner("f-none").await.expect("owner").is_none());
+        // Withdrawn once; a second withdrawal changes nothing, and the flag no longer shows.
+        assert!(
+            store
+                .withdraw_flag("f1", "teacher", now)
+                .await
+                .expect("withdraw")
+        );
+        assert!(
+            !store
+                .withdraw_flag("f1", "teacher", now)
+                .await
+                .expect("withdraw")
+        );
+        assert!(
+            store
+                .flags(std::slice::from_ref(&child), now)
+                .await
+                .expect("flags")
+                .get(&child)
+                .is_none_or(Vec::is_empty)
+        );
+        let disclosure = crate::store::Disclosure {
+            id: "dsc_1".into(),
+            child_id: child.clone(),
+            recorded_by: "teacher".into(),
+            organisation_id: "org-1".into(),
+            recipient: "Police child protection unit".into(),
+            purpose: "strategy discussion".into(),
+            lawful_basis: "PUBLIC_TASK".into(),
+            consent: false,
+            at: now,
+        };
+        store.put_disclosure(&disclosure).await.expect("disclosure");
+        let read = store.disclosures(&child).await.expect("disclosures");
+        assert_eq!(read.len(), 1);
+        assert_eq!(
+            (
+                read[0].recipient.as_str(),
+                read[0].lawful_basis.as_str(),
+                read[0].consent
+            ),
+            ("Police child protection unit", "PUBLIC_TASK", false)
+        );
+        assert!(
+            store
+                .disclosures("ch_other")
+                .await
+                .expect("disclosures")
+                .is_empty()
+        );
         assert!(
             store
                 .flags(

@@ -392,7 +392,60 @@ mod tests {
     on_each_backend!(
         the_requester_cannot_approve_and_a_request_is_approved_once,
         an_override_is_one_users_and_ends_with_its_time_or_the_shield,
+        the_register_answers_for_requests_reviews_and_lifts,
     );
+
+    async fn the_register_answers_for_requests_reviews_and_lifts(stores: &Stores) {
+        let (store, child) = store_with_child(stores).await;
+        assert!(store.child_exists(&child).await.unwrap());
+        assert!(!store.child_exists("ch_nobody").await.unwrap());
+        let now = Utc::now();
+        let request = store
+            .request_shield(&child, "r", "alice", now)
+            .await
+            .unwrap();
+        let pending = store.shield_request(&request.id).await.unwrap().unwrap();
+        assert_eq!(
+            (pending.child_id.as_str(), pending.approved_by),
+            (child.as_str(), None)
+        );
+        assert!(store.shield_request("shr_none").await.unwrap().is_none());
+        // Due in a month: not due now, due after it.
+        store
+            .approve_shield(&request.id, "bob", now + chrono::Duration::days(30), now)
+            .await
+            .unwrap();
+        let decided = store.shield_request(&request.id).await.unwrap().unwrap();
+        assert_eq!(decided.approved_by.as_deref(), Some("bob"));
+        assert!(store.shields_due_for_review(now).await.unwrap().is_empty());
+        let due = store
+            .shields_due_for_review(now + chrono::Duration::days(31))
+            .await
+            .unwrap();
+        assert_eq!(
+            due.iter().map(|e| e.child_id.as_str()).collect::<Vec<_>>(),
+            [child.as_str()]
+        );
+        assert!(
+            store
+                .lift_shield(&child, "carol", "order ended", now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .lift_shield(&child, "carol", "again", now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .shielded(std::slice::from_ref(&child))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
 
     async fn store_with_child(stores: &Stores) -> (Store, String) {
         let store = stores.fresh().await;
