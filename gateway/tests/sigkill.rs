@@ -1,6 +1,6 @@
 //! The gateway as a process (`childgraph demo`): the audit log survives SIGKILL under load (every answer a client
-//! received has its audit record, and the chain is whole), and SIGTERM drains the requests in flight, flushes the
-//! audit log and exits 0.
+//! received has its audit record, and the chain is whole), SIGTERM drains the requests in flight, flushes the audit
+//! log and exits 0, and its JSON logs carry no child data.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -31,6 +31,16 @@ fn start(dir: &std::path::Path) -> (Demo, String) {
 
 /// The same, with more arguments for `childgraph demo` and variables for its environment.
 fn start_with(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> (Demo, String) {
+    start_logging(dir, extra, env, Stdio::null())
+}
+
+/// The same, with its logs (stderr) sent where given.
+fn start_logging(
+    dir: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    logs: Stdio,
+) -> (Demo, String) {
     let mut process = Command::new(env!("CARGO_BIN_EXE_childgraph"))
         .args([
             "demo",
@@ -44,7 +54,7 @@ fn start_with(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> (D
         .args(extra)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(logs)
         .spawn()
         .expect("childgraph demo starts");
     let stdout = process.stdout.take().expect("stdout");
@@ -413,4 +423,95 @@ async fn traces_are_exported_over_otlp_with_a_span_per_source_call_and_no_child_
             String::from_utf8_lossy(child_data)
         );
     }
+}
+
+/// With `CHILDGRAPH_LOG_FORMAT=json` every line the gateway logs is one JSON object, and none carries child data:
+/// not a name, a date of birth, an NHS number or a postcode of the child it answered about, even at debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_a_line_and_carry_no_child_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log_path = dir.path().join("gateway.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let env = [
+        ("CHILDGRAPH_LOG_FORMAT", "json"),
+        (
+            "CHILDGRAPH_LOG",
+            "info,childgraph=debug,childgraph_connectors=debug",
+        ),
+    ];
+    let (mut demo, url) = start_logging(dir.path(), &[], &env, Stdio::from(log));
+    let http = reqwest::Client::new();
+    let health = http
+        .get(url.replace("/graphql", "/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.expect("body"), "ok");
+
+    let key = childgraph::demo_key::DemoKey::load_or_create(dir.path()).expect("the demo's key");
+    let search = json!({
+        "query": "{ searchChildren(criteria: {familyName: \"Hartley\", dateOfBirth: \"2019-06-14\"}, access: {purpose: SAFEGUARDING}) { matches { child { id name { given family } dateOfBirth identifiers { kind value } address { postcode } carers { name phone } } } } }",
+    });
+    let mut told = Vec::new();
+    for user in ["gp", "teacher"] {
+        let token = key.token(user).expect("token");
+        let (status, body) = post(&http, &url, &token, &format!("logs-{user}"), search.clone())
+            .await
+            .expect("an answer");
+        assert_eq!(status, 200, "{body:#}");
+        told.push(body);
+    }
+    let child = &told[0]["data"]["searchChildren"]["matches"][0]["child"];
+    let id = child["id"].as_str().expect("an id").to_owned();
+    let mut secrets: Vec<String> = vec![
+        child["name"]["given"].as_str().expect("a name").to_owned(),
+        child["name"]["family"].as_str().expect("a name").to_owned(),
+        child["dateOfBirth"].as_str().expect("a date").to_owned(),
+        child["address"]["postcode"]
+            .as_str()
+            .expect("a postcode")
+            .to_owned(),
+    ];
+    for identifier in child["identifiers"].as_array().expect("identifiers") {
+        secrets.push(identifier["value"].as_str().expect("a value").to_owned());
+    }
+    for carer in child["carers"].as_array().expect("carers") {
+        secrets.extend(carer["name"].as_str().map(str::to_owned));
+        secrets.extend(carer["phone"].as_str().map(str::to_owned));
+    }
+
+    let pid = demo.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let exit = tokio::task::spawn_blocking(move || demo.0.wait().expect("wait"))
+        .await
+        .expect("waiting");
+    assert!(exit.success(), "exit status {exit}");
+
+    let text = std::fs::read_to_string(&log_path).expect("the log");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() > 5, "{text}");
+    for line in &lines {
+        let object: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(object.is_object() && object["level"].is_string(), "{line}");
+        for secret in &secrets {
+            assert!(
+                !line.contains(secret.as_str()),
+                "{secret:?} in the log: {line}"
+            );
+        }
+    }
+    // The access log names the child by the gateway's id, and no more.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("childgraph::access") && l.contains(&id)),
+        "{text}"
+    );
 }
