@@ -395,6 +395,13 @@ async fn a_spent_quota_of_distinct_children_refuses_new_children_only() {
         "{:#}",
         refused.body
     );
+    // Each refusal is counted, by the quota refused.
+    let metrics = gateway.metrics().await;
+    let refusals = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"childgraph_rate_limited_total{quota="children"} "#))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(refusals >= Some(2.0), "{metrics}");
     // Children already shown this hour are free to show again.
     for id in [&amelia, &leo, &noah] {
         let again = gateway.query_vars("gp", VIEW, json!({ "id": id })).await;

@@ -1247,6 +1247,73 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// A failing source and a slow one show on `/metrics`: their calls by outcome, the failing one's breaker open, and
+/// the cache's misses beside its hits.
+#[tokio::test]
+async fn metrics_count_failed_and_timed_out_calls_an_open_breaker_and_cache_misses() {
+    let gateway = TestGateway::builder()
+        .children(0)
+        .source_timeout_ms(300)
+        .configure(|o| {
+            o.breaker.failure_threshold = Some(2);
+            o.breaker.open_for_ms = Some(60_000);
+            o.retry.max_retries = Some(0);
+        })
+        .spawn()
+        .await;
+    let answer = search(&gateway, "gp", amelia()).await;
+    assert!(
+        answer.errors_with("SOURCE_UNAVAILABLE").is_empty(),
+        "{:#}",
+        answer.body
+    );
+    gateway
+        .set_faults("health", json!({ "error_rate": 1.0 }))
+        .await;
+    gateway
+        .set_faults("school", json!({ "latency_ms": 1000 }))
+        .await;
+    let other = json!({ "familyName": "Okafor", "dateOfBirth": "2021-11-03" });
+    for criteria in [
+        other.clone(),
+        json!({ "familyName": "Fernandes", "dateOfBirth": "2012-09-05" }),
+        other,
+    ] {
+        let answer = search(&gateway, "gp", criteria).await;
+        assert!(
+            !answer.errors_with("SOURCE_UNAVAILABLE").is_empty(),
+            "{:#}",
+            answer.body
+        );
+    }
+    let metrics = gateway.metrics().await;
+    let value = |series: &str| {
+        sample(&metrics, series).unwrap_or_else(|| panic!("no {series} in {metrics}"))
+    };
+    assert!(
+        value(
+            r#"childgraph_source_call_duration_seconds_count{outcome="unavailable",source="health"}"#
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            r#"childgraph_source_call_duration_seconds_count{outcome="timeout",source="school"}"#
+        ) >= 1.0
+    );
+    assert_eq!(
+        value(r#"childgraph_source_breaker_state{source="health"}"#),
+        2.0,
+        "open"
+    );
+    assert_eq!(
+        value(r#"childgraph_source_breaker_state{source="early_years"}"#),
+        0.0,
+        "closed"
+    );
+    assert!(value(r#"childgraph_source_cache_misses_total{source="early_years"}"#) >= 2.0);
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn metrics_time_requests_sources_and_audit_writes_and_name_no_child() {
     let gateway = TestGateway::builder().children(0).spawn().await;
