@@ -260,6 +260,8 @@ REFUSALS=(
   "store.postgres.enabled needs {name, key}|--set store.postgres.enabled=true"
   "shorter than config.request.deadline_ms|--set shutdown.drainSeconds=1"
   "leaves no margin|--set shutdown.terminationGracePeriodSeconds=25"
+  "for the last audit record|--set shutdown.terminationGracePeriodSeconds=30"
+  "marginSeconds: Must be greater than or equal to 6|--set shutdown.marginSeconds=5"
   "client_credentials (token_url, client_id) is missing|--set secrets.sources.school.clientSecret.name=s --set secrets.sources.school.clientSecret.key=k"
   "maxReplicas: must be at least|-f $CHART/ci/production-values.yaml --set autoscaling.maxReplicas=2"
   "otlpEndpoint: Does not match pattern|--set tracing.otlpEndpoint=collector:4318"

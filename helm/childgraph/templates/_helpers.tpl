@@ -117,8 +117,8 @@ The checks no schema can make: they fail the render with a message naming the va
 {{- end -}}
 {{- $grace := $v.shutdown.terminationGracePeriodSeconds -}}
 {{- $needed := add (int $v.shutdown.preStopSleepSeconds) (int $v.shutdown.drainSeconds) -}}
-{{- if and (not (kindIs "invalid" $grace)) (le (int $grace) (int $needed)) -}}
-{{- fail (printf "shutdown.terminationGracePeriodSeconds: %d s leaves no margin after preStopSleepSeconds + drainSeconds (%d s); the pod would be killed while draining" (int $grace) (int $needed)) -}}
+{{- if and (not (kindIs "invalid" $grace)) (lt (int $grace) (add (int $needed) 6)) -}}
+{{- fail (printf "shutdown.terminationGracePeriodSeconds: %d s leaves no margin after preStopSleepSeconds + drainSeconds (%d s) for the last audit record (up to 5 s) and the exit: give at least %d" (int $grace) (int $needed) (add (int $needed) 6)) -}}
 {{- end -}}
 {{- range $s := include "childgraph.sourceSecrets" . | fromJsonArray -}}
 {{- if not (and $s.ref.name $s.ref.key) -}}
