@@ -879,6 +879,10 @@ mod tests {
     fn env(var: &str) -> Option<String> {
         match var {
             "HEALTH_TOKEN" | "SCHOOL_TOKEN" | "EARLY_YEARS_TOKEN" => Some("secret".into()),
+            "DATABASE_URL" => Some(
+                "postgres://childgraph:pw@db.example.org:5432/childgraph?sslmode=verify-full"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -892,6 +896,11 @@ mod tests {
             Some("secret")
         );
         assert_eq!(config.request.deadline(), Duration::from_secs(2));
+        assert!(
+            matches!(config.store, StoreConfig::Postgres { .. }),
+            "{:?}",
+            config.store
+        );
     }
 
     #[test]
@@ -904,8 +913,9 @@ mod tests {
         let err = Config::parse(EXAMPLE, Path::new("c.yaml"), |_| None)
             .unwrap_err()
             .to_string();
+        // The first the file names.
         assert!(
-            err.contains("HEALTH_TOKEN") && !err.contains("secret"),
+            err.contains("DATABASE_URL") && !err.contains("secret"),
             "{err}"
         );
     }
@@ -1039,52 +1049,30 @@ mod tests {
         }
     }
 
-    /// The example with its store section replaced by these lines.
+    /// The example with its store section (its indented lines) replaced by these lines.
     fn with_store(lines: &str) -> String {
-        let sqlite = "store:\n  sqlite: /var/lib/childgraph/childgraph.db\n";
-        assert!(EXAMPLE.contains(sqlite), "the example's store");
-        EXAMPLE.replace(sqlite, &format!("store:\n{lines}"))
+        let start = EXAMPLE.find("\nstore:\n").expect("the example's store") + 1;
+        let body = start + "store:\n".len();
+        let end = body
+            + EXAMPLE[body..]
+                .split_inclusive('\n')
+                .take_while(|line| line.starts_with(' '))
+                .map(str::len)
+                .sum::<usize>();
+        format!("{}store:\n{lines}{}", &EXAMPLE[..start], &EXAMPLE[end..])
     }
 
     #[test]
     fn the_store_is_sqlite_or_postgres() {
-        let config = Config::parse(EXAMPLE, Path::new("c.yaml"), env).expect("valid");
-        assert!(
-            matches!(&config.store, StoreConfig::Sqlite(path) if path == Path::new("/var/lib/childgraph/childgraph.db"))
-        );
-
         let secret_env = |var: &str| match var {
             "DATABASE_URL" => {
                 Some("postgres://childgraph:hunter2@db.internal:5433/childgraph".to_owned())
             }
             _ => env(var),
         };
-        // The example's commented PostgreSQL lines, taken instead of its SQLite file.
-        let mut in_store = false;
-        let example: String = EXAMPLE
-            .lines()
-            .filter_map(|line| {
-                if !line.starts_with(' ') && !line.starts_with('#') {
-                    in_store = line == "store:";
-                }
-                match line.strip_prefix("  # ") {
-                    _ if in_store && line.starts_with("  sqlite:") => None,
-                    Some(rest)
-                        if in_store
-                            && (rest.starts_with("postgres:") || rest.starts_with("  ")) =>
-                    {
-                        Some(format!("  {rest}\n"))
-                    }
-                    _ => Some(format!("{line}\n")),
-                }
-            })
-            .collect();
-        assert!(
-            example.contains("  postgres:\n    url: ${DATABASE_URL}"),
-            "{example}"
-        );
+        // The example is a production config: replicas on PostgreSQL.
         let config =
-            Config::parse(&example, Path::new("c.yaml"), secret_env).expect("a postgres store");
+            Config::parse(EXAMPLE, Path::new("c.yaml"), secret_env).expect("a postgres store");
         let StoreConfig::Postgres(postgres) = &config.store else {
             panic!("{:?}", config.store);
         };
@@ -1098,6 +1086,20 @@ mod tests {
         assert!(
             debug.contains("postgres://db.internal:5433/childgraph") && !debug.contains("hunter2"),
             "{debug}"
+        );
+        // Its commented SQLite line, taken instead, is one gateway's file.
+        let sqlite = EXAMPLE
+            .lines()
+            .find_map(|line| line.strip_prefix("  # sqlite: "))
+            .expect("the example's SQLite alternative");
+        let config = Config::parse(
+            &with_store(&format!("  sqlite: {sqlite}\n")),
+            Path::new("c.yaml"),
+            env,
+        )
+        .expect("a SQLite store");
+        assert!(
+            matches!(&config.store, StoreConfig::Sqlite(path) if path == Path::new("/var/lib/childgraph/childgraph.db"))
         );
         let config = Config::parse(
             &with_store("  postgres: {url: \"postgresql:///childgraph?host=/run/postgresql\", max_connections: 32}\n"),
