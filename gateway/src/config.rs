@@ -246,6 +246,10 @@ pub struct LinkageConfig {
     /// A parameters file written by `childgraph linkage evaluate --save-parameters`; the built-in defaults when absent.
     #[serde(default)]
     pub parameters: Option<PathBuf>,
+    /// A name frequencies file (`kind,name,share`, as `childgraph linkage evaluate --save-frequencies` writes): an
+    /// exact match on a common name then weighs less than one on a rare name. No adjustment when absent.
+    #[serde(default)]
+    pub frequencies: Option<PathBuf>,
     /// The least match probability at which records from different sources are joined into one child.
     #[serde(default = "default_link_threshold")]
     pub link_threshold: f64,
@@ -258,6 +262,7 @@ impl Default for LinkageConfig {
     fn default() -> Self {
         Self {
             parameters: None,
+            frequencies: None,
             link_threshold: default_link_threshold(),
             possible_threshold: default_possible_threshold(),
         }
@@ -278,8 +283,16 @@ impl LinkageConfig {
             Some(path) => crate::linkage_cli::load_parameters(path)?,
             None => childgraph_linkage::model::Parameters::default(),
         };
-        childgraph_linkage::Linker::new(parameters, self.link_threshold, self.possible_threshold)
-            .map_err(|e| anyhow::anyhow!("linkage: {e}"))
+        let linker = childgraph_linkage::Linker::new(
+            parameters,
+            self.link_threshold,
+            self.possible_threshold,
+        )
+        .map_err(|e| anyhow::anyhow!("linkage: {e}"))?;
+        Ok(match &self.frequencies {
+            Some(path) => linker.with_frequencies(crate::linkage_cli::load_frequencies(path)?),
+            None => linker,
+        })
     }
 }
 

@@ -35,6 +35,81 @@ fn open(path: &Path) -> anyhow::Result<(csv::Reader<std::fs::File>, csv::StringR
     Ok((reader, headers))
 }
 
+/// The fewest records a name must be carried by to be written to a frequencies file: a common name's share adjusts
+/// scores, and a rare one, which could point to one child, stays out of a file that is kept and shared.
+pub const FREQUENCY_MIN_RECORDS: usize = 10;
+
+/// Writes the shares of the names at least [`FREQUENCY_MIN_RECORDS`] of these records carry, as `kind,name,share`
+/// (`kind` is `family` or `given`), for the gateway's `linkage.frequencies`. The number of names written.
+pub fn save_frequencies<'a>(
+    path: &Path,
+    records: impl IntoIterator<Item = &'a PersonRecord> + Clone,
+) -> anyhow::Result<usize> {
+    let total = records.clone().into_iter().count().max(1);
+    let table = childgraph_linkage::evaluate::Frequencies::of(records)
+        .common(FREQUENCY_MIN_RECORDS as f64 / total as f64);
+    let mut writer =
+        csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
+    writer.write_record(["kind", "name", "share"])?;
+    let rows = table.rows();
+    for (family, name, share) in &rows {
+        let kind = if *family { "family" } else { "given" };
+        writer.write_record([kind, name, &format!("{share:.8}")])?;
+    }
+    writer
+        .flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(rows.len())
+}
+
+/// Reads a frequencies file that `save_frequencies` wrote (or one made from national name statistics): a header of
+/// `kind,name,share`, each share in (0, 1].
+pub fn load_frequencies(path: &Path) -> anyhow::Result<childgraph_linkage::evaluate::Frequencies> {
+    let (mut reader, headers) = open(path)?;
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim() == name)
+            .with_context(|| {
+                format!(
+                    "{}: the header must name kind, name and share",
+                    path.display()
+                )
+            })
+    };
+    let (kind, name, share) = (column("kind")?, column("name")?, column("share")?);
+    let mut rows = Vec::new();
+    for (n, row) in reader.records().enumerate() {
+        let line = n + 2;
+        let row =
+            row.with_context(|| format!("{}: line {line} is not valid CSV", path.display()))?;
+        let field = |i: usize| row.get(i).map(str::trim).unwrap_or("");
+        let family = match field(kind) {
+            "family" => true,
+            "given" => false,
+            other => bail!(
+                "{}: line {line}: kind is family or given, not {other:?}",
+                path.display()
+            ),
+        };
+        if field(name).is_empty() {
+            bail!("{}: line {line}: the name is empty", path.display());
+        }
+        let value: f64 = field(share)
+            .parse()
+            .ok()
+            .filter(|s: &f64| *s > 0.0 && *s <= 1.0)
+            .with_context(|| {
+                format!(
+                    "{}: line {line}: share is a number in (0, 1]",
+                    path.display()
+                )
+            })?;
+        rows.push((family, field(name).to_owned(), value));
+    }
+    Ok(childgraph_linkage::evaluate::Frequencies::from_table(rows))
+}
+
 /// Reads a record file. The source name only labels the records in memory.
 pub fn read_records(path: &Path, source: SourceName) -> anyhow::Result<Vec<PersonRecord>> {
     let (mut reader, headers) = open(path)?;
@@ -199,6 +274,8 @@ pub struct Report {
     pub mistakes: bool,
     /// Write the estimated parameters to this file, for the gateway's `linkage.parameters`.
     pub save_parameters: Option<std::path::PathBuf>,
+    /// Write the shares of the common names to this file, for the gateway's `linkage.frequencies`.
+    pub save_frequencies: Option<std::path::PathBuf>,
 }
 
 impl Default for Report {
@@ -208,6 +285,7 @@ impl Default for Report {
             parameters: false,
             mistakes: false,
             save_parameters: None,
+            save_frequencies: None,
         }
     }
 }
@@ -260,6 +338,13 @@ pub fn run(left: &Path, right: &Path, truth: &Path, report: &Report) -> anyhow::
     if let Some(path) = &report.save_parameters {
         save_parameters(path, &evaluation.parameters)?;
         println!("parameters written to {}", path.display());
+    }
+    if let Some(path) = &report.save_frequencies {
+        let written = save_frequencies(path, left_records.iter().chain(&right_records))?;
+        println!(
+            "{written} common names' shares written to {}",
+            path.display()
+        );
     }
     if report.mistakes {
         for line in mistakes(&left_records, &right_records, &truth, &evaluation) {
@@ -372,6 +457,90 @@ mod tests {
             assert!(q.precision >= 0.995, "{left}-{right}: {q:?}");
             assert!(q.recall >= 0.99, "{left}-{right}: {q:?}");
         }
+    }
+
+    #[test]
+    fn common_names_shares_are_saved_without_rare_names_and_put_in_force() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        export(
+            &PopulationConfig {
+                children: 1500,
+                seed: 5,
+                ..PopulationConfig::default()
+            },
+            dir.path(),
+        )
+        .expect("export");
+        let saved = dir.path().join("frequencies.csv");
+        let (left, right) = (dir.path().join("health.csv"), dir.path().join("school.csv"));
+        run(
+            &left,
+            &right,
+            &dir.path().join("truth_health_school.csv"),
+            &Report {
+                save_frequencies: Some(saved.clone()),
+                ..Report::default()
+            },
+        )
+        .expect("evaluates");
+        let records: Vec<PersonRecord> = read_records(&left, SourceName::Health)
+            .unwrap()
+            .into_iter()
+            .chain(read_records(&right, SourceName::School).unwrap())
+            .collect();
+        let table = load_frequencies(&saved).expect("reads back");
+        let rows = table.rows();
+        assert!(
+            rows.iter().any(|r| r.0) && rows.iter().any(|r| !r.0),
+            "{rows:?}"
+        );
+        // Every name written is carried by at least ten records: none could point to one child.
+        for (family, name, share) in &rows {
+            let carried = records
+                .iter()
+                .filter(|r| {
+                    if *family {
+                        r.family_name
+                            .as_deref()
+                            .map(childgraph_linkage::names::normalise)
+                            .as_deref()
+                            == Some(*name)
+                    } else {
+                        r.given_names
+                            .iter()
+                            .any(|g| childgraph_linkage::names::normalise(g) == *name)
+                    }
+                })
+                .count();
+            assert!(
+                carried >= FREQUENCY_MIN_RECORDS,
+                "{name}: {carried} records, share {share}"
+            );
+        }
+        // The gateway's config puts it in force.
+        let config = crate::config::LinkageConfig {
+            frequencies: Some(saved.clone()),
+            ..Default::default()
+        };
+        assert_eq!(*config.linker().expect("a linker").frequencies, table);
+        // A bad row is named by line.
+        let bad = dir.path().join("bad.csv");
+        std::fs::write(
+            &bad,
+            "kind,name,share\nfamily,smith,0.01\nsurname,jones,0.01\n",
+        )
+        .unwrap();
+        let error = format!("{:#}", load_frequencies(&bad).unwrap_err());
+        assert!(
+            error.contains("line 3") && error.contains("family or given"),
+            "{error}"
+        );
+        std::fs::write(&bad, "kind,name,share\nfamily,smith,2\n").unwrap();
+        let error = format!("{:#}", load_frequencies(&bad).unwrap_err());
+        assert!(
+            error.contains("line 2") && error.contains("(0, 1]"),
+            "{error}"
+        );
     }
 
     #[test]

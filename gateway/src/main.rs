@@ -129,6 +129,10 @@ enum LinkageCommand {
         /// Writes the estimated parameters to this YAML file, for the gateway's `linkage.parameters`.
         #[arg(long, value_name = "FILE")]
         save_parameters: Option<PathBuf>,
+        /// Writes the shares of the names at least 10 records carry to this CSV file, for the gateway's
+        /// `linkage.frequencies`.
+        #[arg(long, value_name = "FILE")]
+        save_frequencies: Option<PathBuf>,
     },
 }
 
@@ -381,6 +385,7 @@ async fn main() -> anyhow::Result<()> {
                     parameters,
                     mistakes,
                     save_parameters,
+                    save_frequencies,
                 },
         } => {
             childgraph::linkage_cli::run(
@@ -392,6 +397,7 @@ async fn main() -> anyhow::Result<()> {
                     parameters,
                     mistakes,
                     save_parameters,
+                    save_frequencies,
                 },
             )?;
             Ok(())

@@ -29,14 +29,57 @@ const MIN_PAIRS_FOR_M: usize = 500;
 /// The share of true pairs the strict rule that sets the prior is taken to find.
 const STRICT_RULE_RECALL: f64 = 0.8;
 
-/// The share of records carrying each name, over both lists.
-#[derive(Debug, Default)]
+/// The share of records carrying each name, over both lists, or as a table the gateway is configured with.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Frequencies {
     family: HashMap<String, f64>,
     given: HashMap<String, f64>,
 }
 
 impl Frequencies {
+    /// A table of shares: `(family, name, share)` where `family` says which kind of name. Names are normalised as
+    /// records' are compared.
+    pub fn from_table(rows: impl IntoIterator<Item = (bool, String, f64)>) -> Self {
+        let mut table = Self::default();
+        for (family, name, share) in rows {
+            let names = if family {
+                &mut table.family
+            } else {
+                &mut table.given
+            };
+            names.insert(normalise(&name), share);
+        }
+        table
+    }
+
+    /// The table's rows, family names first, each kind by name: `(family, name, share)`.
+    pub fn rows(&self) -> Vec<(bool, &str, f64)> {
+        let mut rows: Vec<(bool, &str, f64)> = self
+            .family
+            .iter()
+            .map(|(n, &s)| (true, n.as_str(), s))
+            .chain(self.given.iter().map(|(n, &s)| (false, n.as_str(), s)))
+            .collect();
+        rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        rows
+    }
+
+    /// The same, keeping only names at least `min_share` of records carry: a common name's share adjusts scores,
+    /// and a rare name, which could point to one child, is left out of a table that is written down.
+    pub fn common(&self, min_share: f64) -> Self {
+        let keep = |names: &HashMap<String, f64>| -> HashMap<String, f64> {
+            names
+                .iter()
+                .filter(|(_, s)| **s >= min_share)
+                .map(|(n, s)| (n.clone(), *s))
+                .collect()
+        };
+        Self {
+            family: keep(&self.family),
+            given: keep(&self.given),
+        }
+    }
+
     pub fn of<'a>(records: impl IntoIterator<Item = &'a PersonRecord>) -> Self {
         let mut family: HashMap<String, f64> = HashMap::new();
         let mut given: HashMap<String, f64> = HashMap::new();

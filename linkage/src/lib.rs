@@ -9,7 +9,7 @@ use strsim::jaro_winkler;
 
 pub mod evaluate;
 pub mod model;
-mod names;
+pub mod names;
 
 use model::Parameters;
 use names::{are_nicknames, normalise};
@@ -54,6 +54,16 @@ pub const LINK_THRESHOLD: f64 = 0.9;
 /// and records whose given names plainly differ are never linked on the other fields alone, which is what keeps twins
 /// apart, who share a family name, a date of birth and an address.
 pub fn match_probability(a: &PersonRecord, b: &PersonRecord, parameters: &Parameters) -> f64 {
+    match_probability_with(a, b, parameters, &model::NoFrequencies)
+}
+
+/// As [`match_probability`], with an exact match on a name weighed by how common the name is.
+pub fn match_probability_with(
+    a: &PersonRecord,
+    b: &PersonRecord,
+    parameters: &Parameters,
+    frequencies: &impl model::NameFrequency,
+) -> f64 {
     if a.source == b.source {
         return 0.0;
     }
@@ -64,7 +74,7 @@ pub fn match_probability(a: &PersonRecord, b: &PersonRecord, parameters: &Parame
     if names_rule_out(&levels) {
         return 0.0;
     }
-    Parameters::probability(parameters.weight(a, b, &levels, &model::NoFrequencies))
+    Parameters::probability(parameters.weight(a, b, &levels, frequencies))
 }
 
 /// A valid identifier both records carry decides: the same links, a different one never does.
@@ -87,11 +97,21 @@ pub const POSSIBLE_THRESHOLD: f64 = 0.1;
 /// The probability that two records are the same child, for shielding: a source may hold a duplicate of a child, and
 /// names that differ do not rule a pair out. Only a different valid identifier does.
 pub fn possible_probability(a: &PersonRecord, b: &PersonRecord, parameters: &Parameters) -> f64 {
+    possible_probability_with(a, b, parameters, &model::NoFrequencies)
+}
+
+/// As [`possible_probability`], with an exact match on a name weighed by how common the name is.
+pub fn possible_probability_with(
+    a: &PersonRecord,
+    b: &PersonRecord,
+    parameters: &Parameters,
+    frequencies: &impl model::NameFrequency,
+) -> f64 {
     let levels = model::compare(a, b);
     if let Some(decided) = identifiers_decide(&levels) {
         return decided;
     }
-    Parameters::probability(parameters.weight(a, b, &levels, &model::NoFrequencies))
+    Parameters::probability(parameters.weight(a, b, &levels, frequencies))
 }
 
 /// The given-name level "different" in [`model::Comparison::GivenName`]'s levels.
@@ -107,6 +127,8 @@ pub struct Linker {
     /// The least probability at which two records are a possible match: not linked, but a shield on one covers the
     /// other.
     pub possible_threshold: f64,
+    /// How common names are, for the term-frequency adjustment; empty (no adjustment) unless configured.
+    pub frequencies: std::sync::Arc<evaluate::Frequencies>,
 }
 
 impl Default for Linker {
@@ -115,6 +137,7 @@ impl Default for Linker {
             parameters: Parameters::default(),
             link_threshold: LINK_THRESHOLD,
             possible_threshold: POSSIBLE_THRESHOLD,
+            frequencies: Default::default(),
         }
     }
 }
@@ -138,14 +161,29 @@ impl Linker {
             parameters,
             link_threshold,
             possible_threshold,
+            frequencies: Default::default(),
         })
+    }
+
+    /// The same linker, weighing exact name matches by these names' frequencies.
+    pub fn with_frequencies(mut self, frequencies: evaluate::Frequencies) -> Self {
+        self.frequencies = std::sync::Arc::new(frequencies);
+        self
+    }
+
+    /// The probability that two records are the same child, as [`match_probability`] with this linker's parameters
+    /// and name frequencies.
+    pub fn probability(&self, a: &PersonRecord, b: &PersonRecord) -> f64 {
+        match_probability_with(a, b, &self.parameters, &*self.frequencies)
     }
 
     /// Whether two children are a possible match: a record of one is a possible match for a record of the other.
     pub fn possible_match(&self, a: &[PersonRecord], b: &[PersonRecord]) -> bool {
         a.iter().any(|x| {
-            b.iter()
-                .any(|y| possible_probability(x, y, &self.parameters) >= self.possible_threshold)
+            b.iter().any(|y| {
+                possible_probability_with(x, y, &self.parameters, &*self.frequencies)
+                    >= self.possible_threshold
+            })
         })
     }
 
@@ -200,7 +238,8 @@ impl Linker {
         candidates.dedup();
         let mut pairs = Vec::new();
         for (i, j) in candidates {
-            let p = match_probability(&records[i], &records[j], parameters);
+            let p =
+                match_probability_with(&records[i], &records[j], parameters, &*self.frequencies);
             if p >= self.link_threshold {
                 pairs.push((p, i, j));
             }
@@ -305,7 +344,7 @@ impl Linker {
                     &described,
                     r,
                     &levels,
-                    &model::NoFrequencies,
+                    &*self.frequencies,
                 ))
             })
             .fold(0.0, f64::max);
@@ -469,6 +508,42 @@ mod tests {
                 assert_eq!(names.len(), 1, "{records:?} gave {c:?}");
             }
         }
+    }
+
+    #[test]
+    fn an_exact_match_on_a_common_name_says_less_than_on_a_rare_one() {
+        let table = evaluate::Frequencies::from_table([
+            (true, "Smith".to_owned(), 0.02),
+            (true, "Whitfield".to_owned(), 0.00002),
+        ]);
+        let linker = Linker::default().with_frequencies(table);
+        let pair = |family: &str| {
+            let mut a = record(SourceName::Health, "h1", "Sam", family, "2018-03-09");
+            let mut b = record(SourceName::School, "s1", "Sam", family, "2018-03-09");
+            a.address = None;
+            b.address = None;
+            (a, b)
+        };
+        let (common_a, common_b) = pair("Smith");
+        let (rare_a, rare_b) = pair("Whitfield");
+        let common = linker.probability(&common_a, &common_b);
+        let rare = linker.probability(&rare_a, &rare_b);
+        assert!(common < rare, "{common} against {rare}");
+        // Without a table, the two weigh the same.
+        let plain = Linker::default();
+        assert_eq!(
+            plain.probability(&common_a, &common_b),
+            plain.probability(&rare_a, &rare_b)
+        );
+        // A search is scored the same way.
+        let cluster = |a: PersonRecord| Cluster { records: vec![a] };
+        let by = |family: &str| SearchCriteria {
+            given_name: Some("Sam".into()),
+            ..criteria(family, "2018-03-09")
+        };
+        let common = linker.score(&by("Smith"), &cluster(common_a)).unwrap();
+        let rare = linker.score(&by("Whitfield"), &cluster(rare_a)).unwrap();
+        assert!(common < rare, "{common} against {rare}");
     }
 
     #[test]
