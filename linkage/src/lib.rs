@@ -473,7 +473,6 @@ mod tests {
             r.address = Some(childgraph_schema::Address {
                 lines: vec!["4 Mill Lane".into()],
                 postcode: Some("HF3 2PL".into()),
-                ..Default::default()
             });
             r
         };
