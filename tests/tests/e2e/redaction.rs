@@ -4,8 +4,9 @@
 //!
 //! The values to look for are the children's source data: every value a user who sees everything is shown, each
 //! with the categories on its path (a carer's address is both `carers` and `location`), and the patients' addresses
-//! and NHS numbers read straight from the health simulator. Cases are drawn from a fixed seed, so a failure repeats;
-//! it prints the case.
+//! and NHS numbers read straight from the health simulator. Cases (one to three roles; shielded or not, overridden
+//! or not, past the age limit or not, of the user's own organisation or another) are drawn from a fixed seed, so a
+//! failure repeats; it prints the case.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -199,12 +200,28 @@ struct Subject {
     shielded: bool,
     /// Children that the Riverside account's school works with.
     at_riverside: bool,
+    /// Past the age limit of the policy the cases run under.
+    past_age: bool,
     values: Vec<(String, BTreeSet<String>)>,
 }
 
+/// The age from which a child is out of scope in the cases: the reference view is taken under the default policy,
+/// then the policy file is changed so that the older subjects are past the age limit.
+const AGE_LIMIT: u32 = 10;
+
 #[tokio::test]
 async fn no_withheld_value_reaches_the_response_by_any_path() {
-    let gateway = TestGateway::builder().spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy_file = dir.path().join("policy.yaml");
+    std::fs::write(&policy_file, childgraph_policies::DEFAULT_POLICY).unwrap();
+    let watched = policy_file.clone();
+    let gateway = TestGateway::builder()
+        .configure(move |o| {
+            o.policy = Some(watched);
+            o.policy_poll = std::time::Duration::from_millis(50);
+        })
+        .spawn()
+        .await;
     let store = gateway.store().await;
     let policy = Policy::default_policy();
     let roles: Vec<String> = policy.roles().keys().cloned().collect();
@@ -256,31 +273,38 @@ async fn no_withheld_value_reaches_the_response_by_any_path() {
             r.sensitive.is_some() && !r.restricted && r.nhs_number.is_some() && r.birth_date > young
         })
         .expect("a child with a sensitive service");
+    let born = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
     let mut criteria = vec![
         (
             json!({"familyName": "Hartley", "dateOfBirth": "2019-06-14"}),
             true,
+            born("2019-06-14"),
         ),
         (
             json!({"familyName": "Okafor", "dateOfBirth": "2021-11-03"}),
             false,
+            born("2021-11-03"),
         ),
         (
             json!({"givenName": "Isla", "familyName": "Brennan", "dateOfBirth": "2017-01-22"}),
             true,
+            born("2017-01-22"),
         ),
         (
             json!({"familyName": "Fernandes", "dateOfBirth": "2012-09-05"}),
             false,
+            born("2012-09-05"),
         ),
         (
             json!({"familyName": "Kowalczyk", "dateOfBirth": "2023-03-08"}),
             false,
+            born("2023-03-08"),
         ),
     ];
     criteria.push((
         json!({"nhsNumber": sensitive.nhs_number.as_ref().unwrap().to_string()}),
         false,
+        sensitive.birth_date,
     ));
     let full_query = format!(
         "query($c: ChildSearchInput!) {{ searchChildren(criteria: $c, access: {{purpose: SAFEGUARDING}}) {{ matches {{ child {{ {} }} }} }} }}",
@@ -288,7 +312,7 @@ async fn no_withheld_value_reaches_the_response_by_any_path() {
     );
     let now = chrono::Utc::now();
     let mut subjects = Vec::new();
-    for (c, at_riverside) in criteria {
+    for (c, at_riverside, born) in criteria {
         let answer = gateway
             .query_vars("oracle", &full_query, json!({ "c": c }))
             .await;
@@ -319,11 +343,13 @@ async fn no_withheld_value_reaches_the_response_by_any_path() {
         };
         let mut values = Vec::new();
         collect(&policy, "Child", &child, &BTreeSet::new(), &mut values);
+        let today = chrono::Utc::now().date_naive();
         subjects.push(Subject {
             id,
             criteria: c,
             shielded,
             at_riverside,
+            past_age: today.years_since(born).unwrap_or(0) >= AGE_LIMIT,
             values,
         });
     }
@@ -370,10 +396,31 @@ async fn no_withheld_value_reaches_the_response_by_any_path() {
             .any(|(_, c)| c.contains("sensitive-services"))
     }));
 
+    // Now the older subjects are past the age limit: the policy file changes, and the gateway puts it in force.
+    let limited = childgraph_policies::DEFAULT_POLICY
+        .replace("until_age: 18", &format!("until_age: {AGE_LIMIT}"))
+        .replace(
+            "at_school_until_age: 19",
+            &format!("at_school_until_age: {AGE_LIMIT}"),
+        );
+    let policy = Policy::from_yaml(&limited).unwrap();
+    std::fs::write(&policy_file, &limited).unwrap();
+    let in_force = format!("childgraph_policy_info{{hash=\"{}\"}} 1", policy.hash());
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if gateway.metrics().await.contains(&in_force) {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "the age-limited policy is in force");
+    assert!(subjects.iter().any(|s| s.past_age) && subjects.iter().any(|s| !s.past_age));
+
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261128);
     let mut redactions = 0;
     for case in 0..400 {
-        let how_many = rng.gen_range(1..=2);
+        let how_many = rng.gen_range(1..=3);
         let mut picked: Vec<String> = roles.choose_multiple(&mut rng, how_many).cloned().collect();
         picked.sort();
         let subject = subjects.choose(&mut rng).unwrap();
@@ -406,7 +453,7 @@ async fn no_withheld_value_reaches_the_response_by_any_path() {
             } else {
                 Relation::Other
             },
-            past_age: false,
+            past_age: subject.past_age,
         };
         let grant = policy.grant(picked.iter().map(String::as_str));
         let categories: Vec<(String, bool)> = policy
