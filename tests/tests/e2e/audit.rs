@@ -227,6 +227,9 @@ async fn a_spent_search_quota_refuses_with_when_to_retry_until_its_window_passes
         .query_vars("mch-nurse", FIND, criteria.clone())
         .await;
     assert!(other.errors().is_empty(), "{:#}", other.body);
+    // Asked again before the time given, still refused.
+    let still = gateway.query_vars("gp", FIND, criteria.clone()).await;
+    assert_eq!(still.codes(), ["RATE_LIMITED"], "{:#}", still.body);
     // Once the window has passed, the user may search again.
     tokio::time::sleep(std::time::Duration::from_secs(retry)).await;
     let again = gateway.query_vars("gp", FIND, criteria).await;
