@@ -415,6 +415,36 @@ async fn practitioners_raise_and_withdraw_flags_and_record_disclosures() {
     let seen = gateway.query_vars("gp", FLAGS, json!({ "id": id })).await;
     assert!(!seen.body.to_string().contains(&flag_id), "{:#}", seen.body);
 
+    // Any kind of flag carries how to reach its raiser; a colleague of the raiser's organisation may withdraw it.
+    let store = gateway.store().await;
+    let mut colleague = store
+        .account("teacher")
+        .await
+        .unwrap()
+        .expect("the teacher");
+    colleague.user_id = "teacher-2".to_owned();
+    colleague.display_name = "Tom Reed".to_owned();
+    store.upsert_account(&colleague).await.unwrap();
+    let raise = "mutation($id: ID!, $k: FlagKind!) { raiseFlag(childId: $id, kind: $k, note: \"Speak to the head first.\") { id kind raisedBy { name organisation email } } }";
+    for kind in ["TAKING_ACTION", "ASSESSMENT_DONE"] {
+        let raised = mutate(&gateway, "teacher", raise, json!({ "id": id, "k": kind })).await;
+        let flag = &raised.body["data"]["raiseFlag"];
+        assert_eq!(flag["kind"], kind, "{:#}", raised.body);
+        assert_eq!(flag["raisedBy"]["name"], "Priya Shah", "{:#}", raised.body);
+        assert!(
+            flag["raisedBy"]["organisation"].is_string(),
+            "{:#}",
+            raised.body
+        );
+        let by_colleague =
+            mutate(&gateway, "teacher-2", withdraw, json!({ "id": flag["id"] })).await;
+        assert_eq!(
+            by_colleague.body["data"]["withdrawFlag"], true,
+            "{:#}",
+            by_colleague.body
+        );
+    }
+
     // A disclosure outside the system is recorded, and audited.
     let disclose = "mutation($id: ID!) { recordDisclosure(childId: $id, recipient: \"Hartfield Police Child Protection Unit\", purpose: \"Strategy discussion\", lawfulBasis: PUBLIC_TASK, consent: false) { id lawfulBasis consent recordedBy } }";
     let refused = mutate(&gateway, "auditor", disclose, json!({ "id": id })).await;
@@ -434,7 +464,6 @@ async fn practitioners_raise_and_withdraw_flags_and_record_disclosures() {
         recorded.body["data"]["recordDisclosure"]["recordedBy"],
         "gp"
     );
-    let store = gateway.store().await;
     let log = childgraph::audit::for_child(&store, &id).await.unwrap();
     for operation in ["flag.raise", "flag.withdraw", "disclosure"] {
         assert!(
