@@ -941,7 +941,7 @@ mod tests {
             .to_string();
         assert!(err.contains("linkage: the thresholds"), "{err}");
         let config = Config::parse(EXAMPLE, Path::new("c.yaml"), env).expect("valid");
-        assert_eq!(config.linkage.link_threshold, 0.9);
+        assert_eq!(config.linkage.link_threshold, 0.5);
         let missing = LinkageConfig {
             parameters: Some("/nonexistent/linkage.yaml".into()),
             ..LinkageConfig::default()

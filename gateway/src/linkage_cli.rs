@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use childgraph_linkage::evaluate::{Evaluation, describe, evaluate};
+use childgraph_linkage::evaluate::{Evaluation, describe, evaluate_with};
 use childgraph_linkage::model::{Comparison, Parameters, compare};
 use childgraph_schema::{Address, PersonRecord, Sex, SourceName};
 use chrono::NaiveDate;
@@ -276,6 +276,8 @@ pub struct Report {
     pub save_parameters: Option<std::path::PathBuf>,
     /// Write the shares of the common names to this file, for the gateway's `linkage.frequencies`.
     pub save_frequencies: Option<std::path::PathBuf>,
+    /// Link with this linker's parameters and name frequencies, as the gateway does, instead of estimating them.
+    pub linker: Option<childgraph_linkage::Linker>,
 }
 
 impl Default for Report {
@@ -286,6 +288,7 @@ impl Default for Report {
             mistakes: false,
             save_parameters: None,
             save_frequencies: None,
+            linker: None,
         }
     }
 }
@@ -327,7 +330,14 @@ pub fn run(left: &Path, right: &Path, truth: &Path, report: &Report) -> anyhow::
             strangers.join(", ")
         );
     }
-    let evaluation = evaluate(&left_records, &right_records, &truth, threshold, 42);
+    let evaluation = evaluate_with(
+        &left_records,
+        &right_records,
+        &truth,
+        threshold,
+        42,
+        report.linker.as_ref(),
+    );
     let seconds = started.elapsed().as_secs_f64();
     let q = &evaluation.quality;
     if report.parameters {

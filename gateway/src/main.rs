@@ -117,9 +117,13 @@ enum LinkageCommand {
         /// True pairs: left_id,right_id.
         #[arg(long)]
         truth: PathBuf,
-        /// The least match probability that links a pair.
-        #[arg(long, default_value_t = 0.5)]
-        threshold: f64,
+        /// The least match probability that links a pair: 0.5, or with --as-gateway the gateway's default.
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Links as the gateway does by default: its built-in parameters, no name frequencies, and its link
+        /// threshold, in place of parameters estimated from the two files.
+        #[arg(long)]
+        as_gateway: bool,
         /// Also prints the estimated m and u probabilities of every comparison level.
         #[arg(long)]
         parameters: bool,
@@ -382,12 +386,18 @@ async fn main() -> anyhow::Result<()> {
                     right,
                     truth,
                     threshold,
+                    as_gateway,
                     parameters,
                     mistakes,
                     save_parameters,
                     save_frequencies,
                 },
         } => {
+            let linker = as_gateway.then(childgraph_linkage::Linker::default);
+            let threshold = threshold.unwrap_or(match &linker {
+                Some(linker) => linker.link_threshold,
+                None => 0.5,
+            });
             childgraph::linkage_cli::run(
                 &left,
                 &right,
@@ -398,6 +408,7 @@ async fn main() -> anyhow::Result<()> {
                     mistakes,
                     save_parameters,
                     save_frequencies,
+                    linker,
                 },
             )?;
             Ok(())

@@ -351,12 +351,30 @@ pub fn evaluate(
     threshold: f64,
     seed: u64,
 ) -> Evaluation {
+    evaluate_with(left, right, truth, threshold, seed, None)
+}
+
+/// As [`evaluate`]; with a linker given, its parameters and name frequencies are used as they are, as the gateway
+/// links, in place of those estimated from the two lists.
+pub fn evaluate_with(
+    left: &[PersonRecord],
+    right: &[PersonRecord],
+    truth: &HashSet<(String, String)>,
+    threshold: f64,
+    seed: u64,
+    linker: Option<&crate::Linker>,
+) -> Evaluation {
     let candidates: Vec<(u32, u32, Levels)> = candidate_pairs(left, right)
         .into_iter()
         .map(|(i, j)| (i, j, compare(&left[i as usize], &right[j as usize])))
         .collect();
-    let parameters = estimate(left, right, &candidates, &Parameters::default(), seed);
-    let frequencies = Frequencies::of(left.iter().chain(right));
+    let (parameters, frequencies) = match linker {
+        Some(linker) => (linker.parameters.clone(), (*linker.frequencies).clone()),
+        None => (
+            estimate(left, right, &candidates, &Parameters::default(), seed),
+            Frequencies::of(left.iter().chain(right)),
+        ),
+    };
     let links = link(
         left,
         right,

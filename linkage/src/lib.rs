@@ -45,7 +45,7 @@ pub fn given_names_agree(a: &str, b: &str) -> bool {
 }
 
 /// The least match probability at which two records from different sources are taken to be the same child.
-pub const LINK_THRESHOLD: f64 = 0.9;
+pub const LINK_THRESHOLD: f64 = 0.5;
 
 /// The probability that two records are the same child.
 ///
