@@ -62,17 +62,18 @@ pub async fn subject_access(store: &Store, child_id: &str) -> anyhow::Result<Str
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "time\tuser\torganisation\troles\tpurpose\tjustification\toperation\tshown\twithheld\toutcome"
+        "time\tuser\torganisation\troles\tclient\tpurpose\tjustification\toperation\tshown\twithheld\toutcome"
     );
     for r in &records {
         let e = &r.entry;
         let _ = writeln!(
             out,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             e.at.to_rfc3339(),
             e.user_id,
             e.organisation_id,
             e.roles.join(","),
+            e.client.as_deref().unwrap_or(""),
             e.purpose,
             e.justification.as_deref().unwrap_or(""),
             e.operation,

@@ -507,6 +507,8 @@ pub struct AccessLogEntry {
     pub user_id: String,
     pub organisation_id: String,
     pub roles: Vec<String>,
+    /// The partner agency's API client the access was made through, if any.
+    pub client: Option<String>,
     pub purpose: String,
     pub justification: Option<String>,
     /// `search`, `view`, `shield.override`…
@@ -590,6 +592,7 @@ impl ShieldQueries {
                         user_id: r.entry.user_id,
                         organisation_id: r.entry.organisation_id,
                         roles: r.entry.roles,
+                        client: r.entry.client,
                         purpose: r.entry.purpose,
                         justification: r.entry.justification,
                         operation: r.entry.operation,

@@ -441,6 +441,25 @@ async fn an_api_client_acts_within_its_scopes_and_its_own_quota() {
             .all(|(_, c)| c.as_deref() == Some("partner-case-system")),
         "{clients:?}"
     );
+    // An auditor reading the child's access log sees the client too.
+    let log = gateway
+        .query_vars(
+            "auditor",
+            "query($id: ID!) { childAccessLog(childId: $id) { userId client operation } }",
+            json!({ "id": amelia }),
+        )
+        .await;
+    let entries = log.body["data"]["childAccessLog"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["userId"] == "partner-case-system" && e["client"] == "partner-case-system"),
+        "{:#}",
+        log.body
+    );
     let sign_ins: Vec<(String, String)> = sqlx::query_as(
         "SELECT user_id, outcome FROM audit_log WHERE operation = 'sign_in' ORDER BY seq",
     )
