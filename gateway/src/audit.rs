@@ -678,7 +678,34 @@ mod tests {
     on_postgres!(
         two_gateways_appending_at_once_make_one_whole_chain,
         two_gateways_hold_one_quota_together,
+        replicas_starting_together_migrate_once,
     );
+
+    /// Four gateways opening one empty database at once: each starts, the migrations are applied once, and the
+    /// schema serves them all.
+    async fn replicas_starting_together_migrate_once(stores: &Stores) {
+        let gateways = stores.gateways(4).await;
+        let applied: Vec<i64> = on_pool!(&gateways[0], |pool| {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(pool)
+                .await
+                .unwrap()
+        });
+        let mut unique = applied.clone();
+        unique.dedup();
+        assert_eq!(applied, unique, "a migration applied twice");
+        assert_eq!(
+            applied.len(),
+            sqlx::migrate!("./migrations_postgres").iter().count()
+        );
+        for (i, store) in gateways.iter().enumerate() {
+            AuditLog::start(store.clone())
+                .append(entry(i))
+                .await
+                .unwrap();
+        }
+        assert_eq!(verify(&gateways[0]).await.unwrap().records, 4);
+    }
 
     #[test]
     fn an_anchor_is_a_seq_and_a_whole_hash() {

@@ -72,7 +72,8 @@ impl Stores {
         self.gateways(1).await.remove(0)
     }
 
-    /// `n` stores over one fresh database, each with its own pool: what `n` gateways sharing it would hold.
+    /// `n` stores over one fresh database, each with its own pool: what `n` gateways sharing it would hold. On
+    /// PostgreSQL they are opened at once, as replicas starting together would, each migrating the empty schema.
     pub(crate) async fn gateways(&self, n: usize) -> Vec<Store> {
         let mut stores = Vec::with_capacity(n);
         match &self.server {
@@ -90,12 +91,12 @@ impl Stores {
                 self.admin(server, &format!("CREATE SCHEMA {schema}")).await;
                 lock(&self.schemas).push(schema.clone());
                 let options = server.clone().options([("search_path", schema.as_str())]);
-                for _ in 0..n {
-                    stores.push(
-                        Store::open_postgres(options.clone(), TEST_CONNECTIONS, TEST_ACQUIRE)
-                            .await
-                            .expect("open store"),
-                    );
+                // Opened at once, as replicas start together: each brings the empty schema up to date, and the
+                // migrations must run once between them.
+                let opening = (0..n)
+                    .map(|_| Store::open_postgres(options.clone(), TEST_CONNECTIONS, TEST_ACQUIRE));
+                for store in futures::future::join_all(opening).await {
+                    stores.push(store.expect("open store"));
                 }
             }
         }
