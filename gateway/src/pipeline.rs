@@ -330,21 +330,12 @@ impl Pipeline {
         shielded.truncate(children.len());
         // A shield spread this way is kept in the register, so that the child stays shielded when viewed by its id,
         // and a shield officer can review it.
-        let review_due = Utc::now() + chrono::Duration::days(POSSIBLE_MATCH_REVIEW_DAYS);
-        for (i, (id, _)) in children.iter().enumerate() {
-            if shielded[i] && !before[i] {
-                self.store
-                    .put_shield(&Shield {
-                        child_id: id.clone(),
-                        reason: "a possible match of a shielded child".to_owned(),
-                        requested_by: SYSTEM.to_owned(),
-                        approved_by: SYSTEM.to_owned(),
-                        review_due,
-                    })
-                    .await?;
-                tracing::info!(child = %id, "shielded as a possible match of a shielded child");
-            }
-        }
+        let spread = children
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| shielded[*i] && !before[*i])
+            .map(|(_, (id, _))| id);
+        self.shield_as_possible_matches(spread).await?;
 
         // Score each child as linked.
         let mut scored = Vec::new();
@@ -586,6 +577,28 @@ impl Pipeline {
 
     /// Adds the records already linked to each child that this search did not return, so that a child is shown whole.
     /// Answers which of the children the gateway's register shields.
+    /// Puts these children in the register as possible matches of a shielded child, due for review by a shield
+    /// officer after [`POSSIBLE_MATCH_REVIEW_DAYS`].
+    async fn shield_as_possible_matches(
+        &self,
+        ids: impl Iterator<Item = &String>,
+    ) -> Result<(), PipelineError> {
+        let review_due = Utc::now() + chrono::Duration::days(POSSIBLE_MATCH_REVIEW_DAYS);
+        for id in ids {
+            self.store
+                .put_shield(&Shield {
+                    child_id: id.clone(),
+                    reason: "a possible match of a shielded child".to_owned(),
+                    requested_by: SYSTEM.to_owned(),
+                    approved_by: SYSTEM.to_owned(),
+                    review_due,
+                })
+                .await?;
+            tracing::info!(child = %id, "shielded as a possible match of a shielded child");
+        }
+        Ok(())
+    }
+
     /// After a shield is approved: every child already linked in the store that is a possible match of the shielded
     /// child is shielded at once, as a search that found them both would shield it, so that a duplicate viewed by its
     /// id is no way round the shield. Blocking queries on each of the child's records (family name, date of birth
@@ -647,19 +660,7 @@ impl Pipeline {
                 ids.dedup();
                 let already = self.store.shielded(&ids).await?;
                 ids.retain(|id| !already.contains(id));
-                let review_due = Utc::now() + chrono::Duration::days(POSSIBLE_MATCH_REVIEW_DAYS);
-                for id in &ids {
-                    self.store
-                        .put_shield(&Shield {
-                            child_id: id.clone(),
-                            reason: "a possible match of a shielded child".to_owned(),
-                            requested_by: SYSTEM.to_owned(),
-                            approved_by: SYSTEM.to_owned(),
-                            review_due,
-                        })
-                        .await?;
-                    tracing::info!(child = %id, "shielded as a possible match of a shielded child");
-                }
+                self.shield_as_possible_matches(ids.iter()).await?;
                 Ok(ids)
             })
             .await
