@@ -104,21 +104,16 @@ pub async fn authorise(
     })?;
     let log = AuditLog::start(store.clone());
     log.append(AuditEntry {
-        at: now,
-        request_id: format!("cli-{}", uuid::Uuid::new_v4()),
-        user_id: grant.operator.clone(),
         organisation_id: grant.organisation_id.clone(),
-        roles: Vec::new(),
-        client: None,
-        purpose: "ACCOUNTS".to_owned(),
-        justification: None,
-        operation: "account.authorise".to_owned(),
-        child_ids: Vec::new(),
-        shown: Vec::new(),
-        withheld: Vec::new(),
-        outcome: "ok".to_owned(),
-        policy_hash: policy.hash().to_owned(),
         subject: Some(grant.user_id.clone()),
+        ..AuditEntry::outside_a_request(
+            format!("cli-{}", uuid::Uuid::new_v4()),
+            grant.operator.clone(),
+            "ACCOUNTS",
+            "account.authorise",
+            "ok",
+            policy.hash(),
+        )
     })
     .await?;
     Ok(format!(

@@ -53,6 +53,37 @@ pub struct AuditEntry {
     pub subject: Option<String>,
 }
 
+impl AuditEntry {
+    /// A record made now, outside a practitioner's request scope (the gateway's stop, an operator's command, a refused
+    /// sign-in), naming no child, role or organisation; set those fields after, where they are known.
+    pub fn outside_a_request(
+        request_id: String,
+        user_id: String,
+        purpose: &str,
+        operation: &str,
+        outcome: &str,
+        policy_hash: &str,
+    ) -> Self {
+        Self {
+            at: chrono::Utc::now(),
+            request_id,
+            user_id,
+            organisation_id: String::new(),
+            roles: Vec::new(),
+            client: None,
+            purpose: purpose.to_owned(),
+            justification: None,
+            operation: operation.to_owned(),
+            child_ids: Vec::new(),
+            shown: Vec::new(),
+            withheld: Vec::new(),
+            outcome: outcome.to_owned(),
+            policy_hash: policy_hash.to_owned(),
+            subject: None,
+        }
+    }
+}
+
 /// A record as stored, with its place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {

@@ -264,23 +264,14 @@ pub async fn run_draining(
             "deadline"
         }
     };
-    let entry = crate::audit::AuditEntry {
-        at: chrono::Utc::now(),
-        request_id: format!("stop-{}", uuid::Uuid::new_v4()),
-        user_id: "childgraph".to_owned(),
-        organisation_id: String::new(),
-        roles: Vec::new(),
-        client: None,
-        purpose: "OPERATIONS".to_owned(),
-        justification: None,
-        operation: "gateway.stop".to_owned(),
-        child_ids: Vec::new(),
-        shown: Vec::new(),
-        withheld: Vec::new(),
-        outcome: outcome.to_owned(),
-        policy_hash: pipeline.policy.snapshot().hash().to_owned(),
-        subject: None,
-    };
+    let entry = crate::audit::AuditEntry::outside_a_request(
+        format!("stop-{}", uuid::Uuid::new_v4()),
+        "childgraph".to_owned(),
+        "OPERATIONS",
+        "gateway.stop",
+        outcome,
+        pipeline.policy.snapshot().hash(),
+    );
     // Bounded, so that a store gone down cannot hold the process past its grace period.
     match tokio::time::timeout(STOP_RECORD, pipeline.audit.append(entry)).await {
         Ok(Ok(())) => tracing::info!(outcome, "stopped; the audit log is flushed"),
@@ -522,23 +513,15 @@ async fn refused_sign_in(
     else {
         return auth_error(&refused.error);
     };
-    let entry = crate::audit::AuditEntry {
-        at: chrono::Utc::now(),
+    let sign_in = crate::access::Operation::SignIn;
+    let entry = crate::audit::AuditEntry::outside_a_request(
         request_id,
         user_id,
-        organisation_id: String::new(),
-        roles: Vec::new(),
-        client: None,
-        purpose: crate::access::Operation::SignIn.purpose().to_owned(),
-        justification: None,
-        operation: crate::access::Operation::SignIn.as_str().to_owned(),
-        child_ids: Vec::new(),
-        shown: Vec::new(),
-        withheld: Vec::new(),
-        outcome: "denied".to_owned(),
-        policy_hash: state.pipeline.policy.snapshot().hash().to_owned(),
-        subject: None,
-    };
+        sign_in.purpose(),
+        sign_in.as_str(),
+        "denied",
+        state.pipeline.policy.snapshot().hash(),
+    );
     let started = std::time::Instant::now();
     let appended = state.pipeline.audit.append(entry).await;
     state.pipeline.metrics.audit_write(started.elapsed());

@@ -7,21 +7,18 @@ use childgraph::store::Store;
 
 fn entry(n: usize) -> AuditEntry {
     AuditEntry {
-        at: chrono::Utc::now(),
-        request_id: format!("req-{n}"),
-        user_id: "gp".to_owned(),
         organisation_id: "org-1".to_owned(),
         roles: vec!["gp".to_owned()],
-        client: None,
-        purpose: "SAFEGUARDING".to_owned(),
-        justification: None,
-        operation: "view".to_owned(),
         child_ids: vec![format!("ch_{n}")],
         shown: vec!["identity".to_owned()],
-        withheld: vec![],
-        outcome: "ok".to_owned(),
-        policy_hash: "0".repeat(64),
-        subject: None,
+        ..AuditEntry::outside_a_request(
+            format!("req-{n}"),
+            "gp".to_owned(),
+            "SAFEGUARDING",
+            "view",
+            "ok",
+            &"0".repeat(64),
+        )
     }
 }
 
