@@ -437,18 +437,24 @@ mod tests {
     use super::*;
     use childgraph_simulators::population::{PopulationConfig, export};
 
-    #[test]
-    fn a_generated_population_links_well_and_the_last_line_is_json() {
+    /// A generated population of 1,500 children, written as the linkage files.
+    fn population(seed: u64) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("temp dir");
         export(
             &PopulationConfig {
                 children: 1500,
-                seed: 11,
+                seed,
                 ..PopulationConfig::default()
             },
             dir.path(),
         )
         .expect("export");
+        dir
+    }
+
+    #[test]
+    fn a_generated_population_links_well_and_the_last_line_is_json() {
+        let dir = population(11);
         // School and early years share few children: a few dozen here.
         for (left, right, shared) in [
             ("health", "school", 100),
@@ -471,16 +477,7 @@ mod tests {
 
     #[test]
     fn common_names_shares_are_saved_without_rare_names_and_put_in_force() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        export(
-            &PopulationConfig {
-                children: 1500,
-                seed: 5,
-                ..PopulationConfig::default()
-            },
-            dir.path(),
-        )
-        .expect("export");
+        let dir = population(5);
         let saved = dir.path().join("frequencies.csv");
         let (left, right) = (dir.path().join("health.csv"), dir.path().join("school.csv"));
         run(
@@ -555,16 +552,7 @@ mod tests {
 
     #[test]
     fn estimated_parameters_are_saved_and_read_back() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        export(
-            &PopulationConfig {
-                children: 1500,
-                seed: 5,
-                ..PopulationConfig::default()
-            },
-            dir.path(),
-        )
-        .expect("export");
+        let dir = population(5);
         let saved = dir.path().join("linkage.yaml");
         let evaluation = run(
             &dir.path().join("health.csv"),

@@ -74,6 +74,19 @@ fn start_logging(
     (demo, url)
 }
 
+/// Sends the demo SIGTERM and waits for it to exit.
+async fn stop_with_sigterm(mut demo: Demo) -> std::process::ExitStatus {
+    let pid = demo.0.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    tokio::task::spawn_blocking(move || demo.0.wait().expect("wait"))
+        .await
+        .expect("waiting")
+}
+
 /// The demo's audit log once it has stopped: checked whole, then each record's request id, operation and outcome,
 /// in order.
 async fn audit_after(dir: &std::path::Path) -> Vec<(String, String, String)> {
@@ -372,7 +385,7 @@ async fn traces_are_exported_over_otlp_with_a_span_per_source_call_and_no_child_
     tokio::spawn(async move { axum::serve(listener, collector).await });
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let (mut demo, url) = start_with(
+    let (demo, url) = start_with(
         dir.path(),
         &[],
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
@@ -391,17 +404,7 @@ async fn traces_are_exported_over_otlp_with_a_span_per_source_call_and_no_child_
         .unwrap_or_else(|| panic!("{body:#}"))
         .to_owned();
     // Stopping flushes the spans not yet sent.
-    let pid = demo.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let exit = tokio::task::spawn_blocking(move || demo.0.wait().expect("wait"))
-        .await
-        .expect("waiting");
+    let exit = stop_with_sigterm(demo).await;
     assert!(exit.success(), "{exit}");
 
     let bodies = received.lock().expect("lock").concat();
@@ -439,7 +442,7 @@ async fn json_logs_are_one_object_a_line_and_carry_no_child_data() {
             "info,childgraph=debug,childgraph_connectors=debug",
         ),
     ];
-    let (mut demo, url) = start_logging(dir.path(), &[], &env, Stdio::from(log));
+    let (demo, url) = start_logging(dir.path(), &[], &env, Stdio::from(log));
     let http = reqwest::Client::new();
     let health = http
         .get(url.replace("/graphql", "/healthz"))
@@ -481,17 +484,7 @@ async fn json_logs_are_one_object_a_line_and_carry_no_child_data() {
         secrets.extend(carer["phone"].as_str().map(str::to_owned));
     }
 
-    let pid = demo.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let exit = tokio::task::spawn_blocking(move || demo.0.wait().expect("wait"))
-        .await
-        .expect("waiting");
+    let exit = stop_with_sigterm(demo).await;
     assert!(exit.success(), "exit status {exit}");
 
     let text = std::fs::read_to_string(&log_path).expect("the log");

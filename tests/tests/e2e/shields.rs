@@ -476,6 +476,27 @@ async fn practitioners_raise_and_withdraw_flags_and_record_disclosures() {
     gateway.stop().await;
 }
 
+/// Shields a child: the GP asks, a shield officer approves.
+async fn shield(gateway: &TestGateway, child_id: &Value) {
+    let reason = "A court order restricts where the family may be found.";
+    let asked = mutate(
+        gateway,
+        "gp",
+        REQUEST,
+        json!({ "id": child_id, "r": reason }),
+    )
+    .await;
+    let request_id = asked.body["data"]["requestShield"]["id"].clone();
+    let approved = mutate(
+        gateway,
+        "shield-officer-1",
+        APPROVE,
+        json!({ "id": request_id }),
+    )
+    .await;
+    assert!(approved.errors().is_empty(), "{:#}", approved.body);
+}
+
 const SEARCH: &str = r#"
 query Find($c: ChildSearchInput!) {
   searchChildren(criteria: $c, access: { purpose: SAFEGUARDING }) {
@@ -506,23 +527,7 @@ async fn a_shielded_child_found_only_through_a_hidden_field_is_not_counted_eithe
         "twins share a home"
     );
 
-    let reason = "A court order restricts where the family may be found.";
-    let asked = mutate(
-        &gateway,
-        "gp",
-        REQUEST,
-        json!({ "id": isla["id"], "r": reason }),
-    )
-    .await;
-    let request_id = asked.body["data"]["requestShield"]["id"].clone();
-    let approved = mutate(
-        &gateway,
-        "shield-officer-1",
-        APPROVE,
-        json!({ "id": request_id }),
-    )
-    .await;
-    assert!(approved.errors().is_empty(), "{:#}", approved.body);
+    shield(&gateway, &isla["id"]).await;
 
     // Visible fields only: both twins match, one over the limit, and no list.
     let both = json!({ "c": { "familyName": "Brennan", "dateOfBirth": "2017-01-22" } });
@@ -577,17 +582,7 @@ async fn an_approved_shield_covers_a_possible_match_viewed_by_its_id_at_once() {
     );
     assert!(before.body["data"]["child"]["address"]["postcode"].is_string());
 
-    let reason = "A court order restricts where the family may be found.";
-    let asked = mutate(&gateway, "gp", REQUEST, json!({ "id": isla, "r": reason })).await;
-    let request_id = asked.body["data"]["requestShield"]["id"].clone();
-    let approved = mutate(
-        &gateway,
-        "shield-officer-1",
-        APPROVE,
-        json!({ "id": request_id }),
-    )
-    .await;
-    assert!(approved.errors().is_empty(), "{:#}", approved.body);
+    shield(&gateway, &isla).await;
 
     let after = gateway.query("gp", &view).await;
     assert_eq!(
