@@ -28,7 +28,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 /// The simulators and the load generator share the machine with the gateway: the same allocator as the gateway keeps
 /// their share of the CPU small.
@@ -903,6 +903,10 @@ async fn concurrent(
 
 /// Starts `rps` requests a second on schedule for `duration`, each on its own task, and measures each from when it was due,
 /// so a slow gateway shows as latency rather than as fewer requests.
+///
+/// The schedule is kept by a thread of its own that sleeps to each due time with the system's timer, then hands the
+/// request to the runtime. Tokio's timer ticks in whole milliseconds, so a request it wakes for is sent up to a
+/// millisecond after it was due, and measuring from the due time would count that as the gateway's.
 async fn open_loop(
     bench: &Bench,
     gateway: &Gateway,
@@ -913,39 +917,47 @@ async fn open_loop(
 ) -> (Vec<Sample>, u64) {
     let url: Arc<str> = format!("{}/graphql", gateway.url).into();
     let token: Arc<str> = bench.token.clone().into();
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let mut tasks = JoinSet::new();
-    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rps.max(1))));
-    // Burst: ticks missed while this task was starved are sent at once, keeping the offered rate.
-    interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let end = Instant::now() + duration;
-    let mut shed = 0;
-    let mut i = 0;
-    loop {
-        let due = interval.tick().await;
-        if due >= end {
-            break;
+    let period = Duration::from_secs_f64(1.0 / f64::from(rps.max(1)));
+    let count = (duration.as_secs_f64() / period.as_secs_f64()).ceil() as usize;
+    let bodies: Vec<Value> = (0..count).map(|i| bench.body(query, i)).collect();
+    let runtime = tokio::runtime::Handle::current();
+    let http = bench.http.clone();
+    let dispatcher = std::thread::spawn(move || {
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::with_capacity(count);
+        let mut shed = 0;
+        let start = Instant::now();
+        for (i, body) in bodies.into_iter().enumerate() {
+            // Each due time from the start, so sleeping late once does not shift the rest: requests fall due at once
+            // after a stall, keeping the offered rate.
+            let due = start + period.mul_f64(i as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if in_flight.load(Ordering::Relaxed) >= max_in_flight {
+                shed += 1;
+                continue;
+            }
+            let (http, url, token, in_flight) =
+                (http.clone(), url.clone(), token.clone(), in_flight.clone());
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            tasks.push(runtime.spawn(async move {
+                let sample = send(&http, &url, &token, &body, due, false).await;
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                sample
+            }));
         }
-        if in_flight.load(Ordering::Relaxed) >= max_in_flight {
-            shed += 1;
-            continue;
-        }
-        let body = bench.body(query, i);
-        i += 1;
-        let (http, url, token, in_flight) = (
-            bench.http.clone(),
-            url.clone(),
-            token.clone(),
-            in_flight.clone(),
-        );
-        in_flight.fetch_add(1, Ordering::Relaxed);
-        tasks.spawn(async move {
-            let sample = send(&http, &url, &token, &body, due, false).await;
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-            sample
-        });
-    }
-    let samples = tasks.join_all().await;
+        (tasks, shed)
+    });
+    let (tasks, shed) = tokio::task::spawn_blocking(move || dispatcher.join())
+        .await
+        .expect("the dispatcher's waiter is not cancelled")
+        .expect("the dispatcher does not panic");
+    let samples = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|s| s.expect("a request task does not panic"))
+        .collect();
     (samples, shed)
 }
 
