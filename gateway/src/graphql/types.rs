@@ -164,7 +164,7 @@ pub enum SourceStatus {
 pub struct SourceInfo {
     pub source: Source,
     pub status: SourceStatus,
-    /// Time spent waiting for the source in this request, in milliseconds.
+    /// Time spent waiting for the source in this request, in milliseconds, to the nearest.
     pub response_time_ms: u64,
     /// When the source's data in this answer was read.
     pub as_of: DateTime<Utc>,
@@ -499,7 +499,7 @@ impl Child {
                     PipelineSourceStatus::Timeout => SourceStatus::Timeout,
                     PipelineSourceStatus::Restricted => SourceStatus::Restricted,
                 },
-                response_time_ms: u64::try_from(s.response_time.as_millis()).unwrap_or(u64::MAX),
+                response_time_ms: nearest_millisecond(s.response_time),
                 as_of: s.as_of,
             })
             .collect()
@@ -803,4 +803,24 @@ pub struct Me {
     pub name: String,
     pub organisation: OrganisationRef,
     pub roles: Vec<String>,
+}
+
+/// A duration in whole milliseconds, to the nearest: 10.9 ms is 11, not 10.
+fn nearest_millisecond(d: std::time::Duration) -> u64 {
+    u64::try_from((d.as_micros() + 500) / 1000).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest_millisecond;
+    use std::time::Duration;
+
+    #[test]
+    fn response_times_are_rounded_to_the_nearest_millisecond() {
+        assert_eq!(nearest_millisecond(Duration::from_micros(10_900)), 11);
+        assert_eq!(nearest_millisecond(Duration::from_micros(10_499)), 10);
+        assert_eq!(nearest_millisecond(Duration::from_micros(10_500)), 11);
+        assert_eq!(nearest_millisecond(Duration::ZERO), 0);
+        assert_eq!(nearest_millisecond(Duration::MAX), u64::MAX);
+    }
 }
