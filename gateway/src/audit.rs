@@ -148,7 +148,19 @@ impl AuditLog {
     pub fn counting_views(store: Store, count_window: std::time::Duration) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
         let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        tokio::spawn(writer(store, rx, count_window, commits.clone()));
+        match (store.backend(), store.sqlite_file()) {
+            (Backend::Sqlite(_), Some(file)) => {
+                let (file, done) = (file.to_path_buf(), commits.clone());
+                std::thread::Builder::new()
+                    .name("audit-writer".to_owned())
+                    .spawn(move || sqlite_writer(file, rx, count_window, done))
+                    .expect("the system starts a thread");
+            }
+            (Backend::Postgres(pool), _) => {
+                tokio::spawn(writer(pool.clone(), rx, count_window, commits.clone()));
+            }
+            (Backend::Sqlite(_), None) => unreachable!("a SQLite store is opened from its file"),
+        }
         Self { tx, commits }
     }
 
@@ -189,51 +201,87 @@ impl AuditLog {
     }
 }
 
-async fn writer(
-    store: Store,
-    mut rx: mpsc::Receiver<Pending>,
+/// What a writer keeps between commits, and what it does after each, whichever store it writes.
+struct WriterState {
     count_window: std::time::Duration,
     commits: Arc<std::sync::atomic::AtomicU64>,
-) {
-    // The seq and hash of the last record, once read. `commit` takes them and puts back the new ones only when the
-    // commit succeeds, so after a failure they are read again: the store may hold less than was assumed.
-    let mut last: Option<(i64, String)> = None;
-    let mut pruned: Option<std::time::Instant> = None;
-    let mut head_logged: Option<std::time::Instant> = None;
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+    /// The seq and hash of the last record, once read. A commit takes them and puts back the new ones only when it
+    /// succeeds, so after a failure they are read again: the store may hold less than was assumed.
+    last: Option<(i64, String)>,
+    pruned: Option<std::time::Instant>,
+    head_logged: Option<std::time::Instant>,
+}
+
+/// The records queued while the last commit ran, up to [`MAX_GROUP`], taken apart for one commit.
+struct Group {
+    entries: Vec<AuditEntry>,
+    charges: Vec<Option<Charge>>,
+    waiting: Vec<oneshot::Sender<Result<Admission, String>>>,
+}
+
+impl Group {
+    fn gather(first: Pending, rx: &mut mpsc::Receiver<Pending>) -> Self {
+        let mut group = Self {
+            entries: vec![first.entry],
+            charges: vec![first.charge],
+            waiting: vec![first.done],
+        };
+        while group.entries.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(next) => group.push(next),
+                Ok(next) => {
+                    group.entries.push(next.entry);
+                    group.charges.push(next.charge);
+                    group.waiting.push(next.done);
+                }
                 Err(_) => break,
             }
         }
-        let prune = pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY);
-        let mut entries = Vec::with_capacity(group.len());
-        let mut charges = Vec::with_capacity(group.len());
-        let mut waiting = Vec::with_capacity(group.len());
-        for pending in group {
-            entries.push(pending.entry);
-            charges.push(pending.charge);
-            waiting.push(pending.done);
-        }
-        let views = Views {
+        group
+    }
+}
+
+impl WriterState {
+    fn new(count_window: std::time::Duration, commits: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Self {
             count_window,
-            prune,
-        };
-        match commit(&store, &mut last, &mut entries, &charges, views).await {
+            commits,
+            last: None,
+            pruned: None,
+            head_logged: None,
+        }
+    }
+
+    /// How the next commit treats the views it keeps.
+    fn views(&self) -> Views {
+        Views {
+            count_window: self.count_window,
+            prune: self.pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY),
+        }
+    }
+
+    /// Tells each waiting request how its record went, after a commit that treated views as `views` says.
+    fn settle(
+        &mut self,
+        views: Views,
+        waiting: Vec<oneshot::Sender<Result<Admission, String>>>,
+        outcome: Result<Vec<Admission>, String>,
+    ) {
+        match outcome {
             Ok(admissions) => {
-                commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if prune {
-                    pruned = Some(std::time::Instant::now());
+                self.commits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if views.prune {
+                    self.pruned = Some(std::time::Instant::now());
                 }
                 // The head, written where the store's users cannot reach (the logs), anchors the chain's end: a
                 // later `audit verify --anchor SEQ:HASH` finds records cut from the end, which leave a whole chain.
-                if head_logged.is_none_or(|t| t.elapsed() >= HEAD_LOG_EVERY)
-                    && let Some((seq, hash)) = &last
+                if self
+                    .head_logged
+                    .is_none_or(|t| t.elapsed() >= HEAD_LOG_EVERY)
+                    && let Some((seq, hash)) = &self.last
                 {
                     tracing::info!(target: "childgraph::audit", seq, hash = %hash, "audit head");
-                    head_logged = Some(std::time::Instant::now());
+                    self.head_logged = Some(std::time::Instant::now());
                 }
                 for (done, admission) in waiting.into_iter().zip(admissions) {
                     let _ = done.send(Ok(admission));
@@ -248,6 +296,68 @@ async fn writer(
     }
 }
 
+/// The writer over PostgreSQL: a task, its statements sent in one transaction that other gateways' writers queue
+/// behind.
+async fn writer(
+    pool: sqlx::PgPool,
+    mut rx: mpsc::Receiver<Pending>,
+    count_window: std::time::Duration,
+    commits: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut state = WriterState::new(count_window, commits);
+    while let Some(first) = rx.recv().await {
+        let mut group = Group::gather(first, &mut rx);
+        let views = state.views();
+        let outcome = commit(
+            &pool,
+            &mut state.last,
+            &mut group.entries,
+            &group.charges,
+            views,
+        )
+        .await
+        .map_err(|e| e.to_string());
+        state.settle(views, group.waiting, outcome);
+    }
+}
+
+/// The writer over a SQLite file: a thread with a connection of its own, so that a commit is one hand-over from the
+/// requests to the thread and one back, however many statements it runs. (Through the pool, each statement is a round
+/// trip to the connection's thread, and a record's commit took six.)
+fn sqlite_writer(
+    file: std::path::PathBuf,
+    mut rx: mpsc::Receiver<Pending>,
+    count_window: std::time::Duration,
+    commits: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut state = WriterState::new(count_window, commits);
+    let mut connection = None;
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = Group::gather(first, &mut rx);
+        let views = state.views();
+        // Opened on the first record, and again after a failed commit: the file may have gone and come back.
+        let outcome = match &mut connection {
+            Some(conn) => Ok(conn),
+            None => sqlite::open(&file).map(|c| connection.insert(c)),
+        }
+        .map_err(|e| e.to_string())
+        .and_then(|conn| {
+            sqlite::commit(
+                conn,
+                &mut state.last,
+                &mut group.entries,
+                &group.charges,
+                views,
+            )
+            .map_err(|e| e.to_string())
+        });
+        if outcome.is_err() {
+            connection = None;
+        }
+        state.settle(views, group.waiting, outcome);
+    }
+}
+
 /// How a commit treats the views it keeps.
 #[derive(Debug, Clone, Copy)]
 struct Views {
@@ -257,153 +367,80 @@ struct Views {
     prune: bool,
 }
 
-/// Commits a group of records in one transaction, with their charges, and returns each one's admission.
-async fn commit(
-    store: &Store,
-    last: &mut Option<(i64, String)>,
-    entries: &mut [AuditEntry],
-    charges: &[Option<Charge>],
-    views: Views,
-) -> Result<Vec<Admission>, String> {
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let since = now_ms - millis(crate::quotas::retention(views.count_window));
-    let quota_since = now_ms - millis(VIEW_WINDOW);
-    let count_since = now_ms - millis(views.count_window);
-    let prune = views.prune;
-    // The (principal, child) pairs the charged answers show: only their rows are read, and counts of the rest.
-    let mut asked: Vec<(&str, &str)> = charges
-        .iter()
-        .zip(entries.iter())
-        .filter_map(|(c, e)| Some((c.as_ref()?, e)))
-        .flat_map(|(c, e)| {
-            e.child_ids
-                .iter()
-                .map(move |child| (c.principal.as_str(), child.as_str()))
-        })
-        .collect();
-    asked.sort_unstable();
-    asked.dedup();
-    let mut principals: Vec<&str> = charges
-        .iter()
-        .flatten()
-        .map(|c| c.principal.as_str())
-        .collect();
-    principals.sort_unstable();
-    principals.dedup();
-    // One gateway writes a SQLite file, so the tail it appended last is the chain's tail. Other gateways append to
-    // the same PostgreSQL log: there the tail is read every time, under a lock that every appender takes.
-    let shared = matches!(store.backend(), Backend::Postgres(_));
-    let kept = if shared { None } else { last.take() };
-    let committed = on_pool!(store, |pool| {
-        // The transaction reads (the views) before it writes.
-        let mut tx = pool
-            .begin_with(store.begin_read_write())
-            .await
-            .map_err(|e| e.to_string())?;
-        if shared {
-            // Appends wait for each other here, and for nothing else: readers are not blocked. The lock is taken
-            // before the tail is read, so the tail read is the one this transaction extends.
-            sqlx::query("LOCK TABLE audit_log IN EXCLUSIVE MODE")
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        // The quota of distinct children: how many each principal charged here was shown within the quota's and the
-        // monitor's windows, and when the children these answers show were; then each charge decided in order. A
-        // refused record says so, and shows nothing.
-        let mut viewed = Viewed::new();
-        for chunk in principals.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::new("SELECT principal, SUM(CASE WHEN first_at > ");
-            q.push_bind(quota_since)
-                .push(" THEN 1 ELSE 0 END) AS in_quota, SUM(CASE WHEN first_at > ")
-                .push_bind(count_since)
-                .push(" THEN 1 ELSE 0 END) AS in_count FROM child_views WHERE principal IN (");
-            let mut list = q.separated(", ");
-            for principal in chunk {
-                list.push_bind(*principal);
-            }
-            q.push(") GROUP BY principal");
-            for row in q
-                .build()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                let principal: String = row.try_get("principal").map_err(|e| e.to_string())?;
-                let count = |column: &str| -> Result<usize, String> {
-                    let n: i64 = row.try_get(column).map_err(|e| e.to_string())?;
-                    Ok(usize::try_from(n).unwrap_or(0))
-                };
-                let views = viewed.entry(principal).or_default();
-                views.in_quota = count("in_quota")?;
-                views.in_count = count("in_count")?;
-            }
-        }
-        for chunk in asked.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT principal, child_id, first_at FROM child_views WHERE first_at > ",
-            );
-            q.push_bind(since).push(" AND (principal, child_id) IN ");
-            q.push_tuples(chunk, |mut b, (principal, child)| {
-                b.push_bind(*principal).push_bind(*child);
-            });
-            for row in q
-                .build()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                let principal: String = row.try_get("principal").map_err(|e| e.to_string())?;
-                let child: String = row.try_get("child_id").map_err(|e| e.to_string())?;
-                let first_at: i64 = row.try_get("first_at").map_err(|e| e.to_string())?;
-                viewed
-                    .entry(principal)
-                    .or_default()
-                    .known
-                    .insert(child, first_at);
-            }
-        }
-        let charged: Vec<(usize, &Charge)> = charges
+/// What a commit reads and when, decided before it touches the store.
+struct Plan<'a> {
+    now_ms: i64,
+    /// Views older than this are removed when the commit prunes, and not read.
+    since: i64,
+    /// The quota's and the monitor's windows start here.
+    quota_since: i64,
+    count_since: i64,
+    /// The (principal, child) pairs the charged answers show: only their rows are read, and counts of the rest.
+    asked: Vec<(&'a str, String)>,
+    principals: Vec<&'a str>,
+    /// The charged records, by their place in the group.
+    charged: Vec<(usize, &'a Charge)>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(entries: &[AuditEntry], charges: &'a [Option<Charge>], views: Views) -> Self {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut asked: Vec<(&str, String)> = charges
             .iter()
-            .enumerate()
-            .filter_map(|(i, c)| Some((i, c.as_ref()?)))
+            .zip(entries.iter())
+            .filter_map(|(c, e)| Some((c.as_ref()?, e)))
+            .flat_map(|(c, e)| {
+                e.child_ids
+                    .iter()
+                    .map(move |child| (c.principal.as_str(), child.clone()))
+            })
             .collect();
-        let (verdicts, shown) = crate::quotas::decide(
-            charged
+        asked.sort_unstable();
+        asked.dedup();
+        let mut principals: Vec<&str> = charges
+            .iter()
+            .flatten()
+            .map(|c| c.principal.as_str())
+            .collect();
+        principals.sort_unstable();
+        principals.dedup();
+        Self {
+            now_ms,
+            since: now_ms - millis(crate::quotas::retention(views.count_window)),
+            quota_since: now_ms - millis(VIEW_WINDOW),
+            count_since: now_ms - millis(views.count_window),
+            asked,
+            principals,
+            charged: charges
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| Some((i, c.as_ref()?)))
+                .collect(),
+        }
+    }
+
+    /// Decides the charges in order against what the store holds, and the (principal, child) pairs first shown now.
+    fn decide(
+        &self,
+        entries: &[AuditEntry],
+        viewed: &mut Viewed,
+        count_window: std::time::Duration,
+    ) -> (Vec<Verdict>, Vec<(String, String)>) {
+        crate::quotas::decide(
+            self.charged
                 .iter()
                 .map(|(i, c)| (*c, entries[*i].child_ids.as_slice())),
-            &mut viewed,
-            now_ms,
-            views.count_window,
-        );
-        let mut decided = Vec::with_capacity(verdicts.len());
-        for ((_, charge), verdict) in charged.iter().zip(verdicts) {
-            decided.push(match verdict {
-                Verdict::Admitted { distinct } => Admission::Admitted { distinct },
-                Verdict::Refused { at_once: true, .. } => Admission::Refused {
-                    retry_after: VIEW_WINDOW.as_secs(),
-                },
-                Verdict::Refused { over, .. } => {
-                    // When the `over`-th oldest child shown within the hour was first shown: the refusal waits for it
-                    // to leave the hour.
-                    let first: Option<i64> = sqlx::query_scalar(
-                        "SELECT first_at FROM child_views WHERE principal = $1 AND first_at > $2
-                         ORDER BY first_at LIMIT 1 OFFSET $3",
-                    )
-                    .bind(&charge.principal)
-                    .bind(quota_since)
-                    .bind(i64::try_from(over - 1).unwrap_or(i64::MAX))
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                    Admission::Refused {
-                        retry_after: crate::quotas::view_retry_after(first, now_ms),
-                    }
-                }
-            });
-        }
+            viewed,
+            self.now_ms,
+            count_window,
+        )
+    }
+
+    /// Each record's admission, from its charge's (`decided`, in the order of `charged`); a refused record says so
+    /// and shows nothing.
+    fn admit(&self, entries: &mut [AuditEntry], decided: Vec<Admission>) -> Vec<Admission> {
         let mut admissions = vec![Admission::Admitted { distinct: 0 }; entries.len()];
-        for ((i, _), admission) in charged.iter().zip(decided) {
+        for ((i, _), admission) in self.charged.iter().zip(decided) {
             admissions[*i] = admission;
             if !admission.is_admitted() {
                 let entry = &mut entries[*i];
@@ -412,88 +449,400 @@ async fn commit(
                 entry.withheld.clear();
             }
         }
-        for chunk in shown.chunks(ROWS_PER_INSERT) {
-            // A row left from an earlier window is the child shown anew.
-            let mut q =
-                sqlx::QueryBuilder::new("INSERT INTO child_views (principal, child_id, first_at) ");
-            q.push_values(chunk, |mut row, (principal, child)| {
-                row.push_bind(principal).push_bind(child).push_bind(now_ms);
-            });
-            q.push(" ON CONFLICT (principal, child_id) DO UPDATE SET first_at = excluded.first_at");
-            q.build()
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        if prune {
-            sqlx::query("DELETE FROM child_views WHERE first_at <= $1")
-                .bind(since)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        admissions
+    }
+}
 
-        let (mut seq, mut prev) = match kept {
-            Some(tail) => tail,
-            None => match sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                Some(row) => (
-                    row.try_get("seq").map_err(|e| e.to_string())?,
-                    row.try_get("hash").map_err(|e| e.to_string())?,
-                ),
-                None => (0, GENESIS.to_owned()),
-            },
+/// A charge's admission from its verdict. A refusal waits for the oldest child that must leave the hour to leave it:
+/// `first` is when that child was first shown (read only when the answer alone was not over the whole quota).
+fn admission(verdict: Verdict, first: Option<i64>, now_ms: i64) -> Admission {
+    match verdict {
+        Verdict::Admitted { distinct } => Admission::Admitted { distinct },
+        Verdict::Refused { at_once: true, .. } => Admission::Refused {
+            retry_after: VIEW_WINDOW.as_secs(),
+        },
+        Verdict::Refused { .. } => Admission::Refused {
+            retry_after: crate::quotas::view_retry_after(first, now_ms),
+        },
+    }
+}
+
+/// The records of a group chained after `(seq, prev)`: each one's seq, entry, previous hash and hash.
+fn chain(
+    entries: &[AuditEntry],
+    mut seq: i64,
+    mut prev: String,
+) -> Vec<(i64, &AuditEntry, String, String)> {
+    let mut chained = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let h = hash(entry, &prev);
+        seq += 1;
+        chained.push((seq, entry, prev, h.clone()));
+        prev = h;
+    }
+    chained
+}
+
+/// The columns of `audit_log` a record fills, in the order both writers bind them.
+const AUDIT_COLUMNS: &str = "seq, at, request_id, user_id, organisation_id, roles, client, purpose, justification, \
+     operation, child_ids, shown, withheld, outcome, policy_hash, subject, prev_hash, hash";
+
+/// Commits a group of records in one transaction on PostgreSQL, with their charges, and returns each one's admission.
+///
+/// Other gateways append to the same log, so the tail is read every time, under a lock that every appender takes.
+async fn commit(
+    pool: &sqlx::PgPool,
+    last: &mut Option<(i64, String)>,
+    entries: &mut [AuditEntry],
+    charges: &[Option<Charge>],
+    views: Views,
+) -> Result<Vec<Admission>, sqlx::Error> {
+    let plan = Plan::new(entries, charges, views);
+    let mut tx = pool.begin().await?;
+    // Appends wait for each other here, and for nothing else: readers are not blocked. The lock is taken before the
+    // tail is read, so the tail read is the one this transaction extends.
+    sqlx::query("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    // The quota of distinct children: how many each principal charged here was shown within the quota's and the
+    // monitor's windows, and when the children these answers show were; then each charge decided in order.
+    let mut viewed = Viewed::new();
+    for chunk in plan.principals.chunks(ROWS_PER_INSERT) {
+        let sql = sql::counts(chunk.len());
+        let mut q = sqlx::query(&sql)
+            .bind(plan.quota_since)
+            .bind(plan.count_since);
+        for principal in chunk {
+            q = q.bind(*principal);
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            let views = viewed.entry(row.try_get("principal")?).or_default();
+            views.in_quota = count(row.try_get("in_quota")?);
+            views.in_count = count(row.try_get("in_count")?);
+        }
+    }
+    for chunk in plan.asked.chunks(ROWS_PER_INSERT) {
+        let sql = sql::known(chunk.len());
+        let mut q = sqlx::query(&sql).bind(plan.since);
+        for (principal, child) in chunk {
+            q = q.bind(*principal).bind(child);
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            viewed
+                .entry(row.try_get("principal")?)
+                .or_default()
+                .known
+                .insert(row.try_get("child_id")?, row.try_get("first_at")?);
+        }
+    }
+    let (verdicts, shown) = plan.decide(entries, &mut viewed, views.count_window);
+    let mut decided = Vec::with_capacity(verdicts.len());
+    for ((_, charge), verdict) in plan.charged.iter().zip(verdicts) {
+        let first = match verdict {
+            Verdict::Refused {
+                over,
+                at_once: false,
+            } => {
+                sqlx::query_scalar(sql::OLDEST)
+                    .bind(&charge.principal)
+                    .bind(plan.quota_since)
+                    .bind(i64::try_from(over - 1).unwrap_or(i64::MAX))
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            _ => None,
         };
-        // One statement per chunk of records: each statement is a round trip to the connection's thread. Each
-        // record's seq is one past the last: assigned here, under the lock, so a transaction rolled back leaves no
-        // gap (a PostgreSQL sequence would).
-        let mut chained = Vec::with_capacity(entries.len());
-        for entry in entries.iter() {
-            let h = hash(entry, &prev);
-            seq += 1;
-            chained.push((seq, entry, prev, h.clone()));
-            prev = h;
+        decided.push(admission(verdict, first, plan.now_ms));
+    }
+    let admissions = plan.admit(entries, decided);
+    for chunk in shown.chunks(ROWS_PER_INSERT) {
+        let sql = sql::insert_views(chunk.len());
+        let mut q = sqlx::query(&sql);
+        for (principal, child) in chunk {
+            q = q.bind(principal).bind(child).bind(plan.now_ms);
         }
-        for chunk in chained.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::new(
-                "INSERT INTO audit_log (seq, at, request_id, user_id, organisation_id, roles, client, purpose,
-                     justification, operation, child_ids, shown, withheld, outcome, policy_hash, subject, prev_hash,
-                     hash) ",
-            );
-            q.push_values(chunk, |mut row, (seq, entry, prev, h)| {
-                row.push_bind(*seq)
-                    .push_bind(entry.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-                    .push_bind(&entry.request_id)
-                    .push_bind(&entry.user_id)
-                    .push_bind(&entry.organisation_id)
-                    .push_bind(entry.roles.join(","))
-                    .push_bind(&entry.client)
-                    .push_bind(&entry.purpose)
-                    .push_bind(&entry.justification)
-                    .push_bind(&entry.operation)
-                    .push_bind(entry.child_ids.join(","))
-                    .push_bind(entry.shown.join(","))
-                    .push_bind(entry.withheld.join(","))
-                    .push_bind(&entry.outcome)
-                    .push_bind(&entry.policy_hash)
-                    .push_bind(&entry.subject)
-                    .push_bind(prev)
-                    .push_bind(h);
-            });
-            q.build()
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| e.to_string())?;
+        q.execute(&mut *tx).await?;
+    }
+    if views.prune {
+        sqlx::query(sql::PRUNE)
+            .bind(plan.since)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let (seq, prev) = match sqlx::query(sql::TAIL).fetch_optional(&mut *tx).await? {
+        Some(row) => (row.try_get("seq")?, row.try_get("hash")?),
+        None => (0, GENESIS.to_owned()),
+    };
+    // One statement per chunk of records, each record's seq one past the last: assigned here, under the lock, so a
+    // transaction rolled back leaves no gap (a PostgreSQL sequence would).
+    let chained = chain(entries, seq, prev);
+    for chunk in chained.chunks(ROWS_PER_INSERT) {
+        let sql = sql::insert_records(chunk.len());
+        let mut q = sqlx::query(&sql);
+        for (seq, entry, prev, h) in chunk {
+            let row = sql::record_values(entry);
+            q = q.bind(*seq).bind(row.at);
+            for text in row.texts {
+                q = q.bind(text);
+            }
+            q = q.bind(prev).bind(h);
         }
-        tx.commit().await.map_err(|e| e.to_string())?;
-        (seq, prev, admissions)
-    });
-    let (seq, prev, admissions) = committed;
-    *last = Some((seq, prev));
+        q.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    *last = chained.last().map(|(seq, _, _, h)| (*seq, h.clone()));
     Ok(admissions)
+}
+
+/// A count read back, as `usize`.
+fn count(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// The statements both writers run, with numbered placeholders (`$1`, which both databases take), bound in order.
+mod sql {
+    use super::AuditEntry;
+
+    /// Each principal's distinct children within the quota's window (`$1`) and the monitor's (`$2`).
+    pub fn counts(principals: usize) -> String {
+        format!(
+            "SELECT principal, SUM(CASE WHEN first_at > $1 THEN 1 ELSE 0 END) AS in_quota, \
+             SUM(CASE WHEN first_at > $2 THEN 1 ELSE 0 END) AS in_count \
+             FROM child_views WHERE principal IN ({}) GROUP BY principal",
+            list(3, principals, 1)
+        )
+    }
+
+    /// When each (principal, child) pair was first shown, since `$1`.
+    pub fn known(pairs: usize) -> String {
+        format!(
+            "SELECT principal, child_id, first_at FROM child_views WHERE first_at > $1 AND (principal, child_id) IN ({})",
+            list(2, pairs, 2)
+        )
+    }
+
+    /// When the principal's (`$1`) child shown within the hour (since `$2`), `$3` from the oldest, was first shown.
+    pub const OLDEST: &str = "SELECT first_at FROM child_views WHERE principal = $1 AND first_at > $2 \
+         ORDER BY first_at LIMIT 1 OFFSET $3";
+
+    /// Views of (principal, child, first_at); a row left from an earlier window is the child shown anew.
+    pub fn insert_views(rows: usize) -> String {
+        format!(
+            "INSERT INTO child_views (principal, child_id, first_at) VALUES {} \
+             ON CONFLICT (principal, child_id) DO UPDATE SET first_at = excluded.first_at",
+            list(1, rows, 3)
+        )
+    }
+
+    /// Removes the views first shown at or before `$1`.
+    pub const PRUNE: &str = "DELETE FROM child_views WHERE first_at <= $1";
+
+    /// The chain's tail.
+    pub const TAIL: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
+
+    pub fn insert_records(rows: usize) -> String {
+        format!(
+            "INSERT INTO audit_log ({}) VALUES {}",
+            super::AUDIT_COLUMNS,
+            list(1, rows, 18)
+        )
+    }
+
+    /// A record's values between its seq and its hashes, as `insert_records` binds them: its time, then its text
+    /// columns in order.
+    pub struct RecordValues<'a> {
+        pub at: String,
+        pub texts: [Text<'a>; 14],
+    }
+
+    /// A text column's value: borrowed, joined from a list, or absent (NULL).
+    pub type Text<'a> = Option<std::borrow::Cow<'a, str>>;
+
+    pub fn record_values(entry: &AuditEntry) -> RecordValues<'_> {
+        fn text(s: &str) -> Text<'_> {
+            Some(s.into())
+        }
+        fn joined(list: &[String]) -> Text<'static> {
+            Some(list.join(",").into())
+        }
+        RecordValues {
+            at: entry.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            texts: [
+                text(&entry.request_id),
+                text(&entry.user_id),
+                text(&entry.organisation_id),
+                joined(&entry.roles),
+                entry.client.as_deref().map(Into::into),
+                text(&entry.purpose),
+                entry.justification.as_deref().map(Into::into),
+                text(&entry.operation),
+                joined(&entry.child_ids),
+                joined(&entry.shown),
+                joined(&entry.withheld),
+                text(&entry.outcome),
+                text(&entry.policy_hash),
+                entry.subject.as_deref().map(Into::into),
+            ],
+        }
+    }
+
+    /// `count` groups of `width` numbered placeholders from `$first`: `($3), ($4)` or `($1, $2, $3), ($4, $5, $6)`,
+    /// without parentheses when `width` is 1 (`$3, $4`).
+    fn list(first: usize, count: usize, width: usize) -> String {
+        let mut out = String::new();
+        for i in 0..count {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            let n = first + i * width;
+            if width == 1 {
+                out.push_str(&format!("${n}"));
+            } else {
+                let group: Vec<String> = (n..n + width).map(|k| format!("${k}")).collect();
+                out.push_str(&format!("({})", group.join(", ")));
+            }
+        }
+        out
+    }
+}
+
+/// The writer's statements on its own SQLite connection.
+mod sqlite {
+    use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_iter};
+
+    use super::{
+        AuditEntry, Charge, GENESIS, Plan, ROWS_PER_INSERT, Verdict, Viewed, Views, admission,
+        chain, count, sql,
+    };
+    use crate::quotas::Admission;
+
+    /// Opens the file as the store's pool does: WAL, every commit synced, waiting up to 5 s for another writer.
+    pub fn open(file: &std::path::Path) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            file,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(conn)
+    }
+
+    /// Commits a group of records in one transaction, with their charges, and returns each one's admission.
+    ///
+    /// One gateway writes a SQLite file, so the tail it appended last is the chain's tail: it is read only when not
+    /// kept (at first, and after a failed commit).
+    pub fn commit(
+        conn: &mut Connection,
+        last: &mut Option<(i64, String)>,
+        entries: &mut [AuditEntry],
+        charges: &[Option<Charge>],
+        views: Views,
+    ) -> rusqlite::Result<Vec<Admission>> {
+        let plan = Plan::new(entries, charges, views);
+        let kept = last.take();
+        // Immediate: the transaction reads (the views) before it writes, and a deferred one could not then take the
+        // write lock behind another writer.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut viewed = Viewed::new();
+        for chunk in plan.principals.chunks(ROWS_PER_INSERT) {
+            let mut statement = tx.prepare_cached(&sql::counts(chunk.len()))?;
+            let mut rows = statement.query(params_from_iter(
+                [&plan.quota_since as &dyn rusqlite::ToSql, &plan.count_since]
+                    .into_iter()
+                    .chain(chunk.iter().map(|p| p as &dyn rusqlite::ToSql)),
+            ))?;
+            while let Some(row) = rows.next()? {
+                let views = viewed.entry(row.get("principal")?).or_default();
+                views.in_quota = count(row.get("in_quota")?);
+                views.in_count = count(row.get("in_count")?);
+            }
+        }
+        for chunk in plan.asked.chunks(ROWS_PER_INSERT) {
+            let mut statement = tx.prepare_cached(&sql::known(chunk.len()))?;
+            let mut rows = statement.query(params_from_iter(
+                std::iter::once(&plan.since as &dyn rusqlite::ToSql).chain(
+                    chunk
+                        .iter()
+                        .flat_map(|(p, c)| [p as &dyn rusqlite::ToSql, c as &dyn rusqlite::ToSql]),
+                ),
+            ))?;
+            while let Some(row) = rows.next()? {
+                viewed
+                    .entry(row.get("principal")?)
+                    .or_default()
+                    .known
+                    .insert(row.get("child_id")?, row.get("first_at")?);
+            }
+        }
+        let (verdicts, shown) = plan.decide(entries, &mut viewed, views.count_window);
+        let mut decided = Vec::with_capacity(verdicts.len());
+        for ((_, charge), verdict) in plan.charged.iter().zip(verdicts) {
+            let first = match verdict {
+                Verdict::Refused {
+                    over,
+                    at_once: false,
+                } => tx
+                    .prepare_cached(sql::OLDEST)?
+                    .query_row(
+                        rusqlite::params![
+                            charge.principal,
+                            plan.quota_since,
+                            i64::try_from(over - 1).unwrap_or(i64::MAX)
+                        ],
+                        |row| row.get(0),
+                    )
+                    .optional()?,
+                _ => None,
+            };
+            decided.push(admission(verdict, first, plan.now_ms));
+        }
+        let admissions = plan.admit(entries, decided);
+        for chunk in shown.chunks(ROWS_PER_INSERT) {
+            tx.prepare_cached(&sql::insert_views(chunk.len()))?
+                .execute(params_from_iter(chunk.iter().flat_map(|(p, c)| {
+                    [
+                        p as &dyn rusqlite::ToSql,
+                        c as &dyn rusqlite::ToSql,
+                        &plan.now_ms as &dyn rusqlite::ToSql,
+                    ]
+                })))?;
+        }
+        if views.prune {
+            tx.prepare_cached(sql::PRUNE)?.execute([plan.since])?;
+        }
+        let (seq, prev) = match kept {
+            Some(tail) => tail,
+            None => tx
+                .prepare_cached(sql::TAIL)?
+                .query_row([], |row| Ok((row.get("seq")?, row.get("hash")?)))
+                .optional()?
+                .unwrap_or((0, GENESIS.to_owned())),
+        };
+        let chained = chain(entries, seq, prev);
+        for chunk in chained.chunks(ROWS_PER_INSERT) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|(seq, entry, prev, h)| (seq, sql::record_values(entry), prev, h))
+                .collect();
+            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 18);
+            for (seq, row, prev, h) in &rows {
+                values.push(*seq);
+                values.push(&row.at);
+                for text in &row.texts {
+                    values.push(text);
+                }
+                values.push(*prev);
+                values.push(*h);
+            }
+            tx.prepare_cached(&sql::insert_records(chunk.len()))?
+                .execute(params_from_iter(values))?;
+        }
+        tx.commit()?;
+        *last = chained.last().map(|(seq, _, _, h)| (*seq, h.clone()));
+        Ok(admissions)
+    }
 }
 
 fn split(text: &str) -> Vec<String> {
