@@ -1,7 +1,8 @@
 //! The audit log: one durable, hash-chained record per operation, written before the answer leaves.
 //!
-//! Records go through one writer task per gateway, which commits whatever has queued while the last commit ran in
-//! one transaction (group commit), then tells each waiting request that its record is down. A request whose record
+//! Records go through one writer per gateway, which commits whatever has queued while the last commit ran in one
+//! transaction (group commit), then tells each waiting request that its record is down. On SQLite the writer is a
+//! thread with a connection of its own; on PostgreSQL, a task over the pool. A request whose record
 //! could not be written gets `INTERNAL` and no child data.
 //!
 //! Each record's hash is SHA-256 over its fields and the hash of the record before it ([`GENESIS`] for the first),
