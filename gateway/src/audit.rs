@@ -149,18 +149,19 @@ impl AuditLog {
     pub fn counting_views(store: Store, count_window: std::time::Duration) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
         let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        match (store.backend(), store.sqlite_file()) {
-            (Backend::Sqlite(_), Some(file)) => {
-                let (file, done) = (file.to_path_buf(), commits.clone());
+        match store.backend() {
+            Backend::Sqlite(pool) => {
+                // The file the pool's connections open, with the options they were opened with.
+                let file = pool.connect_options().get_filename().to_path_buf();
+                let done = commits.clone();
                 std::thread::Builder::new()
                     .name("audit-writer".to_owned())
                     .spawn(move || sqlite_writer(file, rx, count_window, done))
                     .expect("the system starts a thread");
             }
-            (Backend::Postgres(pool), _) => {
+            Backend::Postgres(pool) => {
                 tokio::spawn(writer(pool.clone(), rx, count_window, commits.clone()));
             }
-            (Backend::Sqlite(_), None) => unreachable!("a SQLite store is opened from its file"),
         }
         Self { tx, commits }
     }

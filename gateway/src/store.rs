@@ -9,7 +9,6 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use childgraph_schema::{RecordRef, SourceName};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -211,8 +210,6 @@ pub struct Linked {
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
-    /// The SQLite file, for the audit writer's own connection.
-    sqlite_file: Option<Arc<std::path::PathBuf>>,
 }
 
 /// The pool a store runs on.
@@ -345,7 +342,6 @@ impl Store {
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self {
             backend: Backend::Sqlite(pool),
-            sqlite_file: Some(Arc::new(path.to_path_buf())),
         })
     }
 
@@ -364,7 +360,6 @@ impl Store {
         sqlx::migrate!("./migrations_postgres").run(&pool).await?;
         Ok(Self {
             backend: Backend::Postgres(pool),
-            sqlite_file: None,
         })
     }
 
@@ -381,11 +376,6 @@ impl Store {
     /// The backend and its pool, for [`on_pool`] and the audit log's own statements.
     pub(crate) fn backend(&self) -> &Backend {
         &self.backend
-    }
-
-    /// The SQLite file the store is, or `None` on PostgreSQL.
-    pub(crate) fn sqlite_file(&self) -> Option<&Path> {
-        self.sqlite_file.as_deref().map(|p| p.as_path())
     }
 
     /// Whether the store answers: used by readiness.
