@@ -438,11 +438,37 @@ impl<'a> Plan<'a> {
         )
     }
 
-    /// Each record's admission, from its charge's (`decided`, in the order of `charged`); a refused record says so
-    /// and shows nothing.
-    fn admit(&self, entries: &mut [AuditEntry], decided: Vec<Admission>) -> Vec<Admission> {
+    /// What each refused charge's retry time needs read (in the order of `charged`): the principal, and how many of
+    /// the children they were shown within the hour come before the one that must leave it, from the oldest. `None`
+    /// for an admitted charge, and for one whose answer alone holds more children than the whole quota.
+    fn oldest_to_leave(&self, verdicts: &[Verdict]) -> Vec<Option<(&'a str, i64)>> {
+        self.charged
+            .iter()
+            .zip(verdicts)
+            .map(|((_, charge), verdict)| match verdict {
+                Verdict::Refused {
+                    over,
+                    at_once: false,
+                } => Some((
+                    charge.principal.as_str(),
+                    i64::try_from(over - 1).unwrap_or(i64::MAX),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Each record's admission, from its charge's verdict and, when refused, when the child that must leave the hour
+    /// was first shown (`firsts`, as [`Self::oldest_to_leave`] asked); a refused record says so and shows nothing.
+    fn admit(
+        &self,
+        entries: &mut [AuditEntry],
+        verdicts: &[Verdict],
+        firsts: Vec<Option<i64>>,
+    ) -> Vec<Admission> {
         let mut admissions = vec![Admission::Admitted { distinct: 0 }; entries.len()];
-        for ((i, _), admission) in self.charged.iter().zip(decided) {
+        for (((i, _), verdict), first) in self.charged.iter().zip(verdicts).zip(firsts) {
+            let admission = admission(*verdict, first, self.now_ms);
             admissions[*i] = admission;
             if !admission.is_admitted() {
                 let entry = &mut entries[*i];
@@ -538,25 +564,21 @@ async fn commit(
         }
     }
     let (verdicts, shown) = plan.decide(entries, &mut viewed, views.count_window);
-    let mut decided = Vec::with_capacity(verdicts.len());
-    for ((_, charge), verdict) in plan.charged.iter().zip(verdicts) {
-        let first = match verdict {
-            Verdict::Refused {
-                over,
-                at_once: false,
-            } => {
+    let mut firsts = Vec::with_capacity(verdicts.len());
+    for lookup in plan.oldest_to_leave(&verdicts) {
+        firsts.push(match lookup {
+            Some((principal, offset)) => {
                 sqlx::query_scalar(sql::OLDEST)
-                    .bind(&charge.principal)
+                    .bind(principal)
                     .bind(plan.quota_since)
-                    .bind(i64::try_from(over - 1).unwrap_or(i64::MAX))
+                    .bind(offset)
                     .fetch_optional(&mut *tx)
                     .await?
             }
-            _ => None,
-        };
-        decided.push(admission(verdict, first, plan.now_ms));
+            None => None,
+        });
     }
-    let admissions = plan.admit(entries, decided);
+    let admissions = plan.admit(entries, &verdicts, firsts);
     for chunk in shown.chunks(ROWS_PER_INSERT) {
         let sql = sql::insert_views(chunk.len());
         let mut q = sqlx::query(&sql);
@@ -713,8 +735,7 @@ mod sqlite {
     use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_iter};
 
     use super::{
-        AuditEntry, Charge, GENESIS, Plan, ROWS_PER_INSERT, Verdict, Viewed, Views, admission,
-        chain, count, sql,
+        AuditEntry, Charge, GENESIS, Plan, ROWS_PER_INSERT, Viewed, Views, chain, count, sql,
     };
     use crate::quotas::Admission;
 
@@ -779,28 +800,20 @@ mod sqlite {
             }
         }
         let (verdicts, shown) = plan.decide(entries, &mut viewed, views.count_window);
-        let mut decided = Vec::with_capacity(verdicts.len());
-        for ((_, charge), verdict) in plan.charged.iter().zip(verdicts) {
-            let first = match verdict {
-                Verdict::Refused {
-                    over,
-                    at_once: false,
-                } => tx
+        let mut firsts = Vec::with_capacity(verdicts.len());
+        for lookup in plan.oldest_to_leave(&verdicts) {
+            firsts.push(match lookup {
+                Some((principal, offset)) => tx
                     .prepare_cached(sql::OLDEST)?
                     .query_row(
-                        rusqlite::params![
-                            charge.principal,
-                            plan.quota_since,
-                            i64::try_from(over - 1).unwrap_or(i64::MAX)
-                        ],
+                        rusqlite::params![principal, plan.quota_since, offset],
                         |row| row.get(0),
                     )
                     .optional()?,
-                _ => None,
-            };
-            decided.push(admission(verdict, first, plan.now_ms));
+                None => None,
+            });
         }
-        let admissions = plan.admit(entries, decided);
+        let admissions = plan.admit(entries, &verdicts, firsts);
         for chunk in shown.chunks(ROWS_PER_INSERT) {
             tx.prepare_cached(&sql::insert_views(chunk.len()))?
                 .execute(params_from_iter(chunk.iter().flat_map(|(p, c)| {
