@@ -377,28 +377,14 @@ struct Plan<'a> {
     /// The quota's and the monitor's windows start here.
     quota_since: i64,
     count_since: i64,
-    /// The (principal, child) pairs the charged answers show: only their rows are read, and counts of the rest.
-    asked: Vec<(&'a str, String)>,
     principals: Vec<&'a str>,
     /// The charged records, by their place in the group.
     charged: Vec<(usize, &'a Charge)>,
 }
 
 impl<'a> Plan<'a> {
-    fn new(entries: &[AuditEntry], charges: &'a [Option<Charge>], views: Views) -> Self {
+    fn new(charges: &'a [Option<Charge>], views: Views) -> Self {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut asked: Vec<(&str, String)> = charges
-            .iter()
-            .zip(entries.iter())
-            .filter_map(|(c, e)| Some((c.as_ref()?, e)))
-            .flat_map(|(c, e)| {
-                e.child_ids
-                    .iter()
-                    .map(move |child| (c.principal.as_str(), child.clone()))
-            })
-            .collect();
-        asked.sort_unstable();
-        asked.dedup();
         let mut principals: Vec<&str> = charges
             .iter()
             .flatten()
@@ -411,7 +397,6 @@ impl<'a> Plan<'a> {
             since: now_ms - millis(crate::quotas::retention(views.count_window)),
             quota_since: now_ms - millis(VIEW_WINDOW),
             count_since: now_ms - millis(views.count_window),
-            asked,
             principals,
             charged: charges
                 .iter()
@@ -419,6 +404,23 @@ impl<'a> Plan<'a> {
                 .filter_map(|(i, c)| Some((i, c.as_ref()?)))
                 .collect(),
         }
+    }
+
+    /// The (principal, child) pairs the charged answers show: only their rows are read, and counts of the rest.
+    fn asked<'e>(&self, entries: &'e [AuditEntry]) -> Vec<(&'a str, &'e str)> {
+        let mut asked: Vec<(&str, &str)> = self
+            .charged
+            .iter()
+            .flat_map(|(i, c)| {
+                entries[*i]
+                    .child_ids
+                    .iter()
+                    .map(move |child| (c.principal.as_str(), child.as_str()))
+            })
+            .collect();
+        asked.sort_unstable();
+        asked.dedup();
+        asked
     }
 
     /// Decides the charges in order against what the store holds, and the (principal, child) pairs first shown now.
@@ -525,7 +527,7 @@ async fn commit(
     charges: &[Option<Charge>],
     views: Views,
 ) -> Result<Vec<Admission>, sqlx::Error> {
-    let plan = Plan::new(entries, charges, views);
+    let plan = Plan::new(charges, views);
     let mut tx = pool.begin().await?;
     // Appends wait for each other here, and for nothing else: readers are not blocked. The lock is taken before the
     // tail is read, so the tail read is the one this transaction extends.
@@ -549,7 +551,7 @@ async fn commit(
             views.in_count = count(row.try_get("in_count")?);
         }
     }
-    for chunk in plan.asked.chunks(ROWS_PER_INSERT) {
+    for chunk in plan.asked(entries).chunks(ROWS_PER_INSERT) {
         let sql = sql::known(chunk.len());
         let mut q = sqlx::query(&sql).bind(plan.since);
         for (principal, child) in chunk {
@@ -763,7 +765,7 @@ mod sqlite {
         charges: &[Option<Charge>],
         views: Views,
     ) -> rusqlite::Result<Vec<Admission>> {
-        let plan = Plan::new(entries, charges, views);
+        let plan = Plan::new(charges, views);
         let kept = last.take();
         // Immediate: the transaction reads (the views) before it writes, and a deferred one could not then take the
         // write lock behind another writer.
@@ -782,7 +784,7 @@ mod sqlite {
                 views.in_count = count(row.get("in_count")?);
             }
         }
-        for chunk in plan.asked.chunks(ROWS_PER_INSERT) {
+        for chunk in plan.asked(entries).chunks(ROWS_PER_INSERT) {
             let mut statement = tx.prepare_cached(&sql::known(chunk.len()))?;
             let mut rows = statement.query(params_from_iter(
                 std::iter::once(&plan.since as &dyn rusqlite::ToSql).chain(
