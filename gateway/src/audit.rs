@@ -150,7 +150,7 @@ impl AuditLog {
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
         let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
         match store.backend() {
-            Backend::Sqlite(pool) => {
+            Backend::Sqlite(pool, _) => {
                 // The file the pool's connections open, with the options they were opened with.
                 let file = pool.connect_options().get_filename().to_path_buf();
                 let done = commits.clone();
@@ -526,7 +526,7 @@ async fn commit(
     entries: &mut [AuditEntry],
     charges: &[Option<Charge>],
     views: Views,
-) -> Result<Vec<Admission>, sqlx::Error> {
+) -> Result<Vec<Admission>, StoreError> {
     let plan = Plan::new(charges, views);
     let mut tx = pool.begin().await?;
     // Appends wait for each other here, and for nothing else: readers are not blocked. The lock is taken before the
@@ -628,6 +628,7 @@ fn count(n: i64) -> usize {
 /// The statements both writers run, with numbered placeholders (`$1`, which both databases take), bound in order.
 mod sql {
     use super::AuditEntry;
+    use crate::store::placeholders;
 
     /// Each principal's distinct children within the quota's window (`$1`) and the monitor's (`$2`).
     pub fn counts(principals: usize) -> String {
@@ -635,7 +636,7 @@ mod sql {
             "SELECT principal, SUM(CASE WHEN first_at > $1 THEN 1 ELSE 0 END) AS in_quota, \
              SUM(CASE WHEN first_at > $2 THEN 1 ELSE 0 END) AS in_count \
              FROM child_views WHERE principal IN ({}) GROUP BY principal",
-            list(3, principals, 1)
+            placeholders(3, principals, 1)
         )
     }
 
@@ -643,7 +644,7 @@ mod sql {
     pub fn known(pairs: usize) -> String {
         format!(
             "SELECT principal, child_id, first_at FROM child_views WHERE first_at > $1 AND (principal, child_id) IN ({})",
-            list(2, pairs, 2)
+            placeholders(2, pairs, 2)
         )
     }
 
@@ -656,7 +657,7 @@ mod sql {
         format!(
             "INSERT INTO child_views (principal, child_id, first_at) VALUES {} \
              ON CONFLICT (principal, child_id) DO UPDATE SET first_at = excluded.first_at",
-            list(1, rows, 3)
+            placeholders(1, rows, 3)
         )
     }
 
@@ -670,7 +671,7 @@ mod sql {
         format!(
             "INSERT INTO audit_log ({}) VALUES {}",
             super::AUDIT_COLUMNS,
-            list(1, rows, 18)
+            placeholders(1, rows, 18)
         )
     }
 
@@ -710,25 +711,6 @@ mod sql {
                 entry.subject.as_deref().map(Into::into),
             ],
         }
-    }
-
-    /// `count` groups of `width` numbered placeholders from `$first`: `($3), ($4)` or `($1, $2, $3), ($4, $5, $6)`,
-    /// without parentheses when `width` is 1 (`$3, $4`).
-    fn list(first: usize, count: usize, width: usize) -> String {
-        let mut out = String::new();
-        for i in 0..count {
-            if i > 0 {
-                out.push_str(", ");
-            }
-            let n = first + i * width;
-            if width == 1 {
-                out.push_str(&format!("${n}"));
-            } else {
-                let group: Vec<String> = (n..n + width).map(|k| format!("${k}")).collect();
-                out.push_str(&format!("({})", group.join(", ")));
-            }
-        }
-        out
     }
 }
 

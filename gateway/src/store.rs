@@ -20,11 +20,13 @@ use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
 
 mod accounts;
 mod practice;
+mod reads;
 mod shields;
 #[cfg(test)]
 pub(crate) mod testing;
 pub use accounts::{AccountChangeError, Recertification};
 pub use practice::{Disclosure, FlagOwner};
+pub(crate) use reads::placeholders;
 pub use shields::{ApprovalError, ShieldEntry, ShieldOverride, ShieldRequest};
 
 /// A store failure. The detail goes to the log; clients see `INTERNAL`.
@@ -32,6 +34,8 @@ pub use shields::{ApprovalError, ShieldEntry, ShieldOverride, ShieldRequest};
 pub enum StoreError {
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("store query failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("store migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored value is corrupt: {0}")]
@@ -215,8 +219,9 @@ pub struct Store {
 /// The pool a store runs on.
 #[derive(Debug, Clone)]
 pub(crate) enum Backend {
-    /// One file, for one gateway process: the audit writer keeps the chain's tail between commits.
-    Sqlite(SqlitePool),
+    /// One file, for one gateway process: the audit writer keeps the chain's tail between commits. The reads of
+    /// every answer run on connections of their own ([`reads`]).
+    Sqlite(SqlitePool, reads::Readers),
     /// A server that several gateway replicas may share.
     Postgres(PgPool),
 }
@@ -227,12 +232,45 @@ pub(crate) enum Backend {
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match $store.backend() {
-            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Sqlite($pool, _) => $body,
             $crate::store::Backend::Postgres($pool) => $body,
         }
     };
 }
 pub(crate) use on_pool;
+
+/// A read of the answer path: `$sql`, with its placeholders (`$1`, `$2`… in order) bound to the `&str`s of
+/// `$params`, each row turned into one item of the answer by `$read`, over `$row: &impl StoreRow`. On SQLite it runs on
+/// the calling thread ([`reads`]); on PostgreSQL, through the pool. Evaluates to `Result<Vec<_>, StoreError>`.
+macro_rules! select {
+    ($store:expr, $sql:expr, $params:expr, |$row:ident| $read:expr) => {
+        match $store.backend() {
+            $crate::store::Backend::Sqlite(_, readers) => readers.read(|conn| {
+                let mut statement = conn.prepare_cached($sql)?;
+                let mut rows = statement.query(rusqlite::params_from_iter($params.iter()))?;
+                let mut out = Vec::new();
+                while let Some($row) = rows.next()? {
+                    out.push($read);
+                }
+                Ok(out)
+            }),
+            $crate::store::Backend::Postgres(pool) => {
+                let mut query = sqlx::query($sql);
+                for param in $params.iter() {
+                    query = query.bind(*param);
+                }
+                let rows = query.fetch_all(pool).await?;
+                rows.iter()
+                    .map(|$row| Ok::<_, StoreError>($read))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            }
+        }
+    };
+}
+pub(crate) use select;
+
+/// How many ids one read of the answer path binds at most; longer lists are read in parts.
+const IDS_PER_READ: usize = 200;
 
 /// Records the proposed merges and splits of a [`Store::link`] in its transaction `$tx`, of either backend.
 macro_rules! link_events {
@@ -270,12 +308,14 @@ macro_rules! link_events {
     };
 }
 
-/// A value the store reads from a row of either backend.
+/// A value the store reads from a row of either backend, through sqlx or, for the reads of every answer on SQLite,
+/// rusqlite.
 pub(crate) trait StoreValue:
     for<'r> sqlx::Decode<'r, Sqlite>
     + sqlx::Type<Sqlite>
     + for<'r> sqlx::Decode<'r, Postgres>
     + sqlx::Type<Postgres>
+    + rusqlite::types::FromSql
 {
 }
 
@@ -284,23 +324,24 @@ impl<T> StoreValue for T where
         + sqlx::Type<Sqlite>
         + for<'r> sqlx::Decode<'r, Postgres>
         + sqlx::Type<Postgres>
+        + rusqlite::types::FromSql
 {
 }
 
 /// A row of either backend, read by column name, so that a row is turned into a record by one function.
 pub(crate) trait StoreRow {
-    fn try_get<T: StoreValue>(&self, column: &str) -> Result<T, sqlx::Error>;
+    fn try_get<T: StoreValue>(&self, column: &str) -> Result<T, StoreError>;
 }
 
 impl StoreRow for SqliteRow {
-    fn try_get<T: StoreValue>(&self, column: &str) -> Result<T, sqlx::Error> {
-        sqlx::Row::try_get(self, column)
+    fn try_get<T: StoreValue>(&self, column: &str) -> Result<T, StoreError> {
+        Ok(sqlx::Row::try_get(self, column)?)
     }
 }
 
 impl StoreRow for PgRow {
-    fn try_get<T: StoreValue>(&self, column: &str) -> Result<T, sqlx::Error> {
-        sqlx::Row::try_get(self, column)
+    fn try_get<T: StoreValue>(&self, column: &str) -> Result<T, StoreError> {
+        Ok(sqlx::Row::try_get(self, column)?)
     }
 }
 
@@ -340,8 +381,10 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        // The file the pool's connections open.
+        let readers = reads::Readers::new(pool.connect_options().get_filename());
         Ok(Self {
-            backend: Backend::Sqlite(pool),
+            backend: Backend::Sqlite(pool, readers),
         })
     }
 
@@ -368,7 +411,7 @@ impl Store {
     /// with "database is locked" whatever the busy timeout.
     pub(crate) fn begin_read_write(&self) -> &'static str {
         match self.backend {
-            Backend::Sqlite(_) => "BEGIN IMMEDIATE",
+            Backend::Sqlite(..) => "BEGIN IMMEDIATE",
             Backend::Postgres(_) => "BEGIN",
         }
     }
@@ -431,18 +474,17 @@ impl Store {
         records: &[RecordRef],
     ) -> Result<HashMap<RecordRef, String>, StoreError> {
         let mut found = HashMap::new();
-        for chunk in records.chunks(200) {
-            on_pool!(self, |pool| {
-                let mut q = sqlx::QueryBuilder::new(
-                    "SELECT source, record_id, child_id FROM links WHERE (source, record_id) IN ",
-                );
-                q.push_tuples(chunk, |mut b, r| {
-                    b.push_bind(r.source.as_str()).push_bind(&r.id);
-                });
-                for row in q.build().fetch_all(pool).await? {
-                    found.insert(record_ref(&row)?, row.try_get("child_id")?);
-                }
-            });
+        for chunk in records.chunks(IDS_PER_READ) {
+            let sql = format!(
+                "SELECT source, record_id, child_id FROM links WHERE (source, record_id) IN ({})",
+                placeholders(1, chunk.len(), 2)
+            );
+            let params = record_params(chunk);
+            let rows = select!(self, &sql, params, |row| (
+                record_ref(row)?,
+                row.try_get::<String>("child_id")?
+            ))?;
+            found.extend(rows);
         }
         Ok(found)
     }
@@ -453,19 +495,14 @@ impl Store {
         records: &[RecordRef],
     ) -> Result<HashSet<RecordRef>, StoreError> {
         let mut found = HashSet::new();
-        for chunk in records.chunks(200) {
-            on_pool!(self, |pool| {
-                let mut q = sqlx::QueryBuilder::new(
-                    "SELECT l.source, l.record_id FROM links l JOIN shields s ON s.child_id = l.child_id
-                     WHERE (l.source, l.record_id) IN ",
-                );
-                q.push_tuples(chunk, |mut b, r| {
-                    b.push_bind(r.source.as_str()).push_bind(&r.id);
-                });
-                for row in q.build().fetch_all(pool).await? {
-                    found.insert(record_ref(&row)?);
-                }
-            });
+        for chunk in records.chunks(IDS_PER_READ) {
+            let sql = format!(
+                "SELECT l.source, l.record_id FROM links l JOIN shields s ON s.child_id = l.child_id
+                 WHERE (l.source, l.record_id) IN ({})",
+                placeholders(1, chunk.len(), 2)
+            );
+            let params = record_params(chunk);
+            found.extend(select!(self, &sql, params, |row| record_ref(row)?)?);
         }
         Ok(found)
     }
@@ -592,46 +629,37 @@ impl Store {
 
     /// The source records linked to a child.
     pub async fn records_of(&self, child_id: &str) -> Result<Vec<RecordRef>, StoreError> {
-        on_pool!(self, |pool| {
-            sqlx::query(
-                "SELECT source, record_id FROM links WHERE child_id = $1 ORDER BY source, record_id",
-            )
-            .bind(child_id)
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(record_ref)
-            .collect()
-        })
+        select!(
+            self,
+            "SELECT source, record_id FROM links WHERE child_id = $1 ORDER BY source, record_id",
+            [child_id],
+            |row| record_ref(row)?
+        )
     }
 
     /// The source records linked to each of these children, and which of them the register shields, in one query.
     /// Children with no linked record are left out.
     pub async fn linked(&self, child_ids: &[String]) -> Result<Linked, StoreError> {
         let mut linked = Linked::default();
-        for chunk in child_ids.chunks(200) {
-            on_pool!(self, |pool| {
-                let mut q = sqlx::QueryBuilder::new(
-                    "SELECT l.child_id, l.source, l.record_id, s.child_id IS NOT NULL AS shielded
-                     FROM links l LEFT JOIN shields s ON s.child_id = l.child_id WHERE l.child_id IN (",
-                );
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(id);
+        for chunk in child_ids.chunks(IDS_PER_READ) {
+            let sql = format!(
+                "SELECT l.child_id, l.source, l.record_id, s.child_id IS NOT NULL AS shielded
+                 FROM links l LEFT JOIN shields s ON s.child_id = l.child_id WHERE l.child_id IN ({})
+                 ORDER BY l.child_id, l.source, l.record_id",
+                placeholders(1, chunk.len(), 1)
+            );
+            let params: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let rows = select!(self, &sql, params, |row| (
+                row.try_get::<String>("child_id")?,
+                record_ref(row)?,
+                row.try_get::<bool>("shielded")?
+            ))?;
+            for (child, record, shielded) in rows {
+                if shielded {
+                    linked.shielded.insert(child.clone());
                 }
-                q.push(") ORDER BY l.child_id, l.source, l.record_id");
-                for row in q.build().fetch_all(pool).await? {
-                    let child: String = row.try_get("child_id")?;
-                    if row.try_get::<bool>("shielded")? {
-                        linked.shielded.insert(child.clone());
-                    }
-                    linked
-                        .records
-                        .entry(child)
-                        .or_default()
-                        .push(record_ref(&row)?);
-                }
-            });
+                linked.records.entry(child).or_default().push(record);
+            }
         }
         Ok(linked)
     }
@@ -639,19 +667,14 @@ impl Store {
     /// Which of these children the gateway's register shields.
     pub async fn shielded(&self, child_ids: &[String]) -> Result<HashSet<String>, StoreError> {
         let mut shielded = HashSet::new();
-        for chunk in child_ids.chunks(200) {
-            on_pool!(self, |pool| {
-                let mut q =
-                    sqlx::QueryBuilder::new("SELECT child_id FROM shields WHERE child_id IN (");
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(id);
-                }
-                q.push(")");
-                for row in q.build().fetch_all(pool).await? {
-                    shielded.insert(row.try_get("child_id")?);
-                }
-            });
+        for chunk in child_ids.chunks(IDS_PER_READ) {
+            let sql = format!(
+                "SELECT child_id FROM shields WHERE child_id IN ({})",
+                placeholders(1, chunk.len(), 1)
+            );
+            let params: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            shielded.extend(select!(self, &sql, params, |row| row
+                .try_get::<String>("child_id")?)?);
         }
         Ok(shielded)
     }
@@ -701,34 +724,31 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<HashMap<String, Vec<FlagRecord>>, StoreError> {
         let mut flags: HashMap<String, Vec<FlagRecord>> = HashMap::new();
-        for chunk in child_ids.chunks(200) {
-            on_pool!(self, |pool| {
-                let mut q = sqlx::QueryBuilder::new(format!(
-                    "SELECT f.id, f.child_id, f.kind, f.note, f.raised_at, f.expires_at, {ACCOUNT_COLUMNS}
-                     FROM flags f JOIN accounts a ON a.user_id = f.raised_by
-                     JOIN organisations o ON o.id = a.organisation_id
-                     WHERE f.withdrawn_at IS NULL AND f.expires_at > "
-                ));
-                q.push_bind(now.to_rfc3339());
-                q.push(" AND f.child_id IN (");
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(id);
-                }
-                q.push(") ORDER BY f.raised_at DESC");
-                for row in q.build().fetch_all(pool).await? {
-                    let flag = FlagRecord {
-                        id: row.try_get("id")?,
-                        child_id: row.try_get("child_id")?,
-                        kind: row.try_get("kind")?,
-                        note: row.try_get("note")?,
-                        raised_by: account_from_row(&row)?,
-                        raised_at: timestamp(&row, "raised_at")?,
-                        expires_at: timestamp(&row, "expires_at")?,
-                    };
-                    flags.entry(flag.child_id.clone()).or_default().push(flag);
-                }
-            });
+        let now = now.to_rfc3339();
+        for chunk in child_ids.chunks(IDS_PER_READ) {
+            let sql = format!(
+                "SELECT f.id, f.child_id, f.kind, f.note, f.raised_at, f.expires_at, {ACCOUNT_COLUMNS}
+                 FROM flags f JOIN accounts a ON a.user_id = f.raised_by
+                 JOIN organisations o ON o.id = a.organisation_id
+                 WHERE f.withdrawn_at IS NULL AND f.expires_at > $1 AND f.child_id IN ({})
+                 ORDER BY f.raised_at DESC",
+                placeholders(2, chunk.len(), 1)
+            );
+            let params: Vec<&str> = std::iter::once(now.as_str())
+                .chain(chunk.iter().map(String::as_str))
+                .collect();
+            let rows = select!(self, &sql, params, |row| FlagRecord {
+                id: row.try_get("id")?,
+                child_id: row.try_get("child_id")?,
+                kind: row.try_get("kind")?,
+                note: row.try_get("note")?,
+                raised_by: account_from_row(row)?,
+                raised_at: timestamp(row, "raised_at")?,
+                expires_at: timestamp(row, "expires_at")?,
+            })?;
+            for flag in rows {
+                flags.entry(flag.child_id.clone()).or_default().push(flag);
+            }
         }
         Ok(flags)
     }
@@ -914,6 +934,14 @@ fn link_answer(
     merges.dedup();
     splits.sort_unstable();
     (answer, merges, splits)
+}
+
+/// Each record's source and id, in turn: the parameters of `(source, record_id) IN (…)`.
+fn record_params(records: &[RecordRef]) -> Vec<&str> {
+    records
+        .iter()
+        .flat_map(|r| [r.source.as_str(), r.id.as_str()])
+        .collect()
 }
 
 fn record_ref(row: &impl StoreRow) -> Result<RecordRef, StoreError> {

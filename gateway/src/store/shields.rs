@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::{Store, StoreError, StoreRow, on_pool, timestamp};
+use super::{IDS_PER_READ, Store, StoreError, StoreRow, on_pool, placeholders, select, timestamp};
 use chrono::{DateTime, Utc};
 
 /// A request that a child be shielded, waiting for a shield officer or decided.
@@ -201,7 +201,7 @@ impl Store {
             .map_err(StoreError::from)?
             .ok_or(ApprovalError::NoSuchRequest)?;
             let request = request_from_row(&row)?;
-            let status: String = row.try_get("status").map_err(StoreError::from)?;
+            let status: String = row.try_get("status")?;
             if status != "pending" {
                 return Err(ApprovalError::AlreadyApproved);
             }
@@ -340,24 +340,19 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<HashSet<String>, StoreError> {
         let mut found = HashSet::new();
-        for chunk in child_ids.chunks(200) {
-            on_pool!(self, |pool| {
-                let mut q = sqlx::QueryBuilder::new(
-                    "SELECT DISTINCT child_id FROM shield_overrides WHERE user_id = ",
-                );
-                q.push_bind(user_id);
-                q.push(" AND expires_at > ");
-                q.push_bind(now.to_rfc3339());
-                q.push(" AND child_id IN (");
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(id);
-                }
-                q.push(")");
-                for row in q.build().fetch_all(pool).await? {
-                    found.insert(row.try_get("child_id")?);
-                }
-            });
+        let now = now.to_rfc3339();
+        for chunk in child_ids.chunks(IDS_PER_READ) {
+            let sql = format!(
+                "SELECT DISTINCT child_id FROM shield_overrides
+                 WHERE user_id = $1 AND expires_at > $2 AND child_id IN ({})",
+                placeholders(3, chunk.len(), 1)
+            );
+            let params: Vec<&str> = [user_id, now.as_str()]
+                .into_iter()
+                .chain(chunk.iter().map(String::as_str))
+                .collect();
+            found.extend(select!(self, &sql, params, |row| row
+                .try_get::<String>("child_id")?)?);
         }
         Ok(found)
     }
