@@ -36,45 +36,68 @@ pub enum Resource {
 
 impl<'de> Deserialize<'de> for Resource {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Tag<'a> {
-            #[serde(rename = "resourceType", borrow)]
-            resource_type: std::borrow::Cow<'a, str>,
-        }
-
-        fn parse<'a, T: Deserialize<'a>, E: serde::de::Error>(raw: &'a str) -> Result<T, E> {
-            serde_json::from_str(raw).map_err(E::custom)
-        }
-
-        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
-        let raw = raw.get();
-        // Servers write `resourceType` first, as the JSON format's examples do; reading it there saves a pass over the
-        // resource. Anywhere else, the whole resource is read for it.
-        let resource_type = match leading_resource_type(raw) {
-            Some(t) => std::borrow::Cow::Borrowed(t),
-            None => parse::<Tag<'_>, _>(raw)?.resource_type,
-        };
-        Ok(match resource_type.as_ref() {
-            "Patient" => Resource::Patient(parse(raw)?),
-            "RelatedPerson" => Resource::RelatedPerson(parse(raw)?),
-            "Organization" => Resource::Organization(parse(raw)?),
-            "Practitioner" => Resource::Practitioner(parse(raw)?),
-            "EpisodeOfCare" => Resource::EpisodeOfCare(parse(raw)?),
-            "Encounter" => Resource::Encounter(parse(raw)?),
-            "OperationOutcome" => Resource::OperationOutcome(parse(raw)?),
-            "Bundle" => Resource::Bundle(parse(raw)?),
-            _ => Resource::Other,
-        })
+        deserializer.deserialize_map(ResourceVisitor)
     }
 }
 
-/// The value of `resourceType` when it is the object's first member and neither key nor value holds an escape.
-fn leading_resource_type(raw: &str) -> Option<&str> {
-    let rest = raw.trim_start().strip_prefix('{')?.trim_start();
-    let rest = rest.strip_prefix("\"resourceType\"")?.trim_start();
-    let rest = rest.strip_prefix(':')?.trim_start().strip_prefix('"')?;
-    let end = rest.find(['"', '\\'])?;
-    (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
+/// Reads a resource in one pass when `resourceType` is its first member, as servers write it and as the JSON format's
+/// examples do: the rest of the object is read straight into the type it names. Anywhere else, the object is read
+/// whole first, then as its type.
+struct ResourceVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ResourceVisitor {
+    type Value = Resource;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a FHIR resource: an object with a resourceType")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Resource, A::Error> {
+        use serde::de::Error;
+        use serde::de::value::MapAccessDeserializer;
+
+        let Some(first) = map.next_key::<String>()? else {
+            return Err(A::Error::missing_field("resourceType"));
+        };
+        if first == "resourceType" {
+            let resource_type: String = map.next_value()?;
+            return Resource::read(&resource_type, MapAccessDeserializer::new(map));
+        }
+        let mut object = serde_json::Map::new();
+        object.insert(first, map.next_value()?);
+        while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+            object.insert(key, value);
+        }
+        let resource_type = match object.get("resourceType") {
+            Some(serde_json::Value::String(t)) => t.clone(),
+            Some(_) => return Err(A::Error::custom("resourceType is not a string")),
+            None => return Err(A::Error::missing_field("resourceType")),
+        };
+        Resource::read(&resource_type, serde_json::Value::Object(object)).map_err(A::Error::custom)
+    }
+}
+
+impl Resource {
+    /// The rest of a resource, read as the type `resource_type` names; a type the connector does not read is skipped.
+    fn read<'de, D: serde::Deserializer<'de>>(
+        resource_type: &str,
+        rest: D,
+    ) -> Result<Self, D::Error> {
+        Ok(match resource_type {
+            "Patient" => Resource::Patient(Deserialize::deserialize(rest)?),
+            "RelatedPerson" => Resource::RelatedPerson(Deserialize::deserialize(rest)?),
+            "Organization" => Resource::Organization(Deserialize::deserialize(rest)?),
+            "Practitioner" => Resource::Practitioner(Deserialize::deserialize(rest)?),
+            "EpisodeOfCare" => Resource::EpisodeOfCare(Deserialize::deserialize(rest)?),
+            "Encounter" => Resource::Encounter(Deserialize::deserialize(rest)?),
+            "OperationOutcome" => Resource::OperationOutcome(Deserialize::deserialize(rest)?),
+            "Bundle" => Resource::Bundle(Deserialize::deserialize(rest)?),
+            _ => {
+                serde::de::IgnoredAny::deserialize(rest)?;
+                Resource::Other
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -532,21 +555,10 @@ mod tests {
 
     #[test]
     fn the_resource_type_is_found_first_or_anywhere() {
-        assert_eq!(
-            leading_resource_type(r#" { "resourceType" : "Patient", "id": "p"}"#),
-            Some("Patient")
-        );
-        assert_eq!(
-            leading_resource_type(r#"{"id":"p","resourceType":"Patient"}"#),
-            None
-        );
-        assert_eq!(
-            leading_resource_type(r#"{"resourceType":"Pat\u0069ent"}"#),
-            None
-        );
         for json in [
-            r#"{"resourceType":"Patient","id":"p"}"#,
+            r#" { "resourceType" : "Patient", "id": "p"}"#,
             r#"{"id":"p","resourceType":"Patient"}"#,
+            r#"{"id":"p","meta":{"security":[]},"resourceType":"Patient","birthDate":"2019"}"#,
             r#"{"resourceType":"Pat\u0069ent","id":"p"}"#,
         ] {
             let resource: Resource = serde_json::from_str(json).unwrap();
@@ -555,6 +567,44 @@ mod tests {
                 "{json}"
             );
         }
+        for json in [
+            r#"{"id":"p"}"#,
+            r#"{}"#,
+            r#"{"resourceType":1,"id":"p"}"#,
+            r#"[]"#,
+        ] {
+            assert!(serde_json::from_str::<Resource>(json).is_err(), "{json}");
+        }
+    }
+
+    #[test]
+    fn a_resource_inside_a_bundle_is_read_whatever_the_order_of_its_members() {
+        let json = r#"{"resourceType":"Bundle","type":"searchset","entry":[
+            {"resource":{"resourceType":"Patient","id":"first","birthDate":"2019-06-14"}},
+            {"resource":{"id":"last","birthDate":"2020-01-02","resourceType":"Patient"}},
+            {"resource":{"resourceType":"Observation","id":"o","component":[{"valueString":"x"}]}},
+            {"resource":{"resourceType":"Organization","id":"org","name":"Ridgeway"}}]}"#;
+        let Resource::Bundle(bundle) = serde_json::from_str::<Resource>(json).unwrap() else {
+            panic!("a Bundle");
+        };
+        let read: Vec<String> = bundle
+            .resources()
+            .map(|r| match r {
+                Resource::Patient(p) => format!("Patient {:?} {:?}", p.id, p.birth_date),
+                Resource::Organization(o) => format!("Organization {:?}", o.id),
+                Resource::Other => "Other".to_owned(),
+                _ => "unexpected".to_owned(),
+            })
+            .collect();
+        assert_eq!(
+            read,
+            [
+                r#"Patient Some("first") Some("2019-06-14")"#,
+                r#"Patient Some("last") Some("2020-01-02")"#,
+                "Other",
+                r#"Organization Some("org")"#,
+            ]
+        );
     }
 
     #[test]
