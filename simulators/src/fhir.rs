@@ -49,12 +49,38 @@ pub(crate) fn outcome(status: StatusCode, code: &str, diagnostics: &str) -> Resp
 }
 
 fn fhir_json(status: StatusCode, body: &Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, MEDIA_TYPE)],
-        body.to_string(),
-    )
-        .into_response()
+    let text = serde_json::to_string(&ResourceFirst(body)).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, MEDIA_TYPE)], text).into_response()
+}
+
+/// A JSON value written with each object's `resourceType` as its first member, as FHIR servers write resources and as
+/// the specification's JSON examples show them; the other members follow in the value's order.
+struct ResourceFirst<'a>(&'a Value);
+
+impl serde::Serialize for ResourceFirst<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Object(members) => {
+                let mut map = serializer.serialize_map(Some(members.len()))?;
+                if let Some(kind) = members.get("resourceType") {
+                    map.serialize_entry("resourceType", kind)?;
+                }
+                for (key, value) in members.iter().filter(|(k, _)| *k != "resourceType") {
+                    map.serialize_entry(key, &ResourceFirst(value))?;
+                }
+                map.end()
+            }
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&ResourceFirst(item))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(serializer),
+        }
+    }
 }
 
 /// A refused search: the 400 and OperationOutcome it answers with.

@@ -353,6 +353,31 @@ async fn fhir_identifier_id_list_and_patient_content() {
 }
 
 #[tokio::test]
+async fn fhir_resources_are_written_with_their_resource_type_first() {
+    let (app, _) = app(SimulatorKind::Health);
+    let leo_id = cast::LEO.health_id.unwrap();
+    let family = cast::LEO.family;
+    let mut inner = 0;
+    for uri in [
+        format!("/fhir/Patient/{leo_id}"),
+        format!("/fhir/Patient?family={}&_count=5", enc(family)),
+        "/fhir/Nothing".to_owned(),
+    ] {
+        let answer = get(&app, &uri).await;
+        let text = String::from_utf8(answer.body.clone()).expect("UTF-8");
+        assert!(text.starts_with(r#"{"resourceType":"#), "{uri}: {text}");
+        // Every resource inside, too: each `"resource":` is followed by its type.
+        for (at, _) in text.match_indices(r#""resource":"#) {
+            let rest = &text[at + r#""resource":"#.len()..];
+            assert!(rest.starts_with(r#"{"resourceType":"#), "{uri}: {rest}");
+            inner += 1;
+        }
+        assert!(answer.json().is_object());
+    }
+    assert!(inner > 0, "the search found Leo");
+}
+
+#[tokio::test]
 async fn fhir_paging_follows_next_to_the_end() {
     let (app, _) = app(SimulatorKind::Health);
     let mut uri = "/fhir/Patient?birthdate=ge2015-01-01&_count=37".to_owned();

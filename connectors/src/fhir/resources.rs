@@ -4,6 +4,7 @@
 
 use chrono::NaiveDate;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// The v3 confidentiality code system of `meta.security` labels.
 pub const CONFIDENTIALITY_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
@@ -41,8 +42,8 @@ impl<'de> Deserialize<'de> for Resource {
 }
 
 /// Reads a resource in one pass when `resourceType` is its first member, as servers write it and as the JSON format's
-/// examples do: the rest of the object is read straight into the type it names. Anywhere else, the object is read
-/// whole first, then as its type.
+/// examples do: the rest of the object is read straight into the type it names. Anywhere else, each member is set
+/// aside as text, then read as the type.
 struct ResourceVisitor;
 
 impl<'de> serde::de::Visitor<'de> for ResourceVisitor {
@@ -63,17 +64,22 @@ impl<'de> serde::de::Visitor<'de> for ResourceVisitor {
             let resource_type: String = map.next_value()?;
             return Resource::read(&resource_type, MapAccessDeserializer::new(map));
         }
-        let mut object = serde_json::Map::new();
-        object.insert(first, map.next_value()?);
-        while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
-            object.insert(key, value);
+        // Each member is kept as its text until the type is known, then read once as that type.
+        let mut members: Vec<(String, Box<RawValue>)> = vec![(first, map.next_value()?)];
+        while let Some(member) = map.next_entry::<String, Box<RawValue>>()? {
+            members.push(member);
         }
-        let resource_type = match object.get("resourceType") {
-            Some(serde_json::Value::String(t)) => t.clone(),
-            Some(_) => return Err(A::Error::custom("resourceType is not a string")),
+        let resource_type = match members.iter().find(|(key, _)| key == "resourceType") {
+            Some((_, value)) => serde_json::from_str::<String>(value.get())
+                .map_err(|_| A::Error::custom("resourceType is not a string"))?,
             None => return Err(A::Error::missing_field("resourceType")),
         };
-        Resource::read(&resource_type, serde_json::Value::Object(object)).map_err(A::Error::custom)
+        let rest = serde::de::value::MapDeserializer::new(
+            members
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_ref())),
+        );
+        Resource::read(&resource_type, rest).map_err(A::Error::custom)
     }
 }
 
