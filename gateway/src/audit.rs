@@ -626,7 +626,7 @@ fn count(n: i64) -> usize {
 }
 
 /// The statements both writers run, with numbered placeholders (`$1`, which both databases take), bound in order.
-mod sql {
+pub(crate) mod sql {
     use super::AuditEntry;
     use crate::store::placeholders;
 

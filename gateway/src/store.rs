@@ -272,6 +272,58 @@ pub(crate) use select;
 /// How many ids one read of the answer path binds at most; longer lists are read in parts.
 const IDS_PER_READ: usize = 200;
 
+/// The statements of the reads every answer makes, for `count` ids (or records) from `$1`, each a lookup by key or
+/// index (`every_read_of_an_answer_uses_an_index`).
+mod statements {
+    use super::{ACCOUNT_COLUMNS, placeholders};
+
+    pub fn children_of(count: usize) -> String {
+        format!(
+            "SELECT source, record_id, child_id FROM links WHERE (source, record_id) IN ({})",
+            placeholders(1, count, 2)
+        )
+    }
+
+    pub fn shielded_records(count: usize) -> String {
+        format!(
+            "SELECT l.source, l.record_id FROM links l JOIN shields s ON s.child_id = l.child_id
+             WHERE (l.source, l.record_id) IN ({})",
+            placeholders(1, count, 2)
+        )
+    }
+
+    pub const RECORDS_OF: &str =
+        "SELECT source, record_id FROM links WHERE child_id = $1 ORDER BY source, record_id";
+
+    pub fn linked(count: usize) -> String {
+        format!(
+            "SELECT l.child_id, l.source, l.record_id, s.child_id IS NOT NULL AS shielded
+             FROM links l LEFT JOIN shields s ON s.child_id = l.child_id WHERE l.child_id IN ({})
+             ORDER BY l.child_id, l.source, l.record_id",
+            placeholders(1, count, 1)
+        )
+    }
+
+    pub fn shielded(count: usize) -> String {
+        format!(
+            "SELECT child_id FROM shields WHERE child_id IN ({})",
+            placeholders(1, count, 1)
+        )
+    }
+
+    /// Live flags at `$1`.
+    pub fn flags(count: usize) -> String {
+        format!(
+            "SELECT f.id, f.child_id, f.kind, f.note, f.raised_at, f.expires_at, {ACCOUNT_COLUMNS}
+             FROM flags f JOIN accounts a ON a.user_id = f.raised_by
+             JOIN organisations o ON o.id = a.organisation_id
+             WHERE f.withdrawn_at IS NULL AND f.expires_at > $1 AND f.child_id IN ({})
+             ORDER BY f.raised_at DESC",
+            placeholders(2, count, 1)
+        )
+    }
+}
+
 /// Records the proposed merges and splits of a [`Store::link`] in its transaction `$tx`, of either backend.
 macro_rules! link_events {
     ($tx:ident, $merges:expr, $splits:expr, $rule:expr, $now:expr) => {
@@ -475,10 +527,7 @@ impl Store {
     ) -> Result<HashMap<RecordRef, String>, StoreError> {
         let mut found = HashMap::new();
         for chunk in records.chunks(IDS_PER_READ) {
-            let sql = format!(
-                "SELECT source, record_id, child_id FROM links WHERE (source, record_id) IN ({})",
-                placeholders(1, chunk.len(), 2)
-            );
+            let sql = statements::children_of(chunk.len());
             let params = record_params(chunk);
             let rows = select!(self, &sql, params, |row| (
                 record_ref(row)?,
@@ -496,11 +545,7 @@ impl Store {
     ) -> Result<HashSet<RecordRef>, StoreError> {
         let mut found = HashSet::new();
         for chunk in records.chunks(IDS_PER_READ) {
-            let sql = format!(
-                "SELECT l.source, l.record_id FROM links l JOIN shields s ON s.child_id = l.child_id
-                 WHERE (l.source, l.record_id) IN ({})",
-                placeholders(1, chunk.len(), 2)
-            );
+            let sql = statements::shielded_records(chunk.len());
             let params = record_params(chunk);
             found.extend(select!(self, &sql, params, |row| record_ref(row)?)?);
         }
@@ -578,14 +623,13 @@ impl Store {
             }
             // What the store now holds for the records, this transaction's links and any another wrote first.
             let mut linked = HashMap::new();
-            for chunk in all.chunks(200) {
-                let mut q = sqlx::QueryBuilder::new(
-                    "SELECT source, record_id, child_id FROM links WHERE (source, record_id) IN ",
-                );
-                q.push_tuples(chunk, |mut b, r| {
-                    b.push_bind(r.source.as_str()).push_bind(&r.id);
-                });
-                for row in q.build().fetch_all(&mut *tx).await? {
+            for chunk in all.chunks(IDS_PER_READ) {
+                let sql = statements::children_of(chunk.len());
+                let mut q = sqlx::query(&sql);
+                for param in record_params(chunk) {
+                    q = q.bind(param);
+                }
+                for row in q.fetch_all(&mut *tx).await? {
                     linked.insert(record_ref(&row)?, row.try_get::<String>("child_id")?);
                 }
             }
@@ -629,12 +673,9 @@ impl Store {
 
     /// The source records linked to a child.
     pub async fn records_of(&self, child_id: &str) -> Result<Vec<RecordRef>, StoreError> {
-        select!(
-            self,
-            "SELECT source, record_id FROM links WHERE child_id = $1 ORDER BY source, record_id",
-            [child_id],
-            |row| record_ref(row)?
-        )
+        select!(self, statements::RECORDS_OF, [child_id], |row| record_ref(
+            row
+        )?)
     }
 
     /// The source records linked to each of these children, and which of them the register shields, in one query.
@@ -642,12 +683,7 @@ impl Store {
     pub async fn linked(&self, child_ids: &[String]) -> Result<Linked, StoreError> {
         let mut linked = Linked::default();
         for chunk in child_ids.chunks(IDS_PER_READ) {
-            let sql = format!(
-                "SELECT l.child_id, l.source, l.record_id, s.child_id IS NOT NULL AS shielded
-                 FROM links l LEFT JOIN shields s ON s.child_id = l.child_id WHERE l.child_id IN ({})
-                 ORDER BY l.child_id, l.source, l.record_id",
-                placeholders(1, chunk.len(), 1)
-            );
+            let sql = statements::linked(chunk.len());
             let params: Vec<&str> = chunk.iter().map(String::as_str).collect();
             let rows = select!(self, &sql, params, |row| (
                 row.try_get::<String>("child_id")?,
@@ -668,10 +704,7 @@ impl Store {
     pub async fn shielded(&self, child_ids: &[String]) -> Result<HashSet<String>, StoreError> {
         let mut shielded = HashSet::new();
         for chunk in child_ids.chunks(IDS_PER_READ) {
-            let sql = format!(
-                "SELECT child_id FROM shields WHERE child_id IN ({})",
-                placeholders(1, chunk.len(), 1)
-            );
+            let sql = statements::shielded(chunk.len());
             let params: Vec<&str> = chunk.iter().map(String::as_str).collect();
             shielded.extend(select!(self, &sql, params, |row| row
                 .try_get::<String>("child_id")?)?);
@@ -726,14 +759,7 @@ impl Store {
         let mut flags: HashMap<String, Vec<FlagRecord>> = HashMap::new();
         let now = now.to_rfc3339();
         for chunk in child_ids.chunks(IDS_PER_READ) {
-            let sql = format!(
-                "SELECT f.id, f.child_id, f.kind, f.note, f.raised_at, f.expires_at, {ACCOUNT_COLUMNS}
-                 FROM flags f JOIN accounts a ON a.user_id = f.raised_by
-                 JOIN organisations o ON o.id = a.organisation_id
-                 WHERE f.withdrawn_at IS NULL AND f.expires_at > $1 AND f.child_id IN ({})
-                 ORDER BY f.raised_at DESC",
-                placeholders(2, chunk.len(), 1)
-            );
+            let sql = statements::flags(chunk.len());
             let params: Vec<&str> = std::iter::once(now.as_str())
                 .chain(chunk.iter().map(String::as_str))
                 .collect();
@@ -1005,6 +1031,50 @@ fn account_from_row(row: &impl StoreRow) -> Result<Account, StoreError> {
 mod tests {
     use super::*;
     use crate::store::testing::{Stores, on_each_backend};
+
+    /// SQLite's plan for each statement an answer runs, at one and at several ids: each table is searched by a key
+    /// or an index, never scanned, however large it grows.
+    #[tokio::test]
+    async fn every_read_of_an_answer_uses_an_index() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("store.db");
+        Store::open_sqlite(&file).await.expect("store");
+        let conn = rusqlite::Connection::open(&file).expect("connection");
+        use crate::audit::sql;
+        for count in [1, 3] {
+            for statement in [
+                statements::children_of(count),
+                statements::shielded_records(count),
+                statements::RECORDS_OF.to_owned(),
+                statements::linked(count),
+                statements::shielded(count),
+                statements::flags(count),
+                shields::overridden_sql(count),
+                sql::counts(count),
+                sql::known(count),
+                sql::OLDEST.to_owned(),
+                sql::PRUNE.to_owned(),
+            ] {
+                let mut explain = conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
+                    .expect("statement");
+                let params = vec!["x"; explain.parameter_count()];
+                let plan: Vec<String> = explain
+                    .query_map(rusqlite::params_from_iter(params), |row| row.get(3))
+                    .expect("plan")
+                    .collect::<Result<_, _>>()
+                    .expect("plan rows");
+                assert!(
+                    plan.iter().any(|step| step.starts_with("SEARCH")),
+                    "{statement}: {plan:?}"
+                );
+                // A scan of the statement's own list of values is no scan of a table.
+                let scans_a_table =
+                    |step: &String| step.starts_with("SCAN") && !step.contains("CONSTANT ROW");
+                assert!(!plan.iter().any(scans_a_table), "{statement}: {plan:?}");
+            }
+        }
+    }
 
     on_each_backend!(
         links_keep_child_ids,

@@ -5,6 +5,15 @@ use std::collections::HashSet;
 use super::{IDS_PER_READ, Store, StoreError, StoreRow, on_pool, placeholders, select, timestamp};
 use chrono::{DateTime, Utc};
 
+/// Which of `count` children (from `$3`) the user (`$1`) holds an override for that is live at `$2`.
+pub(crate) fn overridden_sql(count: usize) -> String {
+    format!(
+        "SELECT DISTINCT child_id FROM shield_overrides
+         WHERE user_id = $1 AND expires_at > $2 AND child_id IN ({})",
+        placeholders(3, count, 1)
+    )
+}
+
 /// A request that a child be shielded, waiting for a shield officer or decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShieldRequest {
@@ -342,11 +351,7 @@ impl Store {
         let mut found = HashSet::new();
         let now = now.to_rfc3339();
         for chunk in child_ids.chunks(IDS_PER_READ) {
-            let sql = format!(
-                "SELECT DISTINCT child_id FROM shield_overrides
-                 WHERE user_id = $1 AND expires_at > $2 AND child_id IN ({})",
-                placeholders(3, chunk.len(), 1)
-            );
+            let sql = overridden_sql(chunk.len());
             let params: Vec<&str> = [user_id, now.as_str()]
                 .into_iter()
                 .chain(chunk.iter().map(String::as_str))
