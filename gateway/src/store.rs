@@ -4,7 +4,8 @@
 //! Child data never lands here: only ids, and what the gateway itself owns.
 //!
 //! Each query is written once and compiled for both backends ([`on_pool`]): placeholders are numbered (`$1`), which
-//! both take, and rows are read through [`StoreRow`].
+//! both take, and rows are read through [`StoreRow`]. The reads every answer makes go through [`select`], which on
+//! SQLite runs them on the calling thread ([`reads`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
