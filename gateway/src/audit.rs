@@ -513,10 +513,6 @@ fn chain(
     chained
 }
 
-/// The columns of `audit_log` a record fills, in the order both writers bind them.
-const AUDIT_COLUMNS: &str = "seq, at, request_id, user_id, organisation_id, roles, client, purpose, justification, \
-     operation, child_ids, shown, withheld, outcome, policy_hash, subject, prev_hash, hash";
-
 /// Commits a group of records in one transaction on PostgreSQL, with their charges, and returns each one's admission.
 ///
 /// Other gateways append to the same log, so the tail is read every time, under a lock that every appender takes.
@@ -546,9 +542,7 @@ async fn commit(
             q = q.bind(*principal);
         }
         for row in q.fetch_all(&mut *tx).await? {
-            let views = viewed.entry(row.try_get("principal")?).or_default();
-            views.in_quota = count(row.try_get("in_quota")?);
-            views.in_count = count(row.try_get("in_count")?);
+            read_counts(&mut viewed, &row)?;
         }
     }
     for chunk in plan.asked(entries).chunks(ROWS_PER_INSERT) {
@@ -558,11 +552,7 @@ async fn commit(
             q = q.bind(*principal).bind(child);
         }
         for row in q.fetch_all(&mut *tx).await? {
-            viewed
-                .entry(row.try_get("principal")?)
-                .or_default()
-                .known
-                .insert(row.try_get("child_id")?, row.try_get("first_at")?);
+            read_known(&mut viewed, &row)?;
         }
     }
     let (verdicts, shown) = plan.decide(entries, &mut viewed, views.count_window);
@@ -620,9 +610,25 @@ async fn commit(
     Ok(admissions)
 }
 
-/// A count read back, as `usize`.
-fn count(n: i64) -> usize {
-    usize::try_from(n).unwrap_or(0)
+/// A row of [`sql::counts`]: a principal's distinct children within the quota's and the monitor's windows.
+fn read_counts(viewed: &mut Viewed, row: &impl StoreRow) -> Result<(), StoreError> {
+    let count = |column| -> Result<usize, StoreError> {
+        Ok(usize::try_from(row.try_get::<i64>(column)?).unwrap_or(0))
+    };
+    let views = viewed.entry(row.try_get("principal")?).or_default();
+    views.in_quota = count("in_quota")?;
+    views.in_count = count("in_count")?;
+    Ok(())
+}
+
+/// A row of [`sql::known`]: when a principal was first shown a child within the window.
+fn read_known(viewed: &mut Viewed, row: &impl StoreRow) -> Result<(), StoreError> {
+    viewed
+        .entry(row.try_get("principal")?)
+        .or_default()
+        .known
+        .insert(row.try_get("child_id")?, row.try_get("first_at")?);
+    Ok(())
 }
 
 /// The statements both writers run, with numbered placeholders (`$1`, which both databases take), bound in order.
@@ -670,7 +676,7 @@ pub(crate) mod sql {
     pub fn insert_records(rows: usize) -> String {
         format!(
             "INSERT INTO audit_log ({}) VALUES {}",
-            super::AUDIT_COLUMNS,
+            super::COLUMNS,
             placeholders(1, rows, 18)
         )
     }
@@ -719,9 +725,11 @@ mod sqlite {
     use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_iter};
 
     use super::{
-        AuditEntry, Charge, GENESIS, Plan, ROWS_PER_INSERT, Viewed, Views, chain, count, sql,
+        AuditEntry, Charge, GENESIS, Plan, ROWS_PER_INSERT, Viewed, Views, chain, read_counts,
+        read_known, sql,
     };
     use crate::quotas::Admission;
+    use crate::store::StoreError;
 
     /// Opens the file as the store's pool does: WAL, every commit synced, waiting up to 5 s for another writer.
     pub fn open(file: &std::path::Path) -> rusqlite::Result<Connection> {
@@ -746,7 +754,7 @@ mod sqlite {
         entries: &mut [AuditEntry],
         charges: &[Option<Charge>],
         views: Views,
-    ) -> rusqlite::Result<Vec<Admission>> {
+    ) -> Result<Vec<Admission>, StoreError> {
         let plan = Plan::new(charges, views);
         let kept = last.take();
         // Immediate: the transaction reads (the views) before it writes, and a deferred one could not then take the
@@ -761,9 +769,7 @@ mod sqlite {
                     .chain(chunk.iter().map(|p| p as &dyn rusqlite::ToSql)),
             ))?;
             while let Some(row) = rows.next()? {
-                let views = viewed.entry(row.get("principal")?).or_default();
-                views.in_quota = count(row.get("in_quota")?);
-                views.in_count = count(row.get("in_count")?);
+                read_counts(&mut viewed, row)?;
             }
         }
         for chunk in plan.asked(entries).chunks(ROWS_PER_INSERT) {
@@ -776,11 +782,7 @@ mod sqlite {
                 ),
             ))?;
             while let Some(row) = rows.next()? {
-                viewed
-                    .entry(row.get("principal")?)
-                    .or_default()
-                    .known
-                    .insert(row.get("child_id")?, row.get("first_at")?);
+                read_known(&mut viewed, row)?;
             }
         }
         let (verdicts, shown) = plan.decide(entries, &mut viewed, views.count_window);
@@ -881,6 +883,7 @@ fn record_from_row(row: &impl StoreRow) -> Result<AuditRecord, StoreError> {
     })
 }
 
+/// The columns of `audit_log`, in the order the writers bind them and `record_from_row` reads them.
 const COLUMNS: &str = "seq, at, request_id, user_id, organisation_id, roles, client, purpose, justification, \
     operation, child_ids, shown, withheld, outcome, policy_hash, subject, prev_hash, hash";
 
