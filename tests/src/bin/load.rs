@@ -922,7 +922,8 @@ async fn open_loop(
     let bodies: Vec<Value> = (0..count).map(|i| bench.body(query, i)).collect();
     let runtime = tokio::runtime::Handle::current();
     let http = bench.http.clone();
-    let dispatcher = std::thread::spawn(move || {
+    // On the runtime's blocking pool: a thread of its own, which the runtime's tasks never share.
+    let dispatcher = tokio::task::spawn_blocking(move || {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::with_capacity(count);
         let mut shed = 0;
@@ -949,10 +950,7 @@ async fn open_loop(
         }
         (tasks, shed)
     });
-    let (tasks, shed) = tokio::task::spawn_blocking(move || dispatcher.join())
-        .await
-        .expect("the dispatcher's waiter is not cancelled")
-        .expect("the dispatcher does not panic");
+    let (tasks, shed) = dispatcher.await.expect("the dispatcher does not panic");
     let samples = futures::future::join_all(tasks)
         .await
         .into_iter()
