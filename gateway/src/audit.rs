@@ -24,7 +24,8 @@ use crate::store::{Backend, Store, StoreError, StoreRow, on_pool};
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// The most records one commit takes.
 const MAX_GROUP: usize = 512;
-/// Records per INSERT statement: 18 values each, well under SQLite's and PostgreSQL's limits on bound values.
+/// Rows per statement on PostgreSQL, where each statement is a round trip: 18 values a record, well under its limit
+/// on bound values. The SQLite writer, in process, runs one kept statement per row.
 const ROWS_PER_INSERT: usize = 128;
 /// How often views that have left the quota's window are removed.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -725,8 +726,7 @@ mod sqlite {
     use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_iter};
 
     use super::{
-        AuditEntry, Charge, GENESIS, Plan, ROWS_PER_INSERT, Viewed, Views, chain, read_counts,
-        read_known, sql,
+        AuditEntry, Charge, GENESIS, Plan, Viewed, Views, chain, read_counts, read_known, sql,
     };
     use crate::quotas::Admission;
     use crate::store::StoreError;
@@ -760,29 +760,27 @@ mod sqlite {
         // Immediate: the transaction reads (the views) before it writes, and a deferred one could not then take the
         // write lock behind another writer.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // One row per statement: in process, a kept statement run again costs a few microseconds, while a statement
+        // for each group's size would be parsed anew whenever the sizes vary more than the cache holds.
         let mut viewed = Viewed::new();
-        for chunk in plan.principals.chunks(ROWS_PER_INSERT) {
-            let mut statement = tx.prepare_cached(&sql::counts(chunk.len()))?;
-            let mut rows = statement.query(params_from_iter(
-                [&plan.quota_since as &dyn rusqlite::ToSql, &plan.count_since]
-                    .into_iter()
-                    .chain(chunk.iter().map(|p| p as &dyn rusqlite::ToSql)),
-            ))?;
-            while let Some(row) = rows.next()? {
-                read_counts(&mut viewed, row)?;
+        {
+            let mut counts = tx.prepare_cached(&sql::counts(1))?;
+            for principal in &plan.principals {
+                let mut rows = counts.query(rusqlite::params![
+                    plan.quota_since,
+                    plan.count_since,
+                    principal
+                ])?;
+                while let Some(row) = rows.next()? {
+                    read_counts(&mut viewed, row)?;
+                }
             }
-        }
-        for chunk in plan.asked(entries).chunks(ROWS_PER_INSERT) {
-            let mut statement = tx.prepare_cached(&sql::known(chunk.len()))?;
-            let mut rows = statement.query(params_from_iter(
-                std::iter::once(&plan.since as &dyn rusqlite::ToSql).chain(
-                    chunk
-                        .iter()
-                        .flat_map(|(p, c)| [p as &dyn rusqlite::ToSql, c as &dyn rusqlite::ToSql]),
-                ),
-            ))?;
-            while let Some(row) = rows.next()? {
-                read_known(&mut viewed, row)?;
+            let mut known = tx.prepare_cached(&sql::known(1))?;
+            for (principal, child) in plan.asked(entries) {
+                let mut rows = known.query(rusqlite::params![plan.since, principal, child])?;
+                while let Some(row) = rows.next()? {
+                    read_known(&mut viewed, row)?;
+                }
             }
         }
         let (verdicts, shown) = plan.decide(entries, &mut viewed, views.count_window);
@@ -800,15 +798,11 @@ mod sqlite {
             });
         }
         let admissions = plan.admit(entries, &verdicts, firsts);
-        for chunk in shown.chunks(ROWS_PER_INSERT) {
-            tx.prepare_cached(&sql::insert_views(chunk.len()))?
-                .execute(params_from_iter(chunk.iter().flat_map(|(p, c)| {
-                    [
-                        p as &dyn rusqlite::ToSql,
-                        c as &dyn rusqlite::ToSql,
-                        &plan.now_ms as &dyn rusqlite::ToSql,
-                    ]
-                })))?;
+        {
+            let mut insert = tx.prepare_cached(&sql::insert_views(1))?;
+            for (principal, child) in &shown {
+                insert.execute(rusqlite::params![principal, child, plan.now_ms])?;
+            }
         }
         if views.prune {
             tx.prepare_cached(sql::PRUNE)?.execute([plan.since])?;
@@ -822,23 +816,20 @@ mod sqlite {
                 .unwrap_or((0, GENESIS.to_owned())),
         };
         let chained = chain(entries, seq, prev);
-        for chunk in chained.chunks(ROWS_PER_INSERT) {
-            let rows: Vec<_> = chunk
-                .iter()
-                .map(|(seq, entry, prev, h)| (seq, sql::record_values(entry), prev, h))
-                .collect();
-            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 18);
-            for (seq, row, prev, h) in &rows {
-                values.push(*seq);
+        {
+            let mut insert = tx.prepare_cached(&sql::insert_records(1))?;
+            for (seq, entry, prev, h) in &chained {
+                let row = sql::record_values(entry);
+                let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(18);
+                values.push(seq);
                 values.push(&row.at);
                 for text in &row.texts {
                     values.push(text);
                 }
-                values.push(*prev);
-                values.push(*h);
+                values.push(prev);
+                values.push(h);
+                insert.execute(params_from_iter(values))?;
             }
-            tx.prepare_cached(&sql::insert_records(chunk.len()))?
-                .execute(params_from_iter(values))?;
         }
         tx.commit()?;
         *last = chained.last().map(|(seq, _, _, h)| (*seq, h.clone()));

@@ -1075,6 +1075,27 @@ mod tests {
                 assert!(!plan.iter().any(scans_a_table), "{statement}: {plan:?}");
             }
         }
+        // The writer reads a principal's views with every record it commits: from the index alone, in its order.
+        for statement in [sql::counts(1), sql::counts(3), sql::OLDEST.to_owned()] {
+            let mut explain = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
+                .expect("statement");
+            let params = vec!["x"; explain.parameter_count()];
+            let plan: Vec<String> = explain
+                .query_map(rusqlite::params_from_iter(params), |row| row.get(3))
+                .expect("plan")
+                .collect::<Result<_, _>>()
+                .expect("plan rows");
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("COVERING INDEX child_views_by_principal")),
+                "{statement}: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+                "{statement}: {plan:?}"
+            );
+        }
     }
 
     on_each_backend!(
