@@ -4,7 +4,9 @@
 //! (`a AND b OR c` is `(a AND b) OR c`), as in SQL. Equality on indexed fields (`sourcedId`, `identifier`, `familyName`, `birthDate`,
 //! `user.sourcedId`, `class.sourcedId`) in every OR branch is answered from indexes; other filters scan the collection.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -37,7 +39,49 @@ pub fn router(population: Arc<Population>) -> Router {
                 get(move |s, p, q| one(c, s, p, q)),
             );
     }
-    router.with_state(population)
+    router.with_state(Arc::new(Roster::new(population)))
+}
+
+/// The population and each object as rendered, once: the population never changes, so neither does an object's
+/// JSON, and a source answering many reads should not build it again for each.
+struct Roster {
+    population: Arc<Population>,
+    /// Users, orgs, enrollments, classes and demographics by position; students, teachers and schools are views of
+    /// users and orgs.
+    rendered: [Vec<OnceLock<Value>>; 5],
+}
+
+impl Roster {
+    fn new(population: Arc<Population>) -> Self {
+        let p = &population;
+        let slots = |c| (0..len(p, c)).map(|_| OnceLock::new()).collect();
+        let rendered = [
+            slots(Collection::Users),
+            slots(Collection::Orgs),
+            slots(Collection::Enrollments),
+            slots(Collection::Classes),
+            slots(Collection::Demographics),
+        ];
+        Self {
+            population,
+            rendered,
+        }
+    }
+
+    /// The object at `pos` in `c`, rendered at its first read.
+    fn object(&self, c: Collection, pos: u32) -> &Value {
+        let p = &self.population;
+        let (slot, c, pos) = match c {
+            Collection::Users => (0, Collection::Users, pos),
+            Collection::Students => (0, Collection::Users, users(p).teachers + pos),
+            Collection::Teachers => (0, Collection::Users, pos),
+            Collection::Orgs | Collection::Schools => (1, Collection::Orgs, pos),
+            Collection::Enrollments => (2, c, pos),
+            Collection::Classes => (3, c, pos),
+            Collection::Demographics => (4, c, pos),
+        };
+        self.rendered[slot][pos as usize].get_or_init(|| render(p, c, pos))
+    }
 }
 
 /// An `imsx_StatusInfo` error body with one code-minor field.
@@ -809,14 +853,16 @@ fn parse_fields(c: Collection, raw: &str) -> Result<Vec<String>, Refusal> {
     Ok(fields)
 }
 
-fn select(object: Value, fields: Option<&[String]>) -> Value {
+/// The object with only the selected fields, or the whole object when no fields are selected.
+fn select<'v>(object: &'v Value, fields: Option<&[String]>) -> Cow<'v, Value> {
     match (fields, object) {
-        (Some(fields), Value::Object(m)) => Value::Object(
-            m.into_iter()
-                .filter(|(k, _)| fields.iter().any(|f| f == k))
+        (Some(fields), Value::Object(m)) => Cow::Owned(Value::Object(
+            m.iter()
+                .filter(|(k, _)| fields.iter().any(|f| f == *k))
+                .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-        ),
-        (_, object) => object,
+        )),
+        (_, object) => Cow::Borrowed(object),
     }
 }
 
@@ -829,7 +875,7 @@ fn sort_key(object: &Value, field: &str) -> String {
 
 async fn list(
     c: Collection,
-    State(p): State<Arc<Population>>,
+    State(roster): State<Arc<Roster>>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -837,27 +883,28 @@ async fn list(
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    let positions: Vec<u32> = match q.filter.as_ref().and_then(|f| f.candidates(&p, c)) {
+    let p = &roster.population;
+    let positions: Vec<u32> = match q.filter.as_ref().and_then(|f| f.candidates(p, c)) {
         Some(mut found) => {
             found.sort_unstable();
             found.dedup();
             found
         }
-        None => (0..len(&p, c)).collect(),
+        None => (0..len(p, c)).collect(),
     };
     // Without a filter or sort, only the page needs rendering.
-    let (total, page): (usize, Vec<Value>) = if q.filter.is_none() && q.sort.is_none() {
+    let (total, page): (usize, Vec<&Value>) = if q.filter.is_none() && q.sort.is_none() {
         let page = positions
             .iter()
             .skip(q.offset)
             .take(q.limit)
-            .map(|&pos| render(&p, c, pos))
+            .map(|&pos| roster.object(c, pos))
             .collect();
         (positions.len(), page)
     } else {
-        let mut matched: Vec<Value> = positions
+        let mut matched: Vec<&Value> = positions
             .iter()
-            .map(|&pos| render(&p, c, pos))
+            .map(|&pos| roster.object(c, pos))
             .filter(|o| q.filter.as_ref().is_none_or(|f| f.matches(o)))
             .collect();
         if let Some(field) = &q.sort {
@@ -872,11 +919,11 @@ async fn list(
             matched.into_iter().skip(q.offset).take(q.limit).collect(),
         )
     };
-    let items: Vec<Value> = page
+    let items: Vec<Cow<Value>> = page
         .into_iter()
         .map(|o| select(o, q.fields.as_deref()))
         .collect();
-    let mut response = axum::Json(json!({ c.keys().0: items })).into_response();
+    let mut response = axum::Json(BTreeMap::from([(c.keys().0, items)])).into_response();
     let h = response.headers_mut();
     h.insert("x-total-count", HeaderValue::from(total as u64));
     if q.offset + q.limit < total {
@@ -892,7 +939,7 @@ async fn list(
 
 async fn one(
     c: Collection,
-    State(p): State<Arc<Population>>,
+    State(roster): State<Arc<Roster>>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -905,10 +952,10 @@ async fn one(
             }
         }
     }
-    match position_of(&p, c, &id) {
+    match position_of(&roster.population, c, &id) {
         Some(pos) => {
-            let object = select(render(&p, c, pos), fields.as_deref());
-            axum::Json(json!({ c.keys().1: object })).into_response()
+            let object = select(roster.object(c, pos), fields.as_deref());
+            axum::Json(BTreeMap::from([(c.keys().1, object)])).into_response()
         }
         None => status_info(
             StatusCode::NOT_FOUND,
