@@ -1033,6 +1033,19 @@ mod tests {
     use super::*;
     use crate::store::testing::{Stores, on_each_backend};
 
+    /// The steps of SQLite's plan for a statement, each parameter bound to a string.
+    fn plan_of(conn: &rusqlite::Connection, statement: &str) -> Vec<String> {
+        let mut explain = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
+            .expect("statement");
+        let params = vec!["x"; explain.parameter_count()];
+        explain
+            .query_map(rusqlite::params_from_iter(params), |row| row.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("plan rows")
+    }
+
     /// SQLite's plan for each statement an answer runs, at one and at several ids: each table is searched by a key
     /// or an index, never scanned, however large it grows.
     #[tokio::test]
@@ -1056,15 +1069,7 @@ mod tests {
                 sql::OLDEST.to_owned(),
                 sql::PRUNE.to_owned(),
             ] {
-                let mut explain = conn
-                    .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
-                    .expect("statement");
-                let params = vec!["x"; explain.parameter_count()];
-                let plan: Vec<String> = explain
-                    .query_map(rusqlite::params_from_iter(params), |row| row.get(3))
-                    .expect("plan")
-                    .collect::<Result<_, _>>()
-                    .expect("plan rows");
+                let plan = plan_of(&conn, &statement);
                 assert!(
                     plan.iter().any(|step| step.starts_with("SEARCH")),
                     "{statement}: {plan:?}"
@@ -1077,15 +1082,7 @@ mod tests {
         }
         // The writer reads a principal's views with every record it commits: from the index alone, in its order.
         for statement in [sql::counts(1), sql::counts(3), sql::OLDEST.to_owned()] {
-            let mut explain = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
-                .expect("statement");
-            let params = vec!["x"; explain.parameter_count()];
-            let plan: Vec<String> = explain
-                .query_map(rusqlite::params_from_iter(params), |row| row.get(3))
-                .expect("plan")
-                .collect::<Result<_, _>>()
-                .expect("plan rows");
+            let plan = plan_of(&conn, &statement);
             assert!(
                 plan.iter()
                     .any(|step| step.contains("COVERING INDEX child_views_by_principal")),
