@@ -27,7 +27,6 @@ mod shields;
 pub(crate) mod testing;
 pub use accounts::{AccountChangeError, Recertification};
 pub use practice::{Disclosure, FlagOwner};
-pub(crate) use reads::placeholders;
 pub use shields::{ApprovalError, ShieldEntry, ShieldOverride, ShieldRequest};
 
 /// A store failure. The detail goes to the log; clients see `INTERNAL`.
@@ -963,6 +962,26 @@ fn link_answer(
     (answer, merges, splits)
 }
 
+/// `count` groups of `width` numbered placeholders from `$first`: `($3), ($4)` or `($1, $2, $3), ($4, $5, $6)`,
+/// without parentheses when `width` is 1 (`$3, $4`). Both backends bind `$n` by position when the numbers appear in
+/// order.
+pub(crate) fn placeholders(first: usize, count: usize, width: usize) -> String {
+    let mut out = String::new();
+    for i in 0..count {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let n = first + i * width;
+        if width == 1 {
+            out.push_str(&format!("${n}"));
+        } else {
+            let group: Vec<String> = (n..n + width).map(|k| format!("${k}")).collect();
+            out.push_str(&format!("({})", group.join(", ")));
+        }
+    }
+    out
+}
+
 /// Each record's source and id, in turn: the parameters of `(source, record_id) IN (…)`.
 fn record_params(records: &[RecordRef]) -> Vec<&str> {
     records
@@ -1032,6 +1051,13 @@ fn account_from_row(row: &impl StoreRow) -> Result<Account, StoreError> {
 mod tests {
     use super::*;
     use crate::store::testing::{Stores, on_each_backend};
+
+    #[test]
+    fn placeholders_are_numbered_in_order() {
+        assert_eq!(placeholders(3, 2, 1), "$3, $4");
+        assert_eq!(placeholders(1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(2, 0, 2), "");
+    }
 
     /// The steps of SQLite's plan for a statement, each parameter bound to a string.
     fn plan_of(conn: &rusqlite::Connection, statement: &str) -> Vec<String> {

@@ -84,36 +84,9 @@ impl StoreRow for rusqlite::Row<'_> {
     }
 }
 
-/// `count` groups of `width` numbered placeholders from `$first`: `($3), ($4)` or `($1, $2, $3), ($4, $5, $6)`,
-/// without parentheses when `width` is 1 (`$3, $4`). Both backends bind `$n` by position when the numbers appear in
-/// order.
-pub(crate) fn placeholders(first: usize, count: usize, width: usize) -> String {
-    let mut out = String::new();
-    for i in 0..count {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        let n = first + i * width;
-        if width == 1 {
-            out.push_str(&format!("${n}"));
-        } else {
-            let group: Vec<String> = (n..n + width).map(|k| format!("${k}")).collect();
-            out.push_str(&format!("({})", group.join(", ")));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn placeholders_are_numbered_in_order() {
-        assert_eq!(placeholders(3, 2, 1), "$3, $4");
-        assert_eq!(placeholders(1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(placeholders(2, 0, 2), "");
-    }
 
     #[test]
     fn a_reader_cannot_write() {
