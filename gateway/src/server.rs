@@ -18,7 +18,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{AuthError, Authenticator};
-use crate::graphql::{ChildgraphSchema, Documents};
+use crate::graphql::{Documents, Schemas};
 use crate::pipeline::Pipeline;
 
 const REQUEST_ID: &str = "x-request-id";
@@ -26,7 +26,7 @@ const REQUEST_ID: &str = "x-request-id";
 /// What every handler may need.
 #[derive(Clone)]
 pub struct AppState {
-    pub schema: ChildgraphSchema,
+    pub schemas: Schemas,
     pub auth: Arc<Authenticator>,
     pub pipeline: Pipeline,
     pub body_limit: usize,
@@ -379,7 +379,7 @@ async fn execute_untimed(
     {
         return untrusted(&scope, refusal).await;
     }
-    state.documents.prepare(&mut request);
+    let prepared = state.documents.prepare(&mut request);
     // The document parsed once, for the executor and for these checks. One that does not parse is left for the
     // executor to refuse with its own error.
     let operation_name = request.operation_name.clone();
@@ -411,7 +411,8 @@ async fn execute_untimed(
             .into_response();
     }
     let mut response = state
-        .schema
+        .schemas
+        .for_request(&prepared)
         .execute(
             request
                 .data(scope.clone())
@@ -419,6 +420,7 @@ async fn execute_untimed(
                 .data(state.auth.clone()),
         )
         .await;
+    prepared.answered(&response);
     // One error per failed source, however many resolvers called it.
     for report in scope.reports.failed() {
         response.errors.push(crate::graphql::source_error(report));

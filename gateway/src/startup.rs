@@ -74,11 +74,11 @@ pub fn assemble(parts: Parts) -> anyhow::Result<AppState> {
         .context("loading trusted keys")?
         .with_account_cache(parts.account_cache);
     Ok(AppState {
-        schema: crate::graphql::build(pipeline.clone(), parts.request.introspection),
+        schemas: crate::graphql::build(pipeline.clone(), parts.request.introspection),
         auth: Arc::new(auth),
         pipeline,
         body_limit: parts.request.body_limit_bytes,
-        documents: crate::graphql::Documents::default(),
+        documents: crate::graphql::documents(),
         trusted,
         closing: Arc::default(),
     })

@@ -1,23 +1,46 @@
-//! Parsed query documents, kept so that a portal sending the same query text again and again is not parsed each time.
+//! Parsed query documents, kept so that a portal sending the same query text again and again is not parsed, nor
+//! validated, each time.
 //!
 //! Only a document whose argument values are all variables, enums, booleans or null is kept: such a text carries no
 //! value a user typed, so keeping it keeps no child data. A query with a name, a date or an id written into its text
 //! is parsed afresh every time and forgotten with its request.
+//!
+//! A kept document that has passed the schema's full validation once, for an operation, is not validated in full
+//! again for that operation: every rule but one depends on the document alone. That one checks the values of the
+//! variables against the types of the arguments they are given to; [`Prepared::validated`] checks them instead,
+//! against the types the operation declares for them, and such a request runs on the schema in fast validation
+//! mode, which keeps only the limits. A request whose variables this cannot vouch for is validated in full, so that
+//! its errors are exactly those the schema gives.
 
-use async_graphql::Positioned;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
 use async_graphql::parser::types::{
-    Directive, ExecutableDocument, Field, Selection, SelectionSet, VariableDefinition,
+    Directive, DocumentOperations, ExecutableDocument, Field, OperationDefinition, Selection,
+    SelectionSet, VariableDefinition,
 };
+use async_graphql::registry::{MetaType, MetaTypeName, Registry};
+use async_graphql::{OutputType, Positioned, Variables};
 use async_graphql_value::{ConstValue, Value};
 
 /// The most documents kept, and the most query text they may hold between them.
 const MAX_DOCUMENTS: u64 = 512;
 const MAX_TEXT_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Parsed documents by their exact query text.
+/// A kept document, and the operation it first passed full validation for.
+#[derive(Debug)]
+struct Kept {
+    document: ExecutableDocument,
+    validated: OnceLock<Option<String>>,
+}
+
+/// Parsed documents by their exact query text, and the schema's input types, to check variables against.
 #[derive(Clone)]
 pub struct Documents {
-    cache: moka::sync::Cache<String, ExecutableDocument>,
+    cache: moka::sync::Cache<String, Arc<Kept>>,
+    registry: Arc<Registry>,
+    /// Requests that skipped full validation.
+    reused: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Documents {
@@ -28,8 +51,45 @@ impl std::fmt::Debug for Documents {
     }
 }
 
-impl Default for Documents {
-    fn default() -> Self {
+/// The types of a schema with these roots: what its variables are checked against.
+pub fn registry<Query: OutputType, Mutation: OutputType>() -> Registry {
+    let mut registry = Registry::default();
+    Query::create_type_info(&mut registry);
+    Mutation::create_type_info(&mut registry);
+    registry
+}
+
+/// What [`Documents::prepare`] found for a request.
+#[derive(Debug)]
+pub struct Prepared {
+    kept: Option<Arc<Kept>>,
+    operation: Option<String>,
+    validated: bool,
+}
+
+impl Prepared {
+    /// Whether the request may run without full validation: its document is kept and has passed it for this
+    /// operation, and its variables are certainly valid.
+    pub fn validated(&self) -> bool {
+        self.validated
+    }
+
+    /// Notes that the request's document passed full validation when its answer has data: a request refused in
+    /// validation has none.
+    pub fn answered(&self, response: &async_graphql::Response) {
+        if let Some(kept) = &self.kept
+            && !self.validated
+            && response.data != ConstValue::Null
+        {
+            // The first operation to pass is kept; a document's other operations are validated in full each time.
+            let _ = kept.validated.set(self.operation.clone());
+        }
+    }
+}
+
+impl Documents {
+    /// Keeps the documents of a schema whose types `registry` holds (see [`registry`]).
+    pub fn new(registry: Registry) -> Self {
         Self {
             cache: moka::sync::Cache::builder()
                 .max_capacity(MAX_TEXT_BYTES)
@@ -38,25 +98,145 @@ impl Default for Documents {
                         .unwrap_or(u32::MAX)
                 })
                 .build(),
+            registry: Arc::new(registry),
+            reused: Arc::default(),
         }
+    }
+
+    /// Gives the request its parsed document: the kept one for this text, or a fresh parse, kept if it may be.
+    /// A text that does not parse is left for the executor, which reports the error as usual.
+    pub fn prepare(&self, request: &mut async_graphql::Request) -> Prepared {
+        let operation = request.operation_name.clone();
+        let kept = match self.cache.get(&request.query) {
+            Some(kept) => {
+                request.set_parsed_query(kept.document.clone());
+                kept
+            }
+            None => {
+                let fresh = request
+                    .parsed_query()
+                    .ok()
+                    .filter(|d| holds_no_literal(d))
+                    .cloned();
+                let Some(document) = fresh else {
+                    return Prepared {
+                        kept: None,
+                        operation,
+                        validated: false,
+                    };
+                };
+                let kept = Arc::new(Kept {
+                    document,
+                    validated: OnceLock::new(),
+                });
+                self.cache.insert(request.query.clone(), kept.clone());
+                kept
+            }
+        };
+        let validated = kept.validated.get() == Some(&operation)
+            && operation_of(&kept.document, operation.as_deref())
+                .is_some_and(|o| variables_certainly_valid(&self.registry, o, &request.variables));
+        if validated {
+            self.reused.fetch_add(1, Ordering::Relaxed);
+        }
+        Prepared {
+            kept: Some(kept),
+            operation,
+            validated,
+        }
+    }
+
+    /// How many requests have skipped full validation.
+    pub fn reused(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
     }
 }
 
-impl Documents {
-    /// Gives the request its parsed document: the kept one for this text, or a fresh parse, kept if it may be.
-    /// A text that does not parse is left for the executor, which reports the error as usual.
-    pub fn prepare(&self, request: &mut async_graphql::Request) {
-        if let Some(document) = self.cache.get(&request.query) {
-            request.set_parsed_query(document);
-            return;
+/// The operation a request names, or its only one.
+fn operation_of<'a>(
+    document: &'a ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'a OperationDefinition> {
+    match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => Some(&operation.node),
+        (DocumentOperations::Multiple(operations), Some(name)) => {
+            operations.get(name).map(|o| &o.node)
         }
-        let Ok(document) = request.parsed_query() else {
-            return;
-        };
-        if holds_no_literal(document) {
-            let document = document.clone();
-            self.cache.insert(request.query.clone(), document);
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.values().next().map(|o| &o.node)
         }
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}
+
+/// Whether every variable the request gives is certainly valid for the type the operation declares for it, names a
+/// variable the operation declares, and every variable the operation needs is given.
+///
+/// Full validation checks each value against the type of the argument it is given to. The document has passed it
+/// once, so each variable's declared type is that argument's type, or the same type with fewer nulls allowed
+/// (the rule on variables' positions): a value with no null anywhere is valid for one exactly when it is valid
+/// for the other. A null anywhere, or anything this check does not know, sends the request to full validation.
+fn variables_certainly_valid(
+    registry: &Registry,
+    operation: &OperationDefinition,
+    variables: &Variables,
+) -> bool {
+    let declared = &operation.variable_definitions;
+    let all_declared = variables
+        .keys()
+        .all(|name| declared.iter().any(|d| d.node.name.node == *name));
+    all_declared
+        && declared.iter().all(|d| {
+            let d = &d.node;
+            match variables.get(&d.name.node) {
+                Some(value) => certainly_valid(registry, &d.var_type.node.to_string(), value, 0),
+                None => d.var_type.node.nullable || d.default_value.is_some(),
+            }
+        })
+}
+
+/// Whether `value`, with no null in it, is valid for the input type named `type_name` (`[ID!]!` and the like).
+fn certainly_valid(registry: &Registry, type_name: &str, value: &ConstValue, depth: usize) -> bool {
+    // Deeper than any input the schema takes: let full validation judge it.
+    if depth > 16 {
+        return false;
+    }
+    match (MetaTypeName::create(type_name), value) {
+        (_, ConstValue::Null) => false,
+        (MetaTypeName::NonNull(inner), _) => certainly_valid(registry, inner, value, depth + 1),
+        (MetaTypeName::List(item), ConstValue::List(items)) => items
+            .iter()
+            .all(|v| certainly_valid(registry, item, v, depth + 1)),
+        // One value given for a list is a list of one.
+        (MetaTypeName::List(item), _) => certainly_valid(registry, item, value, depth + 1),
+        (MetaTypeName::Named(name), _) => match registry.types.get(name) {
+            Some(MetaType::Scalar { is_valid, .. }) => is_valid.as_ref().is_none_or(|f| f(value)),
+            Some(MetaType::Enum { enum_values, .. }) => match value {
+                ConstValue::Enum(v) => enum_values.contains_key(v.as_str()),
+                ConstValue::String(v) => enum_values.contains_key(v.as_str()),
+                _ => false,
+            },
+            Some(MetaType::InputObject {
+                input_fields,
+                oneof: false,
+                ..
+            }) => {
+                let ConstValue::Object(given) = value else {
+                    return false;
+                };
+                given.keys().all(|k| input_fields.contains_key(k.as_str()))
+                    && input_fields
+                        .values()
+                        .all(|field| match given.get(field.name.as_str()) {
+                            Some(v) => certainly_valid(registry, &field.ty, v, depth + 1),
+                            None => {
+                                !MetaTypeName::create(&field.ty).is_non_null()
+                                    || field.default_value.is_some()
+                            }
+                        })
+            }
+            _ => false,
+        },
     }
 }
 
@@ -264,9 +444,147 @@ mod tests {
         ));
     }
 
+    mod validation {
+        use super::super::Documents;
+        use async_graphql::{
+            EmptyMutation, EmptySubscription, Enum, ID, InputObject, Object, Schema, ValidationMode,
+        };
+        use serde_json::{Value, json};
+
+        #[derive(Enum, Clone, Copy, PartialEq, Eq)]
+        enum Kind {
+            Health,
+            School,
+        }
+
+        #[derive(InputObject)]
+        struct Criteria {
+            family: String,
+            born: Option<i32>,
+            #[graphql(default_with = "Kind::Health")]
+            kind: Kind,
+        }
+
+        struct Root;
+
+        #[Object]
+        impl Root {
+            async fn find(
+                &self,
+                id: ID,
+                ids: Option<Vec<ID>>,
+                kind: Kind,
+                criteria: Criteria,
+            ) -> String {
+                format!(
+                    "{}:{}:{}:{}:{:?}:{}",
+                    id.as_str(),
+                    ids.map_or(0, |i| i.len()),
+                    kind == Kind::School,
+                    criteria.family,
+                    criteria.born,
+                    criteria.kind == Kind::School
+                )
+            }
+        }
+
+        const QUERY: &str = "query($id: ID!, $ids: [ID!], $kind: Kind!, $c: Criteria!) { find(id: $id, ids: $ids, kind: $kind, criteria: $c) }";
+
+        fn good() -> Value {
+            json!({"id": "c-1", "ids": ["a", "b"], "kind": "SCHOOL", "c": {"family": "Hartley", "born": 2019}})
+        }
+
+        /// Runs the request as the gateway does, on the schema in fast validation mode when the request may skip
+        /// full validation, and on the schema in full validation mode; says what the first answered, having checked
+        /// that the second answered the same.
+        async fn both(documents: &Documents, variables: Value) -> Value {
+            let strict = Schema::build(Root, EmptyMutation, EmptySubscription).finish();
+            let fast = Schema::build(Root, EmptyMutation, EmptySubscription)
+                .validation_mode(ValidationMode::Fast)
+                .finish();
+            let request = || {
+                async_graphql::Request::new(QUERY)
+                    .variables(async_graphql::Variables::from_json(variables.clone()))
+            };
+            let mut first = request();
+            let prepared = documents.prepare(&mut first);
+            let schema = if prepared.validated() { &fast } else { &strict };
+            let response = schema.execute(first).await;
+            prepared.answered(&response);
+            let answered = serde_json::to_value(response).unwrap();
+            let expected = serde_json::to_value(strict.execute(request()).await).unwrap();
+            assert_eq!(answered, expected, "variables {variables}");
+            answered
+        }
+
+        #[tokio::test]
+        async fn a_kept_document_is_validated_in_full_once_and_bad_variables_still_are() {
+            let documents = Documents::new(super::super::registry::<Root, EmptyMutation>());
+            let answer = both(&documents, good()).await;
+            assert_eq!(
+                answer["data"]["find"],
+                "c-1:2:true:Hartley:Some(2019):false"
+            );
+            assert_eq!(
+                documents.reused(),
+                0,
+                "the first request is validated in full"
+            );
+            both(&documents, good()).await;
+            assert_eq!(documents.reused(), 1);
+
+            // Valid variables in other shapes: one id for a list, an omitted nullable list, a field's default.
+            let valid = [
+                json!({"id": 7, "ids": "a", "kind": "HEALTH", "c": {"family": "O'Brien", "kind": "SCHOOL"}}),
+                json!({"id": "c-2", "kind": "SCHOOL", "c": {"family": "\u{202e}"}}),
+            ];
+            for variables in valid {
+                let answer = both(&documents, variables).await;
+                assert!(answer["errors"].is_null(), "{answer}");
+            }
+            assert_eq!(documents.reused(), 3);
+
+            // Each of these is refused by full validation, with the schema's own error and no data.
+            let invalid = [
+                json!({"id": {"a": 1}, "kind": "SCHOOL", "c": {"family": "x"}}),
+                json!({"id": true, "kind": "SCHOOL", "c": {"family": "x"}}),
+                json!({"id": "c-1", "ids": [{"a": 1}], "kind": "SCHOOL", "c": {"family": "x"}}),
+                json!({"id": "c-1", "kind": "NURSERY", "c": {"family": "x"}}),
+                json!({"id": "c-1", "kind": 3, "c": {"family": "x"}}),
+                json!({"id": "c-1", "kind": "SCHOOL", "c": {"born": 2019}}),
+                json!({"id": "c-1", "kind": "SCHOOL", "c": {"family": "x", "postcode": "N1"}}),
+                json!({"id": "c-1", "kind": "SCHOOL", "c": {"family": 5}}),
+                json!({"id": "c-1", "kind": "SCHOOL", "c": {"family": "x", "born": "2019"}}),
+                json!({"id": "c-1", "kind": "SCHOOL", "c": "Hartley"}),
+                json!({"id": "c-1", "kind": "SCHOOL", "c": {"family": "x", "kind": "NURSERY"}}),
+            ];
+            for variables in invalid {
+                let answer = both(&documents, variables).await;
+                assert!(answer["data"].is_null(), "{answer}");
+                assert!(!answer["errors"].as_array().unwrap().is_empty());
+            }
+            // Nulls, missing and undeclared variables: judged in full too, with whatever the schema says of them.
+            let in_full = [
+                json!({"id": null, "kind": "SCHOOL", "c": {"family": "x"}}),
+                json!({"id": "c-1", "ids": ["a", null], "kind": "SCHOOL", "c": {"family": "x"}}),
+                json!({"id": "c-1", "kind": "SCHOOL", "c": {"family": "x", "born": null}}),
+                json!({"kind": "SCHOOL", "c": {"family": "x"}}),
+                json!({"id": "c-1", "kind": "SCHOOL", "c": {"family": "x"}, "extra": 1}),
+            ];
+            for variables in in_full {
+                both(&documents, variables).await;
+            }
+            assert_eq!(
+                documents.reused(),
+                3,
+                "none of these took the kept validation"
+            );
+        }
+    }
+
     #[test]
     fn a_kept_document_is_given_to_the_next_request_with_the_same_text() {
-        let documents = Documents::default();
+        let documents = Documents::new(async_graphql::registry::Registry::default());
         let query = "query($id: ID!) { child(id: $id, access: {purpose: SAFEGUARDING}) { id } }";
         let mut first = async_graphql::Request::new(query);
         documents.prepare(&mut first);

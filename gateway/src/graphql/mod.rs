@@ -8,7 +8,7 @@ mod query;
 pub mod trusted;
 mod types;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{EmptySubscription, MergedObject, Schema, ValidationMode};
 
 pub use documents::Documents;
 pub use errors::coded;
@@ -37,17 +37,54 @@ const MAX_DEPTH: usize = 12;
 /// a search may be configured to return.
 const MAX_COMPLEXITY: usize = 2000;
 
-/// Builds the schema over a pipeline, answering introspection only if asked to.
-pub fn build(pipeline: Pipeline, introspection: bool) -> ChildgraphSchema {
-    let builder = Schema::build(Query::default(), Mutation, EmptySubscription)
-        .data(pipeline)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY);
-    if introspection {
-        builder.finish()
-    } else {
-        builder.disable_introspection().finish()
+/// The schema, twice: in full validation mode, and in fast mode for requests whose document has passed full
+/// validation before (see [`documents`]).
+#[derive(Clone)]
+pub struct Schemas {
+    pub strict: ChildgraphSchema,
+    pub fast: ChildgraphSchema,
+}
+
+impl std::fmt::Debug for Schemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Schemas")
     }
+}
+
+impl Schemas {
+    /// The schema a request runs on.
+    pub fn for_request(&self, prepared: &documents::Prepared) -> &ChildgraphSchema {
+        if prepared.validated() {
+            &self.fast
+        } else {
+            &self.strict
+        }
+    }
+}
+
+/// Builds the schema over a pipeline, answering introspection only if asked to.
+pub fn build(pipeline: Pipeline, introspection: bool) -> Schemas {
+    let build = |mode| {
+        let builder = Schema::build(Query::default(), Mutation, EmptySubscription)
+            .data(pipeline.clone())
+            .validation_mode(mode)
+            .limit_depth(MAX_DEPTH)
+            .limit_complexity(MAX_COMPLEXITY);
+        if introspection {
+            builder.finish()
+        } else {
+            builder.disable_introspection().finish()
+        }
+    };
+    Schemas {
+        strict: build(ValidationMode::Strict),
+        fast: build(ValidationMode::Fast),
+    }
+}
+
+/// The kept documents of this schema.
+pub fn documents() -> Documents {
+    Documents::new(documents::registry::<Query, Mutation>())
 }
 
 /// The schema's SDL, as committed at `schema/childgraph.graphql`.
@@ -67,6 +104,40 @@ mod tests {
             committed == super::sdl(),
             "schema/childgraph.graphql differs from the code's schema: run `cargo run -- schema print > schema/childgraph.graphql` and review the diff"
         );
+    }
+
+    /// The gateway's kept documents check variables against the gateway's own input types: a search's criteria
+    /// and access, as a portal sends them, skip full validation once validated, unless a value is wrong.
+    #[test]
+    fn the_gateways_variables_are_checked_against_its_input_types() {
+        use serde_json::json;
+        let documents = super::documents();
+        let query = "query($c: ChildSearchInput!, $a: AccessInput!) { searchChildren(criteria: $c, access: $a) { tooManyResults } }";
+        let prepare = |variables: serde_json::Value| {
+            let mut request = async_graphql::Request::new(query)
+                .variables(async_graphql::Variables::from_json(variables));
+            documents.prepare(&mut request)
+        };
+        let good = json!({
+            "c": {"familyName": "Hartley", "dateOfBirth": "2019-06-14", "gender": "FEMALE"},
+            "a": {"purpose": "SAFEGUARDING", "justification": "seen at A&E"}
+        });
+        let first = prepare(good.clone());
+        assert!(!first.validated(), "a new document is validated in full");
+        first.answered(&async_graphql::Response::new(
+            async_graphql::Value::from_json(json!({"searchChildren": {"tooManyResults": false}}))
+                .unwrap(),
+        ));
+        assert!(prepare(good).validated());
+        for wrong in [
+            json!({"c": {"familyName": "Hartley", "gender": "ROBOT"}, "a": {"purpose": "SAFEGUARDING"}}),
+            json!({"c": {"surname": "Hartley"}, "a": {"purpose": "SAFEGUARDING"}}),
+            json!({"c": {"familyName": "Hartley"}, "a": {"purpose": "CURIOSITY"}}),
+            json!({"c": {"familyName": "Hartley"}, "a": {}}),
+            json!({"c": {"familyName": ["Hartley"]}, "a": {"purpose": "SAFEGUARDING"}}),
+        ] {
+            assert!(!prepare(wrong.clone()).validated(), "{wrong}");
+        }
     }
 
     /// Every field the policy classifies carries its category in the SDL, and no other field does.
