@@ -8,7 +8,6 @@
 //! Only `200` answers are kept: an error, or any other status, is passed on to the callers waiting for it and then forgotten.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,7 +60,9 @@ enum NotKept {
     Uncacheable(Answer),
 }
 
-type InFlight = Shared<BoxFuture<'static, Result<Answer, ConnectorError>>>;
+/// One read of a source.
+pub(crate) type Read = BoxFuture<'static, Result<Answer, ConnectorError>>;
+type InFlight = Shared<Read>;
 
 /// The cache, if on, and the reads in flight.
 pub(crate) struct AnswerCache {
@@ -117,26 +118,21 @@ impl AnswerCache {
         self.deduplicated.load(Ordering::Relaxed)
     }
 
-    /// The answer for `key`: from the cache, from an identical read already in flight, or from `fetch`.
-    pub async fn get<F>(&self, key: String, fetch: F) -> Result<Answer, ConnectorError>
-    where
-        F: Future<Output = Result<Answer, ConnectorError>> + Send + 'static,
-    {
+    /// The answer for `key`: from the cache, from an identical read already in flight, or from `fetch`. The read
+    /// comes boxed, so that the futures holding it, up to the resolver's, stay small to move.
+    pub async fn get(&self, key: String, fetch: Read) -> Result<Answer, ConnectorError> {
         match &self.cache {
             Some(cache) => self.get_cached(cache, key, fetch).await,
             None => self.get_coalesced(key, fetch).await,
         }
     }
 
-    async fn get_cached<F>(
+    async fn get_cached(
         &self,
         cache: &moka::future::Cache<String, Answer>,
         key: String,
-        fetch: F,
-    ) -> Result<Answer, ConnectorError>
-    where
-        F: Future<Output = Result<Answer, ConnectorError>> + Send + 'static,
-    {
+        fetch: Read,
+    ) -> Result<Answer, ConnectorError> {
         if let Some(answer) = cache.get(&key).await {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(answer);
@@ -163,16 +159,13 @@ impl AnswerCache {
         })
     }
 
-    async fn get_coalesced<F>(&self, key: String, fetch: F) -> Result<Answer, ConnectorError>
-    where
-        F: Future<Output = Result<Answer, ConnectorError>> + Send + 'static,
-    {
+    async fn get_coalesced(&self, key: String, fetch: Read) -> Result<Answer, ConnectorError> {
         let (shared, leader) = {
             let mut in_flight = self.lock_in_flight();
             match in_flight.get(&key) {
                 Some(shared) => (shared.clone(), false),
                 None => {
-                    let shared = fetch.boxed().shared();
+                    let shared = fetch.shared();
                     in_flight.insert(key.clone(), shared.clone());
                     (shared, true)
                 }

@@ -223,7 +223,7 @@ impl SourceClient {
                 let outcome = self
                     .inner
                     .cache
-                    .get(key.clone(), async move { inner.read(url).await })
+                    .get(key.clone(), Box::pin(async move { inner.read(url).await }))
                     .instrument(span.clone())
                     .await;
                 if let Ok(answer) = &outcome {
