@@ -376,11 +376,9 @@ impl Pipeline {
         let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
         self.admit_views(scope, purpose, Operation::Search, &ids)
             .await?;
-        self.fetch_and_compose(scope, &mut children, wanted).await?;
         // Recorded before the answer leaves: no record, no child data.
-        let record =
-            AccessRecord::new(scope, purpose, Operation::Search).children(&children, wanted);
-        self.charge_views(scope, record).await?;
+        self.fetch_and_record(scope, purpose, Operation::Search, &mut children, wanted)
+            .await?;
         let scores = matches.into_iter().map(|(s, _)| s);
         Ok(SearchOutcome::Matches(scores.zip(children).collect()))
     }
@@ -439,12 +437,13 @@ impl Pipeline {
                 skeleton(id, shielded, mine)
             })
             .collect();
-        self.fetch_and_compose(scope, &mut children, wanted).await?;
-        let record = AccessRecord::new(scope, purpose, Operation::View);
         if children.is_empty() {
-            record.not_found().record().await?;
+            AccessRecord::new(scope, purpose, Operation::View)
+                .not_found()
+                .record()
+                .await?;
         } else {
-            self.charge_views(scope, record.children(&children, wanted))
+            self.fetch_and_record(scope, purpose, Operation::View, &mut children, wanted)
                 .await?;
         }
         Ok(children)
@@ -710,11 +709,41 @@ impl Pipeline {
     /// scope is its own organisation, whether that organisation works with the child. The last is learnt from the
     /// child's services and participation, so for such a role those are read first (the parts the role would see of a
     /// child of its own), and the rest only for the children its organisation works with.
-    async fn fetch_and_compose(
+    /// Fetches and composes the children's details, and writes the answer's access record, charged against the
+    /// principal's quota. The record does not wait for the details when the policy's decisions are known without
+    /// them, as they are for a role that sees as much of any child as of one its organisation works with: then both
+    /// go at once, and the answer waits for the later. Otherwise whether the organisation works with a child is
+    /// learnt from its details, so the record comes after them. Either way the answer leaves after its record, and a
+    /// refused or failed record leaves no data.
+    async fn fetch_and_record(
+        &self,
+        scope: &RequestScope,
+        purpose: &Purpose,
+        operation: Operation,
+        children: &mut [ComposedChild],
+        wanted: Wanted,
+    ) -> Result<(), PipelineError> {
+        self.situate(scope, children).await?;
+        if scope.grant.depends_on_relation() {
+            self.fetch_and_compose(scope, children, wanted).await?;
+            let record = AccessRecord::new(scope, purpose, operation).children(children, wanted);
+            return self.charge_views(scope, record).await;
+        }
+        let record = AccessRecord::new(scope, purpose, operation).children(children, wanted);
+        let (fetched, charged) = tokio::join!(
+            self.fetch_and_compose(scope, children, wanted),
+            self.charge_views(scope, record)
+        );
+        charged?;
+        fetched
+    }
+
+    /// Sets what the policy's decisions on each child depend on, before any detail is fetched: whether the user
+    /// holds an override of its shield, and whether it is past the age limit.
+    async fn situate(
         &self,
         scope: &RequestScope,
         children: &mut [ComposedChild],
-        wanted: Wanted,
     ) -> Result<(), PipelineError> {
         let shielded: Vec<String> = children
             .iter()
@@ -730,10 +759,8 @@ impl Pipeline {
                 child.overridden = overridden.contains(&child.id);
             }
         }
-        let policy = &scope.policy;
-        let grant = scope.grant;
         let today = Utc::now().date_naive();
-        let age = policy.age_limit();
+        let age = scope.policy.age_limit();
         scope.metrics.policy(|| {
             for child in children.iter_mut() {
                 let at_school = child.records.iter().any(|r| r.source == SourceName::School);
@@ -744,6 +771,19 @@ impl Pipeline {
                     .is_some_and(|born| age.is_past(born, today, at_school));
             }
         });
+        Ok(())
+    }
+
+    /// Fetches the details the policy allows and the client asked for, and composes them into each child, with its
+    /// flags and its sources' status. The children are situated (`situate`).
+    async fn fetch_and_compose(
+        &self,
+        scope: &RequestScope,
+        children: &mut [ComposedChild],
+        wanted: Wanted,
+    ) -> Result<(), PipelineError> {
+        let policy = &scope.policy;
+        let grant = scope.grant;
         // The parts a child's answer may show, were it a child of the user's organisation.
         let parts_for = |child: &ComposedChild, wanted: Wanted| {
             let situation = child.situation();
