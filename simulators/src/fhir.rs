@@ -3,9 +3,9 @@
 //! Searches honour FHIR's rules where the profile relies on them: comma is OR, a repeated parameter is AND, `\,` `\$` `\|` `\\` are escapes,
 //! unknown parameters are ignored and unsupported modifiers refused with 400. Paging uses `_offset`, which the `next` link carries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -15,6 +15,7 @@ use axum::routing::get;
 use childgraph_schema::identifiers::NHS_NUMBER_SYSTEM;
 use childgraph_schema::{ServiceKind, Sex};
 use chrono::{Days, Months, NaiveDate};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::population::{HealthRecord, KEY_AGE_VISITS, Organisation, Population, Staff};
@@ -36,7 +37,74 @@ pub fn router(population: Arc<Population>) -> Router {
     Router::new()
         .route("/fhir/{resource_type}", get(search))
         .route("/fhir/{resource_type}/{id}", get(read))
-        .with_state(population)
+        .with_state(Arc::new(Health {
+            population,
+            rendered: RwLock::default(),
+        }))
+}
+
+/// The health source: the population, and each resource as rendered the first time it was served. Neither changes,
+/// so a resource is rendered and written out once, and a bundle is written around the kept text.
+struct Health {
+    population: Arc<Population>,
+    rendered: RwLock<HashMap<Resource, Arc<Rendered>>>,
+}
+
+/// A resource as served: its type, id and body, and the body written out, `resourceType` first.
+struct Rendered {
+    ty: ResourceType,
+    id: String,
+    body: Value,
+    text: Box<RawValue>,
+}
+
+impl Health {
+    fn render(&self, resource: Resource) -> Arc<Rendered> {
+        let kept = self
+            .rendered
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&resource)
+            .cloned();
+        if let Some(rendered) = kept {
+            return rendered;
+        }
+        let (ty, id, body) = render(&self.population, resource);
+        let text = serde_json::value::to_raw_value(&ResourceFirst(&body))
+            .expect("a JSON value can be written out");
+        let rendered = Arc::new(Rendered { ty, id, body, text });
+        self.rendered
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(resource)
+            .or_insert(rendered)
+            .clone()
+    }
+}
+
+/// A search's answer, written in the order FHIR servers write a Bundle's members.
+#[derive(serde::Serialize)]
+struct SearchSet<'a> {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    total: usize,
+    link: Vec<Value>,
+    entry: Vec<Entry<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct Entry<'a> {
+    #[serde(rename = "fullUrl")]
+    full_url: String,
+    resource: &'a RawValue,
+    search: SearchMode,
+}
+
+#[derive(serde::Serialize)]
+struct SearchMode {
+    mode: &'static str,
 }
 
 /// An OperationOutcome with one issue, served as `application/fhir+json`.
@@ -49,7 +117,13 @@ pub(crate) fn outcome(status: StatusCode, code: &str, diagnostics: &str) -> Resp
 }
 
 fn fhir_json(status: StatusCode, body: &Value) -> Response {
-    let text = serde_json::to_string(&ResourceFirst(body)).unwrap_or_default();
+    fhir_text(
+        status,
+        serde_json::to_string(&ResourceFirst(body)).unwrap_or_default(),
+    )
+}
+
+fn fhir_text(status: StatusCode, text: String) -> Response {
     (status, [(header::CONTENT_TYPE, MEDIA_TYPE)], text).into_response()
 }
 
@@ -712,7 +786,7 @@ fn search_patients(p: &Population, criteria: &[Criterion]) -> Vec<u32> {
 // The other resources, addressed by kind and position.
 
 /// A resource this server can render, addressed compactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Resource {
     Patient(u32),
     /// Patient record and carer position.
@@ -1211,7 +1285,7 @@ fn link(
 }
 
 async fn search(
-    State(p): State<Arc<Population>>,
+    State(health): State<Arc<Health>>,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -1219,6 +1293,7 @@ async fn search(
     let Some(ty) = ResourceType::parse(&resource_type) else {
         return not_found(&format!("resource type {resource_type} is not supported"));
     };
+    let p = &*health.population;
     let params = parse_params(query.as_deref());
     let mut paging = match paging(&params) {
         Ok(pg) => pg,
@@ -1230,15 +1305,15 @@ async fn search(
             Err(e) => return e.into_response(),
         };
         if criteria.is_empty() {
-            all_resources(&p, ty)
+            all_resources(p, ty)
         } else {
-            search_patients(&p, &criteria)
+            search_patients(p, &criteria)
                 .into_iter()
                 .map(Resource::Patient)
                 .collect()
         }
     } else {
-        match search_others(&p, ty, &params, &mut paging) {
+        match search_others(p, ty, &params, &mut paging) {
             Ok(r) => r,
             Err(e) => return e.into_response(),
         }
@@ -1251,61 +1326,50 @@ async fn search(
     let total = matches.len();
     let page_end = (paging.offset + paging.count).min(total);
     let page = matches.get(paging.offset..page_end).unwrap_or(&[]);
-    let entry = |rt: ResourceType, id: &str, body: &Value, mode: &str| {
-        json!({
-            "fullUrl": format!("{origin}/fhir/{}/{id}", rt.as_str()),
-            "resource": body,
-            "search": {"mode": mode},
-        })
-    };
-    let mut entries = Vec::with_capacity(page.len());
     // Resources added to the page, in order, each once; and those still to be looked at for `_include`.
+    let mut served: Vec<(Arc<Rendered>, &'static str)> = Vec::with_capacity(page.len());
     let mut added: Vec<Resource> = Vec::new();
-    let mut pending: Vec<(ResourceType, Value, bool)> = Vec::new();
+    let mut pending: Vec<(Arc<Rendered>, bool)> = Vec::new();
     for &res in page {
-        let (rt, id, body) = render(&p, res);
-        entries.push(entry(rt, &id, &body, "match"));
+        let rendered = health.render(res);
+        served.push((rendered.clone(), "match"));
         if let Resource::Patient(i) = res {
             for &revinclude in &additions.revincludes {
-                for referring in patient_resources(&p, revinclude, i) {
+                for referring in patient_resources(p, revinclude, i) {
                     if !added.contains(&referring) {
                         added.push(referring);
-                        let (rt, _, body) = render(&p, referring);
-                        pending.push((rt, body, true));
+                        pending.push((health.render(referring), true));
                     }
                 }
             }
         }
-        pending.push((rt, body, false));
+        pending.push((rendered, false));
     }
     let mut extra = Vec::new();
-    while let Some((rt, body, is_added)) = pending.pop() {
+    while let Some((rendered, is_added)) = pending.pop() {
         for &(source, pointer, target, iterate) in &additions.includes {
-            if source != rt || (is_added && !iterate) {
+            if source != rendered.ty || (is_added && !iterate) {
                 continue;
             }
-            let referred = body
+            let referred = rendered
+                .body
                 .pointer(pointer)
                 .and_then(Value::as_str)
                 .and_then(|r| r.strip_prefix(target.as_str()))
                 .and_then(|r| r.strip_prefix('/'))
-                .and_then(|id| resolve(&p, target, id));
+                .and_then(|id| resolve(p, target, id));
             if let Some(referred) = referred
                 && !added.contains(&referred)
             {
                 added.push(referred);
-                let (rt, _, body) = render(&p, referred);
-                pending.push((rt, body, true));
+                pending.push((health.render(referred), true));
             }
         }
         if is_added {
-            extra.push((rt, body));
+            extra.push(rendered);
         }
     }
-    for (rt, body) in extra {
-        let id = body["id"].as_str().unwrap_or_default().to_owned();
-        entries.push(entry(rt, &id, &body, "include"));
-    }
+    served.extend(extra.into_iter().map(|r| (r, "include")));
     let self_offset = (paging.offset > 0).then_some(paging.offset);
     let mut links = vec![json!({
         "relation": "self",
@@ -1317,25 +1381,35 @@ async fn search(
             "url": link(&origin, ty, &paging.applied, paging.count, Some(page_end)),
         }));
     }
-    let bundle = json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": total,
-        "link": links,
-        "entry": entries,
-    });
-    fhir_json(StatusCode::OK, &bundle)
+    let bundle = SearchSet {
+        resource_type: "Bundle",
+        kind: "searchset",
+        total,
+        link: links,
+        entry: served
+            .iter()
+            .map(|(r, mode)| Entry {
+                full_url: format!("{origin}/fhir/{}/{}", r.ty.as_str(), r.id),
+                resource: &r.text,
+                search: SearchMode { mode },
+            })
+            .collect(),
+    };
+    fhir_text(
+        StatusCode::OK,
+        serde_json::to_string(&bundle).unwrap_or_default(),
+    )
 }
 
 async fn read(
-    State(p): State<Arc<Population>>,
+    State(health): State<Arc<Health>>,
     Path((resource_type, id)): Path<(String, String)>,
 ) -> Response {
     let Some(ty) = ResourceType::parse(&resource_type) else {
         return not_found(&format!("resource type {resource_type} is not supported"));
     };
-    match resolve(&p, ty, &id) {
-        Some(res) => fhir_json(StatusCode::OK, &render(&p, res).2),
+    match resolve(&health.population, ty, &id) {
+        Some(res) => fhir_text(StatusCode::OK, health.render(res).text.get().to_owned()),
         None => not_found(&format!("{resource_type}/{id} is not known")),
     }
 }
