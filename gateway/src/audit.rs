@@ -647,6 +647,11 @@ pub(crate) mod sql {
         )
     }
 
+    /// A principal's (`$1`) distinct children shown since `$2`: what `counts` gives, for one principal and one
+    /// window, as SQLite counts it fastest.
+    pub const VIEWS_SINCE: &str =
+        "SELECT COUNT(*) FROM child_views WHERE principal = $1 AND first_at > $2";
+
     /// When each (principal, child) pair was first shown, since `$1`.
     pub fn known(pairs: usize) -> String {
         format!(
@@ -725,9 +730,7 @@ pub(crate) mod sql {
 mod sqlite {
     use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_iter};
 
-    use super::{
-        AuditEntry, Charge, GENESIS, Plan, Viewed, Views, chain, read_counts, read_known, sql,
-    };
+    use super::{AuditEntry, Charge, GENESIS, Plan, Viewed, Views, chain, read_known, sql};
     use crate::quotas::Admission;
     use crate::store::StoreError;
 
@@ -764,16 +767,26 @@ mod sqlite {
         // for each group's size would be parsed anew whenever the sizes vary more than the cache holds.
         let mut viewed = Viewed::new();
         {
-            let mut counts = tx.prepare_cached(&sql::counts(1))?;
-            for principal in &plan.principals {
-                let mut rows = counts.query(rusqlite::params![
-                    plan.quota_since,
-                    plan.count_since,
-                    principal
-                ])?;
-                while let Some(row) = rows.next()? {
-                    read_counts(&mut viewed, row)?;
-                }
+            // Counted over the index's range for each window: SQLite steps through a range for `COUNT(*)` several
+            // times faster than it sums a condition over the principal's every row.
+            let mut since = tx.prepare_cached(sql::VIEWS_SINCE)?;
+            let mut count = |principal: &str, from: i64| -> rusqlite::Result<usize> {
+                since
+                    .query_row(rusqlite::params![principal, from], |row| {
+                        row.get::<_, i64>(0)
+                    })
+                    .map(|n| usize::try_from(n).unwrap_or(0))
+            };
+            for &principal in &plan.principals {
+                let in_quota = count(principal, plan.quota_since)?;
+                let in_count = if plan.count_since == plan.quota_since {
+                    in_quota
+                } else {
+                    count(principal, plan.count_since)?
+                };
+                let views = viewed.entry(principal.to_owned()).or_default();
+                views.in_quota = in_quota;
+                views.in_count = in_count;
             }
             let mut known = tx.prepare_cached(&sql::known(1))?;
             for (principal, child) in plan.asked(entries) {

@@ -1091,6 +1091,7 @@ mod tests {
                 statements::flags(count),
                 shields::overridden_sql(count),
                 sql::counts(count),
+                sql::VIEWS_SINCE.to_owned(),
                 sql::known(count),
                 sql::OLDEST.to_owned(),
                 sql::PRUNE.to_owned(),
@@ -1107,7 +1108,12 @@ mod tests {
             }
         }
         // The writer reads a principal's views with every record it commits: from the index alone, in its order.
-        for statement in [sql::counts(1), sql::counts(3), sql::OLDEST.to_owned()] {
+        for statement in [
+            sql::counts(1),
+            sql::counts(3),
+            sql::VIEWS_SINCE.to_owned(),
+            sql::OLDEST.to_owned(),
+        ] {
             let plan = plan_of(&conn, &statement);
             assert!(
                 plan.iter()
