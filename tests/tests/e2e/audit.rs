@@ -149,6 +149,24 @@ async fn without_an_audit_record_there_is_no_child_data() {
         answer.body
     );
 
+    // A child by its id: for a role whose record is written while the details are fetched (a GP's), and for one
+    // whose record waits for them (a teacher's), no record means no data.
+    let view = "query($id: ID!) { child(id: $id, access: {purpose: SAFEGUARDING}) { id name { given } services { kind } } }";
+    for user in ["gp", "teacher"] {
+        let answer = gateway.query_vars(user, view, json!({ "id": child })).await;
+        assert_eq!(answer.codes(), ["INTERNAL"], "{user}: {:#}", answer.body);
+        assert!(
+            answer.body["data"].is_null() || answer.body["data"]["child"].is_null(),
+            "{user}: {:#}",
+            answer.body
+        );
+        assert!(
+            !answer.body.to_string().contains("Amelia"),
+            "{user}: {:#}",
+            answer.body
+        );
+    }
+
     // Nor does any action take effect unrecorded: an override and a flag are refused, and neither is stored.
     let mut rows = Vec::new();
     for table in ["shield_overrides", "flags"] {
