@@ -41,8 +41,8 @@ const MAX_COMPLEXITY: usize = 2000;
 /// validation before (see [`documents`]).
 #[derive(Clone)]
 pub struct Schemas {
-    pub strict: ChildgraphSchema,
-    pub fast: ChildgraphSchema,
+    strict: ChildgraphSchema,
+    fast: ChildgraphSchema,
 }
 
 impl std::fmt::Debug for Schemas {
