@@ -4,7 +4,7 @@
 //! It names who asked, why, what operation, and which children by gateway id only: never a name, a date of birth or
 //! a search term. It also names the categories shown and withheld, and the policy that decided, by its file's hash.
 
-use crate::audit::AuditEntry;
+use crate::audit::{AuditEntry, Receipt};
 use crate::pipeline::{ComposedChild, Purpose, RequestScope, Wanted};
 use crate::quotas::{Admission, Charge};
 use crate::store::{ClientScope, StoreError};
@@ -118,7 +118,13 @@ impl Operation {
 #[derive(Debug, Clone)]
 pub struct AccessRecord<'a> {
     scope: &'a RequestScope,
-    purpose: &'a Purpose,
+    said: Said,
+}
+
+/// What a record says of the access, besides who asked (the request's scope).
+#[derive(Debug, Clone)]
+struct Said {
+    purpose: Purpose,
     operation: Operation,
     children: Vec<String>,
     shown: Vec<String>,
@@ -127,24 +133,35 @@ pub struct AccessRecord<'a> {
     subject: Option<String>,
 }
 
+/// A record handed to the audit log and not yet known to be down. It borrows nothing, so the request can keep it
+/// while its answer is composed; nothing of the answer may leave before [`Submitted::committed`] says it is down.
+#[derive(Debug)]
+pub struct Submitted {
+    said: Said,
+    receipt: Receipt,
+    started: std::time::Instant,
+}
+
 impl<'a> AccessRecord<'a> {
-    pub fn new(scope: &'a RequestScope, purpose: &'a Purpose, operation: Operation) -> Self {
+    pub fn new(scope: &'a RequestScope, purpose: &Purpose, operation: Operation) -> Self {
         Self {
             scope,
-            purpose,
-            operation,
-            children: Vec::new(),
-            shown: Vec::new(),
-            withheld: Vec::new(),
-            outcome: "ok",
-            subject: None,
+            said: Said {
+                purpose: purpose.clone(),
+                operation,
+                children: Vec::new(),
+                shown: Vec::new(),
+                withheld: Vec::new(),
+                outcome: "ok",
+                subject: None,
+            },
         }
     }
 
     /// The children answered, and of the categories the client selected, those the answer returned (for some
     /// child) and those it withheld (from some child).
     pub fn children(mut self, children: &[ComposedChild], wanted: Wanted) -> Self {
-        self.children = children.iter().map(|c| c.id.clone()).collect();
+        self.said.children = children.iter().map(|c| c.id.clone()).collect();
         let scope = self.scope;
         let policy = &scope.policy;
         scope.metrics.policy(|| {
@@ -172,10 +189,10 @@ impl<'a> AccessRecord<'a> {
                         .is_visible()
                 };
                 if children.iter().any(visible) {
-                    self.shown.push(name.to_owned());
+                    self.said.shown.push(name.to_owned());
                 }
                 if !children.iter().all(visible) {
-                    self.withheld.push(name.to_owned());
+                    self.said.withheld.push(name.to_owned());
                 }
             }
         });
@@ -183,44 +200,44 @@ impl<'a> AccessRecord<'a> {
     }
 
     pub fn child_ids(mut self, ids: Vec<String>) -> Self {
-        self.children = ids;
+        self.said.children = ids;
         self
     }
 
     /// The account an account action is about.
     pub fn subject(mut self, user_id: &str) -> Self {
-        self.subject = Some(user_id.to_owned());
+        self.said.subject = Some(user_id.to_owned());
         self
     }
 
     pub fn too_many(mut self) -> Self {
-        self.outcome = "too_many_results";
+        self.said.outcome = "too_many_results";
         self
     }
 
     pub fn not_found(mut self) -> Self {
-        self.outcome = "not_found";
+        self.said.outcome = "not_found";
         self
     }
 
     pub fn rate_limited(mut self) -> Self {
-        self.outcome = "rate_limited";
+        self.said.outcome = "rate_limited";
         self
     }
 
     pub fn alert(mut self) -> Self {
-        self.outcome = "alert";
+        self.said.outcome = "alert";
         self
     }
 
     pub fn denied(mut self) -> Self {
-        self.outcome = "denied";
+        self.said.outcome = "denied";
         self
     }
 
     /// An action recorded ahead of its change, which then failed.
     pub fn failed(mut self) -> Self {
-        self.outcome = "failed";
+        self.said.outcome = "failed";
         self
     }
 
@@ -256,49 +273,80 @@ impl<'a> AccessRecord<'a> {
     /// Writes the record as [`record`](Self::record) does, with the answer's charge against the principal's quota
     /// of distinct children decided in the same transaction. Refused, the record says so (`rate_limited`, nothing
     /// shown), and the caller must not show the children.
-    pub async fn record_charged(mut self, charge: Option<Charge>) -> Result<Admission, StoreError> {
-        let principal = &self.scope.principal;
+    pub async fn record_charged(self, charge: Option<Charge>) -> Result<Admission, StoreError> {
+        let scope = self.scope;
+        self.submit_charged(charge).await?.committed(scope).await
+    }
+
+    /// Hands the record, with its charge, to the audit log, and returns before it is committed: the caller may
+    /// compose the answer meanwhile, and must learn from [`Submitted::committed`] that the record is down before any
+    /// of it leaves.
+    pub async fn submit_charged(self, charge: Option<Charge>) -> Result<Submitted, StoreError> {
+        let scope = self.scope;
+        let principal = &scope.principal;
+        let said = self.said;
         let entry = AuditEntry {
             at: chrono::Utc::now(),
-            request_id: self.scope.request_id.clone(),
+            request_id: scope.request_id.clone(),
             user_id: principal.user_id.clone(),
             organisation_id: principal.organisation.id.clone(),
             roles: principal.roles.clone(),
             client: principal.client.as_ref().map(|_| principal.user_id.clone()),
-            purpose: self.purpose.purpose.to_owned(),
-            justification: self.purpose.justification.clone(),
-            operation: self.operation.as_str().to_owned(),
-            child_ids: self.children.clone(),
-            shown: self.shown.clone(),
-            withheld: self.withheld.clone(),
-            outcome: self.outcome.to_owned(),
-            policy_hash: self.scope.policy.hash().to_owned(),
-            subject: self.subject.clone(),
+            purpose: said.purpose.purpose.to_owned(),
+            justification: said.purpose.justification.clone(),
+            operation: said.operation.as_str().to_owned(),
+            child_ids: said.children.clone(),
+            shown: said.shown.clone(),
+            withheld: said.withheld.clone(),
+            outcome: said.outcome.to_owned(),
+            policy_hash: scope.policy.hash().to_owned(),
+            subject: said.subject.clone(),
         };
         let started = std::time::Instant::now();
-        let appended = self.scope.audit.append_charged(entry, charge).await;
-        self.scope.metrics.audit_write(started.elapsed());
-        let admission = match appended {
-            Ok(admission) => admission,
-            Err(e) => {
-                tracing::error!(error = %e, operation = self.operation.as_str(), "the audit record could not be written");
-                return Err(e);
-            }
-        };
-        if !admission.is_admitted() {
-            self = self.rate_limited();
-            self.shown.clear();
-            self.withheld.clear();
+        match scope.audit.submit_charged(entry, charge).await {
+            Ok(receipt) => Ok(Submitted {
+                said,
+                receipt,
+                started,
+            }),
+            Err(e) => Err(not_written(said.operation, e)),
         }
-        self.log();
+    }
+}
+
+impl Submitted {
+    /// Waits until the record is down, then writes it to the log. Refused, the record says so (`rate_limited`,
+    /// nothing shown). An error means the record is not down: the answer must not show child data.
+    pub async fn committed(self, scope: &RequestScope) -> Result<Admission, StoreError> {
+        let Self {
+            mut said,
+            receipt,
+            started,
+        } = self;
+        let appended = receipt.committed().await;
+        scope.metrics.audit_write(started.elapsed());
+        let admission = appended.map_err(|e| not_written(said.operation, e))?;
+        if !admission.is_admitted() {
+            said.outcome = "rate_limited";
+            said.shown.clear();
+            said.withheld.clear();
+        }
+        said.log(scope);
         Ok(admission)
     }
+}
 
-    fn log(self) {
-        let principal = &self.scope.principal;
+fn not_written(operation: Operation, e: StoreError) -> StoreError {
+    tracing::error!(error = %e, operation = operation.as_str(), "the audit record could not be written");
+    e
+}
+
+impl Said {
+    fn log(&self, scope: &RequestScope) {
+        let principal = &scope.principal;
         tracing::info!(
             target: "childgraph::access",
-            request_id = %self.scope.request_id,
+            request_id = %scope.request_id,
             user = %principal.user_id,
             organisation = %principal.organisation.id,
             roles = %principal.roles.join(","),
@@ -308,7 +356,7 @@ impl<'a> AccessRecord<'a> {
             children = %self.children.join(","),
             subject = self.subject.as_deref().unwrap_or(""),
             outcome = self.outcome,
-            policy = %self.scope.policy.hash(),
+            policy = %scope.policy.hash(),
             "access"
         );
     }

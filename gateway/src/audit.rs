@@ -185,6 +185,16 @@ impl AuditLog {
         entry: AuditEntry,
         charge: Option<Charge>,
     ) -> Result<Admission, StoreError> {
+        self.submit_charged(entry, charge).await?.committed().await
+    }
+
+    /// Hands a record with its charge to the writer, returning once the writer has it, before it is committed:
+    /// the caller may work on meanwhile, and learns how the record went from [`Receipt::committed`].
+    pub async fn submit_charged(
+        &self,
+        entry: AuditEntry,
+        charge: Option<Charge>,
+    ) -> Result<Receipt, StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Pending {
@@ -194,7 +204,20 @@ impl AuditLog {
             })
             .await
             .map_err(|_| StoreError::Corrupt("the audit writer has stopped".to_owned()))?;
-        match wait.await {
+        Ok(Receipt { wait })
+    }
+}
+
+/// A record the writer has been handed, and how its commit will go.
+#[derive(Debug)]
+pub struct Receipt {
+    wait: oneshot::Receiver<Result<Admission, String>>,
+}
+
+impl Receipt {
+    /// Waits for the record's commit: the admission of its charge, or why it is not down.
+    pub async fn committed(self) -> Result<Admission, StoreError> {
+        match self.wait.await {
             Ok(Ok(admission)) => Ok(admission),
             Ok(Err(e)) => Err(StoreError::Corrupt(format!("audit write failed: {e}"))),
             Err(_) => Err(StoreError::Corrupt(

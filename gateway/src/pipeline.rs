@@ -15,7 +15,7 @@ use childgraph_schema::{
 use chrono::Utc;
 use tokio::time::Instant;
 
-use crate::access::{AccessRecord, Operation};
+use crate::access::{AccessRecord, Operation, Submitted};
 use crate::federation::{Federation, Reports, SourceHealth};
 use crate::quotas::{Admission, Charge, SearchQuota, ViewMonitor, ViewQuota};
 use crate::store::{Account, FlagRecord, Linked, Shield, Store, StoreError};
@@ -106,6 +106,9 @@ pub struct RequestScope {
     pub reports: Reports,
     /// The source answers read so far in this request, so that a later phase asking the same URL is not sent again.
     pub reads: Arc<RequestReads>,
+    /// Access records handed to the audit log whose commits the answer has not yet waited for: the answer is
+    /// composed while they are written, and [`Pipeline::settle`] waits for them before any of it leaves.
+    submitted: std::sync::Mutex<Vec<Submitted>>,
 }
 
 impl RequestScope {
@@ -213,7 +216,28 @@ impl Pipeline {
             deadline: Instant::now() + self.limits.deadline,
             reports: Reports::default(),
             reads: RequestReads::new(),
+            submitted: std::sync::Mutex::default(),
         }
+    }
+
+    /// Waits for every access record the request handed to the audit log, and settles each: the error of the first
+    /// refused or failed one, after which the answer must show no child data. The request's answer is sent only
+    /// after this, and only if it succeeded.
+    pub async fn settle(&self, scope: &RequestScope) -> Result<(), PipelineError> {
+        let submitted = std::mem::take(
+            &mut *scope
+                .submitted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut outcome = Ok(());
+        for record in submitted {
+            let settled = self.settle_views(scope, record).await;
+            if outcome.is_ok() {
+                outcome = settled;
+            }
+        }
+        outcome
     }
 
     /// `searchChildren`: find the children matching the criteria, ranked by score.
@@ -478,11 +502,14 @@ impl Pipeline {
     /// in the same transaction: the quota every gateway sharing the store holds together. Refused there, the record
     /// says so and nothing is shown. Admitted, the principal's count of distinct children within the monitor's
     /// window (every replica's answers) goes to the monitor.
-    async fn charge_views(
+    ///
+    /// Handing the record over and waiting for its commit are apart (`submit_views`, then `settle_views`), so that
+    /// an answer can be composed while its record is written.
+    async fn submit_views(
         &self,
         scope: &RequestScope,
         record: AccessRecord<'_>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<Submitted, PipelineError> {
         let principal = &scope.principal;
         let limit = self.quotas.views.limit(own_children_per_hour(principal));
         let monitor = self.quotas.monitor.as_ref();
@@ -490,7 +517,17 @@ impl Pipeline {
             principal: principal.user_id.clone(),
             limit,
         });
-        match record.record_charged(charge).await? {
+        Ok(record.submit_charged(charge).await?)
+    }
+
+    /// Waits for a record `submit_views` handed over. Refused, the answer shows nothing; admitted, the monitor
+    /// counts the principal's distinct children.
+    async fn settle_views(
+        &self,
+        scope: &RequestScope,
+        submitted: Submitted,
+    ) -> Result<(), PipelineError> {
+        match submitted.committed(scope).await? {
             Admission::Admitted { distinct } => self.monitor(scope, distinct).await,
             Admission::Refused { retry_after } => {
                 self.metrics.rate_limited("children");
@@ -713,8 +750,9 @@ impl Pipeline {
     /// principal's quota. The record does not wait for the details when the policy's decisions are known without
     /// them, as they are for a role that sees as much of any child as of one its organisation works with: then both
     /// go at once, and the answer waits for the later. Otherwise whether the organisation works with a child is
-    /// learnt from its details, so the record comes after them. Either way the answer leaves after its record, and a
-    /// refused or failed record leaves no data.
+    /// learnt from its details, so the record comes after them. Either way the record's commit is not waited for
+    /// here: the request keeps it, the answer is composed while it is written, and [`Pipeline::settle`] waits for it
+    /// before the answer leaves. A refused or failed record leaves no data.
     async fn fetch_and_record(
         &self,
         scope: &RequestScope,
@@ -724,18 +762,26 @@ impl Pipeline {
         wanted: Wanted,
     ) -> Result<(), PipelineError> {
         self.situate(scope, children).await?;
-        if scope.grant.depends_on_relation() {
+        let submitted = if scope.grant.depends_on_relation() {
             self.fetch_and_compose(scope, children, wanted).await?;
             let record = AccessRecord::new(scope, purpose, operation).children(children, wanted);
-            return self.charge_views(scope, record).await;
-        }
-        let record = AccessRecord::new(scope, purpose, operation).children(children, wanted);
-        let (fetched, charged) = tokio::join!(
-            self.fetch_and_compose(scope, children, wanted),
-            self.charge_views(scope, record)
-        );
-        charged?;
-        fetched
+            self.submit_views(scope, record).await?
+        } else {
+            let record = AccessRecord::new(scope, purpose, operation).children(children, wanted);
+            let submitted = self.submit_views(scope, record).await?;
+            if let Err(e) = self.fetch_and_compose(scope, children, wanted).await {
+                // The record went in: its refusal or failure is the answer's, before the fetch's.
+                self.settle_views(scope, submitted).await?;
+                return Err(e);
+            }
+            submitted
+        };
+        scope
+            .submitted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(submitted);
+        Ok(())
     }
 
     /// Sets what the policy's decisions on each child depend on, before any detail is fetched: whether the user

@@ -444,6 +444,11 @@ async fn execute_untimed(
         }
     }
     let mut http = GraphQLResponse::from(response).into_response();
+    // The answer was composed, and written out, while its access records were committed: none of it leaves before
+    // they are down, and a refused or failed one leaves nothing but its error.
+    if let Err(e) = state.pipeline.settle(&scope).await {
+        http = GraphQLResponse::from(crate::graphql::unrecorded(&e)).into_response();
+    }
     // Where the time went, for clients and load tests: waiting on sources, and the whole of the GraphQL execution.
     let timing = format!(
         "source;dur={:.1};desc=\"waiting on sources\", gateway;dur={:.1}",

@@ -21,6 +21,14 @@ pub fn source_error(report: crate::federation::SourceReport) -> async_graphql::S
         report.health == crate::federation::SourceHealth::Timeout,
     )
 }
+
+/// The whole answer to a request whose access record was refused or failed after its answer was composed: the
+/// record's error, and no data.
+pub fn unrecorded(error: &crate::pipeline::PipelineError) -> async_graphql::Response {
+    async_graphql::Response::from_errors(vec![
+        errors::pipeline_error(error).into_server_error(async_graphql::Pos::default()),
+    ])
+}
 pub use mutation::Mutation;
 
 /// The query root: child data, and the shield officers' lists.
