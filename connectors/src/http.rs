@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use childgraph_schema::SourceName;
+use get_size2::GetSize;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 use url::Url;
 
 use crate::breaker::{Breaker, Permit};
-use crate::cache::{Answer, AnswerCache};
+use crate::cache::{Answer, AnswerCache, Parsed};
 use crate::connector::{SourceConfig, SourceStats};
 use crate::credentials::{Credentials, TokenSource};
 use crate::error::ConnectorError;
@@ -199,11 +200,14 @@ impl SourceClient {
     /// GETs `url` and parses the JSON body. `path` is the path template logged for the call (`Patient`, `users`), never the URL itself.
     ///
     /// The order of a read: the cache and identical reads in flight first, then attempts under the retry budget, each let through by the circuit breaker and sent with the credentials.
-    pub async fn get_json<T: DeserializeOwned>(
+    pub async fn get_json<T>(
         &self,
         url: Url,
         path: &'static str,
-    ) -> Result<Fetched<T>, ConnectorError> {
+    ) -> Result<Fetched<T>, ConnectorError>
+    where
+        T: DeserializeOwned + GetSize + Clone + Send + Sync + 'static,
+    {
         let span = tracing::debug_span!(
             "source_call",
             source = %self.inner.source,
@@ -220,10 +224,19 @@ impl SourceClient {
             }
             None => {
                 let inner = self.inner.clone();
+                // An answer the cache keeps is parsed once, here, and weighed with its parsed form.
+                let keep = self.inner.cache.keeps_answers();
+                let read = async move {
+                    let mut answer = inner.read(url).await?;
+                    if keep && answer.status == 200 {
+                        answer.parsed = Parsed::of::<T>(&answer.body).map(Arc::new);
+                    }
+                    Ok(answer)
+                };
                 let outcome = self
                     .inner
                     .cache
-                    .get(key.clone(), Box::pin(async move { inner.read(url).await }))
+                    .get(key.clone(), Box::pin(read))
                     .instrument(span.clone())
                     .await;
                 if let Ok(answer) = &outcome {
@@ -243,6 +256,12 @@ impl SourceClient {
         };
         span.record("status", answer.status);
         span.in_scope(|| tracing::debug!("source answered"));
+        if let Some(body) = answer.parsed.as_ref().and_then(|p| p.get::<T>()) {
+            return Ok(Fetched {
+                body: body.clone(),
+                total_count: answer.total_count,
+            });
+        }
         match serde_json::from_slice(&answer.body) {
             Ok(body) => Ok(Fetched {
                 body,
@@ -370,6 +389,7 @@ impl Inner {
             status,
             total_count,
             body: Bytes::from(body),
+            parsed: None,
             found_unusable: Arc::default(),
         })
     }

@@ -83,6 +83,7 @@ mod tests {
             status,
             total_count: None,
             body: Bytes::from_static(b"{}"),
+            parsed: None,
             found_unusable: Arc::default(),
         }
     }

@@ -2,10 +2,11 @@
 //!
 //! Unknown fields are ignored, and nullable fields are optional, so that the register can add to its API without breaking the connector.
 
+use get_size2::GetSize;
 use serde::Deserialize;
 
 /// An RFC 9457 problem, the body of every error.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: Option<String>,
@@ -14,7 +15,7 @@ pub struct Problem {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct Address {
     pub line1: Option<String>,
     pub line2: Option<String>,
@@ -22,7 +23,7 @@ pub struct Address {
     pub postcode: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct Carer {
     #[serde(default)]
     pub name: String,
@@ -33,7 +34,7 @@ pub struct Carer {
     pub address: Option<Address>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct Child {
     pub id: String,
     #[serde(default)]
@@ -54,7 +55,7 @@ pub struct Child {
     pub updated_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct ChildPage {
     #[serde(default)]
     pub items: Vec<Child>,
@@ -65,13 +66,13 @@ pub struct ChildPage {
     pub next: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct ChildList {
     #[serde(default)]
     pub items: Vec<Child>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct KeyWorker {
     pub id: String,
     #[serde(default)]
@@ -81,7 +82,7 @@ pub struct KeyWorker {
     pub email: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct Enrolment {
     pub id: String,
     pub child_id: String,
@@ -96,13 +97,13 @@ pub struct Enrolment {
     pub key_worker: Option<KeyWorker>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct EnrolmentList {
     #[serde(default)]
     pub items: Vec<Enrolment>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct Setting {
     pub id: String,
     #[serde(default)]
@@ -115,7 +116,7 @@ pub struct Setting {
     pub address: Option<Address>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct SettingList {
     #[serde(default)]
     pub items: Vec<Setting>,

@@ -3,6 +3,7 @@
 //! The types accept whatever R4 allows, not only childgraph's profile: unknown elements are ignored, every element R4 makes optional is an `Option` or a defaulted list, and dates keep their raw, possibly partial, text.
 
 use chrono::NaiveDate;
+use get_size2::GetSize;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -21,7 +22,7 @@ pub const KEY_AGE_VISIT_SYSTEM: &str = "urn:childgraph:fhir:key-age-visit";
 ///
 /// JSON only: a resource is read by its `resourceType` first and then parsed once as that type, rather than through
 /// serde's internally tagged enums, which buffer every resource, and a whole Bundle, into an intermediate tree.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, GetSize)]
 #[allow(clippy::large_enum_variant)]
 pub enum Resource {
     Patient(Patient),
@@ -106,7 +107,7 @@ impl Resource {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct Bundle {
     pub id: Option<String>,
@@ -149,13 +150,13 @@ impl Bundle {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct BundleLink {
     pub relation: Option<String>,
     pub url: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct BundleEntry {
     pub full_url: Option<String>,
@@ -163,21 +164,21 @@ pub struct BundleEntry {
     pub search: Option<BundleEntrySearch>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct BundleEntrySearch {
     /// `match`, `include` or `outcome`.
     pub mode: Option<String>,
     pub score: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct OperationOutcome {
     pub id: Option<String>,
     #[serde(default)]
     pub issue: Vec<OperationOutcomeIssue>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct OperationOutcomeIssue {
     /// `fatal`, `error`, `warning` or `information`.
     pub severity: Option<String>,
@@ -187,7 +188,7 @@ pub struct OperationOutcomeIssue {
     pub diagnostics: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct Meta {
     pub version_id: Option<String>,
@@ -200,7 +201,7 @@ pub struct Meta {
     pub profile: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct Patient {
     pub id: Option<String>,
@@ -223,7 +224,7 @@ pub struct Patient {
     pub managing_organization: Option<Reference>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct RelatedPerson {
     pub id: Option<String>,
@@ -246,7 +247,7 @@ pub struct RelatedPerson {
     pub period: Option<Period>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct Organization {
     pub id: Option<String>,
@@ -266,7 +267,7 @@ pub struct Organization {
     pub part_of: Option<Reference>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct Practitioner {
     pub id: Option<String>,
@@ -285,13 +286,13 @@ pub struct Practitioner {
     pub qualification: Vec<Qualification>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct Qualification {
     pub code: Option<CodeableConcept>,
     pub period: Option<Period>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct EpisodeOfCare {
     pub id: Option<String>,
@@ -308,7 +309,7 @@ pub struct EpisodeOfCare {
     pub team: Vec<Reference>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct Encounter {
     pub id: Option<String>,
@@ -328,7 +329,7 @@ pub struct Encounter {
     pub service_provider: Option<Reference>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct EncounterParticipant {
     #[serde(default, rename = "type")]
     pub kind: Vec<CodeableConcept>,
@@ -336,7 +337,7 @@ pub struct EncounterParticipant {
     pub individual: Option<Reference>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct Identifier {
     #[serde(rename = "use")]
     pub use_: Option<String>,
@@ -347,7 +348,7 @@ pub struct Identifier {
     pub period: Option<Period>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct HumanName {
     /// `usual`, `official`, `temp`, `nickname`, `anonymous`, `old` or `maiden`.
     #[serde(rename = "use")]
@@ -387,7 +388,7 @@ impl HumanName {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct ContactPoint {
     /// `phone`, `fax`, `email`, `pager`, `url`, `sms` or `other`.
     pub system: Option<String>,
@@ -410,7 +411,7 @@ pub fn contact(points: &[ContactPoint], system: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct Address {
     #[serde(rename = "use")]
@@ -428,7 +429,7 @@ pub struct Address {
     pub period: Option<Period>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct CodeableConcept {
     #[serde(default)]
     pub coding: Vec<Coding>,
@@ -451,7 +452,7 @@ impl CodeableConcept {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct Coding {
     pub system: Option<String>,
     pub version: Option<String>,
@@ -459,7 +460,7 @@ pub struct Coding {
     pub display: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct Reference {
     /// Relative (`Patient/123`), absolute (`https://…/fhir/Patient/123`) or contained (`#x`).
     pub reference: Option<String>,
@@ -481,7 +482,7 @@ impl Reference {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct Period {
     /// A dateTime: `YYYY`, `YYYY-MM`, `YYYY-MM-DD` or with a time and zone.
     pub start: Option<String>,

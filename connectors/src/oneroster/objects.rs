@@ -2,11 +2,14 @@
 //!
 //! Unknown fields are ignored and fields the standard makes optional are optional, so that a vendor's extensions or a 1.1-style payload still parse.
 
+use get_size2::GetSize;
+
+use crate::cache::json_heap_size;
 use serde::Deserialize;
 use serde_json::Value;
 
 /// A reference to another object.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct GuidRef {
     pub href: Option<String>,
@@ -18,7 +21,7 @@ pub struct GuidRef {
 }
 
 /// A flag OneRoster 1.2 sends as the string `"true"` or `"false"`; vendors following 1.1 send a JSON boolean.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, GetSize)]
 #[serde(untagged)]
 pub enum Flag {
     Bool(bool),
@@ -34,7 +37,7 @@ impl Flag {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
     #[serde(default)]
@@ -42,6 +45,7 @@ pub struct User {
     /// `active` or `tobedeleted`.
     pub status: Option<String>,
     pub date_last_modified: Option<String>,
+    #[get_size(size_fn = json_heap_size)]
     pub metadata: Option<Value>,
     pub enabled_user: Option<Flag>,
     pub username: Option<String>,
@@ -87,7 +91,7 @@ impl User {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct Role {
     /// `primary` or `secondary`.
@@ -98,12 +102,13 @@ pub struct Role {
     pub end_date: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct Org {
     #[serde(default)]
     pub sourced_id: String,
     pub status: Option<String>,
+    #[get_size(size_fn = json_heap_size)]
     pub metadata: Option<Value>,
     pub name: Option<String>,
     /// `department`, `school`, `district`, `local`, `state` or `national`.
@@ -116,12 +121,13 @@ pub struct Org {
     pub children: Vec<GuidRef>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct Enrollment {
     #[serde(default)]
     pub sourced_id: String,
     pub status: Option<String>,
+    #[get_size(size_fn = json_heap_size)]
     pub metadata: Option<Value>,
     pub user: Option<GuidRef>,
     pub class: Option<GuidRef>,
@@ -135,12 +141,13 @@ pub struct Enrollment {
     pub end_date: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct Class {
     #[serde(default)]
     pub sourced_id: String,
     pub status: Option<String>,
+    #[get_size(size_fn = json_heap_size)]
     pub metadata: Option<Value>,
     pub title: Option<String>,
     pub class_code: Option<String>,
@@ -152,7 +159,7 @@ pub struct Class {
     pub terms: Vec<GuidRef>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 #[serde(rename_all = "camelCase")]
 pub struct Demographics {
     /// The same as the user's.
@@ -165,7 +172,7 @@ pub struct Demographics {
 }
 
 /// The error body of every OneRoster failure.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct StatusInfo {
     #[serde(rename = "imsx_codeMajor")]
     pub code_major: Option<String>,
@@ -177,13 +184,13 @@ pub struct StatusInfo {
     pub code_minor: Option<CodeMinor>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct CodeMinor {
     #[serde(rename = "imsx_codeMinorField", default)]
     pub fields: Vec<CodeMinorField>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, GetSize)]
 pub struct CodeMinorField {
     #[serde(rename = "imsx_codeMinorFieldName")]
     pub name: Option<String>,
@@ -192,14 +199,14 @@ pub struct CodeMinorField {
 }
 
 /// A collection answer: the objects under the collection's key.
-pub trait Envelope: serde::de::DeserializeOwned + Send + 'static {
+pub trait Envelope: serde::de::DeserializeOwned + GetSize + Clone + Send + Sync + 'static {
     type Item: Send + 'static;
     fn into_items(self) -> Vec<Self::Item>;
 }
 
 macro_rules! envelope {
     ($name:ident, $key:literal, $item:ty) => {
-        #[derive(Debug, Clone, Default, Deserialize)]
+        #[derive(Debug, Clone, Default, Deserialize, GetSize)]
         pub struct $name {
             #[serde(rename = $key, default)]
             pub items: Vec<$item>,
