@@ -31,7 +31,7 @@ pub struct CacheConfig {
     pub ttl: Duration,
     /// The most answers kept.
     pub max_entries: u64,
-    /// The most body bytes kept.
+    /// The most bytes kept: the answers' bodies and their parsed forms.
     pub max_bytes: u64,
 }
 
