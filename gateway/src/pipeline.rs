@@ -748,11 +748,11 @@ impl Pipeline {
     /// child of its own), and the rest only for the children its organisation works with.
     /// Fetches and composes the children's details, and writes the answer's access record, charged against the
     /// principal's quota. The record does not wait for the details when the policy's decisions are known without
-    /// them, as they are for a role that sees as much of any child as of one its organisation works with: then both
-    /// go at once, and the answer waits for the later. Otherwise whether the organisation works with a child is
-    /// learnt from its details, so the record comes after them. Either way the record's commit is not waited for
-    /// here: the request keeps it, the answer is composed while it is written, and [`Pipeline::settle`] waits for it
-    /// before the answer leaves. A refused or failed record leaves no data.
+    /// them, as they are for a role that sees as much of any child as of one its organisation works with: then it is
+    /// handed over first, and the details are fetched while it is written. Otherwise whether the organisation works
+    /// with a child is learnt from its details, so the record comes after them. Either way the record's commit is
+    /// not waited for here: the request keeps it, the answer is composed while it is written, and
+    /// [`Pipeline::settle`] waits for it before the answer leaves. A refused or failed record leaves no data.
     async fn fetch_and_record(
         &self,
         scope: &RequestScope,
