@@ -376,6 +376,67 @@ async fn find_id(gateway: &TestGateway, family: &str, born: &str) -> String {
 
 const VIEW: &str = "query($id: ID!) { child(id: $id, access: { purpose: SAFEGUARDING }) { id } }";
 
+/// An answer is composed while its record is committed, and leaves only once the record is down: while another
+/// connection holds the store's write lock, the answer waits, and when it comes its record is there.
+#[tokio::test]
+async fn an_answer_leaves_only_once_its_record_is_down() {
+    let gateway = TestGateway::builder().children(0).spawn().await;
+    let child = find_id(&gateway, "Hartley", "2019-06-14").await;
+    let records = || async {
+        childgraph::audit::for_child(&gateway.store().await, &child)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.entry.operation == "view")
+            .count()
+    };
+    let before = records().await;
+
+    let url = format!("sqlite://{}", gateway.store_path().display());
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let view = "query($id: ID!) { child(id: $id, access: {purpose: SAFEGUARDING}) { id name { given } services { kind } } }";
+    // A GP's record is handed over before the details are fetched (and a teacher's after): both answers wait.
+    for user in ["gp", "teacher"] {
+        let asked = gateway.query_vars(user, view, json!({ "id": child }));
+        tokio::pin!(asked);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(400), &mut asked)
+                .await
+                .is_err(),
+            "{user}: answered while the store's write lock kept its record out"
+        );
+        sqlx::query("ROLLBACK").execute(&mut db).await.unwrap();
+        let answer = asked.await;
+        assert!(answer.errors().is_empty(), "{user}: {:#}", answer.body);
+        assert_eq!(
+            answer.body["data"]["child"]["id"],
+            json!(child),
+            "{user}: {:#}",
+            answer.body
+        );
+        assert_eq!(answer.body["data"]["child"]["name"]["given"], "Amelia");
+        assert_eq!(
+            answer.body["data"]["child"]["services"]
+                .as_array()
+                .map(Vec::len),
+            Some(4)
+        );
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    sqlx::query("ROLLBACK").execute(&mut db).await.unwrap();
+    assert_eq!(records().await, before + 2);
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn a_spent_quota_of_distinct_children_refuses_new_children_only() {
     let mut gateway = TestGateway::builder()
