@@ -127,10 +127,7 @@ async fn without_an_audit_record_there_is_no_child_data() {
         .to_owned();
 
     // The audit log becomes unwritable.
-    let url = format!("sqlite://{}", gateway.store_path().display());
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut db = gateway.db().await;
     sqlx::query("ALTER TABLE audit_log RENAME TO audit_log_away")
         .execute(&mut db)
         .await
@@ -392,17 +389,14 @@ async fn an_answer_leaves_only_once_its_record_is_down() {
     };
     let before = records().await;
 
-    let url = format!("sqlite://{}", gateway.store_path().display());
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    let mut db = gateway.db().await;
     let view = "query($id: ID!) { child(id: $id, access: {purpose: SAFEGUARDING}) { id name { given } services { kind } } }";
     // A GP's record is handed over before the details are fetched (and a teacher's after): both answers wait.
     for user in ["gp", "teacher"] {
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut db)
+            .await
+            .unwrap();
         let asked = gateway.query_vars(user, view, json!({ "id": child }));
         tokio::pin!(asked);
         assert!(
@@ -427,12 +421,7 @@ async fn an_answer_leaves_only_once_its_record_is_down() {
                 .map(Vec::len),
             Some(4)
         );
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut db)
-            .await
-            .unwrap();
     }
-    sqlx::query("ROLLBACK").execute(&mut db).await.unwrap();
     assert_eq!(records().await, before + 2);
     gateway.stop().await;
 }
