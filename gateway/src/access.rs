@@ -139,7 +139,6 @@ struct Said {
 pub struct Submitted {
     said: Said,
     receipt: Receipt,
-    started: std::time::Instant,
 }
 
 impl<'a> AccessRecord<'a> {
@@ -302,13 +301,8 @@ impl<'a> AccessRecord<'a> {
             policy_hash: scope.policy.hash().to_owned(),
             subject: said.subject.clone(),
         };
-        let started = std::time::Instant::now();
         match scope.audit.submit_charged(entry, charge).await {
-            Ok(receipt) => Ok(Submitted {
-                said,
-                receipt,
-                started,
-            }),
+            Ok(receipt) => Ok(Submitted { said, receipt }),
             Err(e) => Err(not_written(said.operation, e)),
         }
     }
@@ -318,13 +312,9 @@ impl Submitted {
     /// Waits until the record is down, then writes it to the log. Refused, the record says so (`rate_limited`,
     /// nothing shown). An error means the record is not down: the answer must not show child data.
     pub async fn committed(self, scope: &RequestScope) -> Result<Admission, StoreError> {
-        let Self {
-            mut said,
-            receipt,
-            started,
-        } = self;
-        let appended = receipt.committed().await;
-        scope.metrics.audit_write(started.elapsed());
+        let Self { mut said, receipt } = self;
+        let (appended, took) = receipt.committed().await;
+        scope.metrics.audit_write(took);
         let admission = appended.map_err(|e| not_written(said.operation, e))?;
         if !admission.is_admitted() {
             said.outcome = "rate_limited";

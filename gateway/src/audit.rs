@@ -128,7 +128,14 @@ pub fn hash(entry: &AuditEntry, prev_hash: &str) -> String {
 struct Pending {
     entry: AuditEntry,
     charge: Option<Charge>,
-    done: oneshot::Sender<Result<Admission, String>>,
+    done: oneshot::Sender<Settled>,
+}
+
+/// How a record's commit went, and when the writer knew.
+#[derive(Debug)]
+struct Settled {
+    outcome: Result<Admission, String>,
+    at: std::time::Instant,
 }
 
 /// A handle on the writer task. Cloning is cheap; the task ends when the last handle is dropped.
@@ -185,7 +192,11 @@ impl AuditLog {
         entry: AuditEntry,
         charge: Option<Charge>,
     ) -> Result<Admission, StoreError> {
-        self.submit_charged(entry, charge).await?.committed().await
+        self.submit_charged(entry, charge)
+            .await?
+            .committed()
+            .await
+            .0
     }
 
     /// Hands a record with its charge to the writer, returning once the writer has it, before it is committed:
@@ -195,6 +206,7 @@ impl AuditLog {
         entry: AuditEntry,
         charge: Option<Charge>,
     ) -> Result<Receipt, StoreError> {
+        let handed = std::time::Instant::now();
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Pending {
@@ -204,26 +216,30 @@ impl AuditLog {
             })
             .await
             .map_err(|_| StoreError::Corrupt("the audit writer has stopped".to_owned()))?;
-        Ok(Receipt { wait })
+        Ok(Receipt { wait, handed })
     }
 }
 
 /// A record the writer has been handed, and how its commit will go.
 #[derive(Debug)]
 pub struct Receipt {
-    wait: oneshot::Receiver<Result<Admission, String>>,
+    wait: oneshot::Receiver<Settled>,
+    handed: std::time::Instant,
 }
 
 impl Receipt {
-    /// Waits for the record's commit: the admission of its charge, or why it is not down.
-    pub async fn committed(self) -> Result<Admission, StoreError> {
-        match self.wait.await {
-            Ok(Ok(admission)) => Ok(admission),
-            Ok(Err(e)) => Err(StoreError::Corrupt(format!("audit write failed: {e}"))),
-            Err(_) => Err(StoreError::Corrupt(
-                "the audit writer has stopped".to_owned(),
-            )),
-        }
+    /// Waits for the record's commit: the admission of its charge, or why it is not down; and how long after the
+    /// hand-over the writer knew, however much later the caller asked.
+    pub async fn committed(self) -> (Result<Admission, StoreError>, std::time::Duration) {
+        let Ok(settled) = self.wait.await else {
+            let stopped = StoreError::Corrupt("the audit writer has stopped".to_owned());
+            return (Err(stopped), self.handed.elapsed());
+        };
+        let took = settled.at.saturating_duration_since(self.handed);
+        let outcome = settled
+            .outcome
+            .map_err(|e| StoreError::Corrupt(format!("audit write failed: {e}")));
+        (outcome, took)
     }
 }
 
@@ -242,7 +258,7 @@ struct WriterState {
 struct Group {
     entries: Vec<AuditEntry>,
     charges: Vec<Option<Charge>>,
-    waiting: Vec<oneshot::Sender<Result<Admission, String>>>,
+    waiting: Vec<oneshot::Sender<Settled>>,
 }
 
 impl Group {
@@ -289,9 +305,10 @@ impl WriterState {
     fn settle(
         &mut self,
         views: Views,
-        waiting: Vec<oneshot::Sender<Result<Admission, String>>>,
+        waiting: Vec<oneshot::Sender<Settled>>,
         outcome: Result<Vec<Admission>, String>,
     ) {
+        let at = std::time::Instant::now();
         match outcome {
             Ok(admissions) => {
                 self.commits
@@ -310,12 +327,18 @@ impl WriterState {
                     self.head_logged = Some(std::time::Instant::now());
                 }
                 for (done, admission) in waiting.into_iter().zip(admissions) {
-                    let _ = done.send(Ok(admission));
+                    let _ = done.send(Settled {
+                        outcome: Ok(admission),
+                        at,
+                    });
                 }
             }
             Err(e) => {
                 for done in waiting {
-                    let _ = done.send(Err(e.clone()));
+                    let _ = done.send(Settled {
+                        outcome: Err(e.clone()),
+                        at,
+                    });
                 }
             }
         }
@@ -1083,6 +1106,7 @@ mod tests {
         an_account_actions_subject_is_covered_by_the_hash,
         charges_are_decided_in_the_transaction_of_their_records,
         charged_records_and_links_written_at_once_all_commit,
+        a_receipt_times_the_commit_not_the_callers_wait,
     );
     on_postgres!(
         two_gateways_appending_at_once_make_one_whole_chain,
@@ -1334,6 +1358,20 @@ mod tests {
         // One record alone is one commit.
         log.append(entry(300)).await.unwrap();
         assert_eq!(log.commits(), commits + 1);
+    }
+
+    /// A record handed over and asked about a second later: it was down long before, and the receipt says how soon
+    /// after the hand-over, not how long the caller took to ask.
+    async fn a_receipt_times_the_commit_not_the_callers_wait(stores: &Stores) {
+        let store = stores.fresh().await;
+        let log = AuditLog::start(store.clone());
+        let receipt = log.submit_charged(entry(0), None).await.unwrap();
+        let asked_after = std::time::Duration::from_secs(1);
+        tokio::time::sleep(asked_after).await;
+        let (outcome, took) = receipt.committed().await;
+        assert!(outcome.unwrap().is_admitted());
+        assert!(took < asked_after, "{took:?}");
+        assert_eq!(for_child(&store, "ch_0").await.unwrap().len(), 1);
     }
 
     async fn store_with(stores: &Stores, n: usize) -> Store {

@@ -103,7 +103,7 @@ impl Metrics {
         let audit_writes = Histogram::with_opts(
             HistogramOpts::new(
                 "childgraph_audit_write_seconds",
-                "The wait for an access record to be committed to the audit log, as the request sees it",
+                "From an access record's hand-over to the audit writer until its commit, as the writer settled it",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )
