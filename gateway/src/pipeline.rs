@@ -740,12 +740,6 @@ impl Pipeline {
         Ok(linked.shielded)
     }
 
-    /// Fetches the parts each child's answer may show and the client asked for, and composes them.
-    ///
-    /// What a child's answer may show depends on its situation: shielded, past the age limit, and, for a role whose
-    /// scope is its own organisation, whether that organisation works with the child. The last is learnt from the
-    /// child's services and participation, so for such a role those are read first (the parts the role would see of a
-    /// child of its own), and the rest only for the children its organisation works with.
     /// Fetches and composes the children's details, and writes the answer's access record, charged against the
     /// principal's quota. The record does not wait for the details when the policy's decisions are known without
     /// them, as they are for a role that sees as much of any child as of one its organisation works with: then it is
@@ -822,6 +816,11 @@ impl Pipeline {
 
     /// Fetches the details the policy allows and the client asked for, and composes them into each child, with its
     /// flags and its sources' status. The children are situated (`situate`).
+    ///
+    /// What a child's answer may show depends on its situation: shielded, past the age limit, and, for a role whose
+    /// scope is its own organisation, whether that organisation works with the child. The last is learnt from the
+    /// child's services and participation, so for such a role those are read first (the parts the role would see of a
+    /// child of its own), and the rest only for the children its organisation works with.
     async fn fetch_and_compose(
         &self,
         scope: &RequestScope,
