@@ -16,7 +16,7 @@ use url::Url;
 
 use crate::breaker::{Breaker, Permit};
 use crate::cache::{Answer, AnswerCache, Parsed};
-use crate::connector::{SourceConfig, SourceStats};
+use crate::connector::{HttpVersion, SourceConfig, SourceStats};
 use crate::credentials::{Credentials, TokenSource};
 use crate::error::ConnectorError;
 use crate::request_reads::RequestReads;
@@ -24,6 +24,9 @@ use crate::retry::{RetryBudget, RetryConfig, is_retryable};
 
 /// The largest answer body read from a source. A larger one is refused rather than buffered, so a misbehaving source cannot exhaust memory.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// How often an HTTP/2 connection to a source is pinged, and how long the answer may take before it is closed.
+const HTTP2_PING_EVERY: Duration = Duration::from_secs(30);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads a protocol's error body and returns a short machine code, if the body carries one.
 pub(crate) type ErrorCodeReader = fn(&[u8]) -> Option<String>;
@@ -100,6 +103,19 @@ impl SourceClient {
             .tcp_keepalive(Duration::from_secs(60))
             // A redirect would carry the query, and its child data, to wherever the source points: sources are called at their configured URL only.
             .redirect(reqwest::redirect::Policy::none());
+        builder = match config.http_version {
+            HttpVersion::Http1 => builder.http1_only(),
+            HttpVersion::Http2 => builder.http2_prior_knowledge(),
+            HttpVersion::Auto => builder,
+        };
+        if config.http_version != HttpVersion::Http1 {
+            // One connection carries every request in flight, so one gone silent would hold them all until their
+            // timeouts: a ping unanswered within 10 s closes it, and the next request opens a new one.
+            builder = builder
+                .http2_keep_alive_interval(HTTP2_PING_EVERY)
+                .http2_keep_alive_timeout(HTTP2_PING_TIMEOUT)
+                .http2_keep_alive_while_idle(true);
+        }
         if let Some(pem) = &config.ca_certificate_pem {
             let certificates = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|_| refuse("the ca certificate is not valid pem"))?;

@@ -22,7 +22,7 @@ pub mod retry;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cache::CacheConfig;
-pub use connector::{Connector, Parts, SourceConfig, SourceStats};
+pub use connector::{Connector, HttpVersion, Parts, SourceConfig, SourceStats};
 pub use credentials::Credentials;
 pub use request_reads::RequestReads;
 pub use retry::RetryConfig;

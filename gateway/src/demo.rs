@@ -53,6 +53,8 @@ pub struct DemoOptions {
     pub monitoring: crate::config::MonitoringConfig,
     /// How long requests in flight may finish once the demo is stopping.
     pub drain: std::time::Duration,
+    /// The HTTP versions the gateway speaks to the simulators, which speak both.
+    pub http_version: childgraph_connectors::HttpVersion,
 }
 
 impl DemoOptions {
@@ -79,6 +81,7 @@ impl DemoOptions {
             policy_poll: crate::startup::POLICY_POLL,
             monitoring: crate::config::MonitoringConfig::default(),
             drain: crate::config::ShutdownConfig::default().drain(),
+            http_version: childgraph_connectors::HttpVersion::Auto,
         }
     }
 }
@@ -385,6 +388,7 @@ fn source(handle: &SimulatorHandle, options: &DemoOptions) -> SourceConfig {
     config.cache.enabled = Some(options.cache);
     config.retry = options.retry.clone();
     config.breaker = options.breaker.clone();
+    config.http_version = options.http_version;
     config
 }
 

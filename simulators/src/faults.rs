@@ -46,6 +46,8 @@ impl Faults {
 pub struct FaultState {
     faults: Mutex<Faults>,
     requests: AtomicU64,
+    /// Those of them that came over HTTP/2.
+    http2_requests: AtomicU64,
     /// Becomes true at shutdown, so hanging requests end and graceful shutdown can finish.
     released: watch::Sender<bool>,
 }
@@ -55,6 +57,7 @@ impl FaultState {
         Self {
             faults: Mutex::new(initial),
             requests: AtomicU64::new(0),
+            http2_requests: AtomicU64::new(0),
             released: watch::channel(false).0,
         }
     }
@@ -73,6 +76,11 @@ impl FaultState {
     /// Requests received on the protocol routes since the simulator started.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Those of [`Self::requests`] that came over HTTP/2.
+    pub fn http2_requests(&self) -> u64 {
+        self.http2_requests.load(Ordering::Relaxed)
     }
 
     /// Ends every request held by `hang`, now and from now on.
@@ -108,6 +116,9 @@ pub(crate) async fn inject(
     next: Next,
 ) -> Response {
     state.requests.fetch_add(1, Ordering::Relaxed);
+    if request.version() == axum::http::Version::HTTP_2 {
+        state.http2_requests.fetch_add(1, Ordering::Relaxed);
+    }
     let faults = state.get();
     if faults.hang {
         let mut released = state.released.subscribe();
@@ -150,7 +161,11 @@ pub(crate) async fn inject(
 }
 
 async fn stats(State(state): State<Arc<FaultState>>) -> Response {
-    axum::Json(serde_json::json!({ "requests": state.requests() })).into_response()
+    axum::Json(serde_json::json!({
+        "requests": state.requests(),
+        "http2_requests": state.http2_requests(),
+    }))
+    .into_response()
 }
 
 async fn show_faults(State(state): State<Arc<FaultState>>) -> Response {

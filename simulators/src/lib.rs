@@ -12,6 +12,7 @@ mod paging;
 pub mod population;
 pub(crate) mod text;
 
+use axum::serve::ListenerExt as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -151,6 +152,13 @@ pub async fn spawn(
         release.release_hangs();
     };
     tokio::spawn(async move {
+        // As a real server does: without it, a response written in two parts (HTTP/2's HEADERS and DATA frames) waits
+        // for the client's delayed ACK, up to 40 ms, before its second part is sent.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "TCP_NODELAY could not be set");
+            }
+        });
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await

@@ -256,17 +256,28 @@ impl TestGateway {
 
     /// The requests a simulator has received, from its `/_sim/stats` endpoint.
     pub async fn requests(&self, source: &str) -> u64 {
+        self.sim_stats(source).await["requests"]
+            .as_u64()
+            .expect("a request count")
+    }
+
+    /// The requests a simulator has received over HTTP/2.
+    pub async fn http2_requests(&self, source: &str) -> u64 {
+        self.sim_stats(source).await["http2_requests"]
+            .as_u64()
+            .expect("a request count")
+    }
+
+    async fn sim_stats(&self, source: &str) -> Value {
         let root = self.source_root(source);
-        let stats: Value = self
-            .http
+        self.http
             .get(format!("{root}/_sim/stats"))
             .send()
             .await
             .expect("stats")
             .json()
             .await
-            .expect("json");
-        stats["requests"].as_u64().expect("a request count")
+            .expect("json")
     }
 
     /// A simulator's root URL, as `demo.json` gives it.

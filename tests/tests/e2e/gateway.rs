@@ -123,6 +123,42 @@ async fn a_child_in_all_three_sources_comes_back_as_one_child_with_each_sources_
     gateway.stop().await;
 }
 
+/// A search's first match, without what differs from one gateway to another: its id and the sources' times.
+fn comparable(answer: &Answer) -> Value {
+    assert!(answer.errors().is_empty(), "{:#}", answer.body);
+    let mut child = matches(answer)[0]["child"].clone();
+    child["id"] = Value::Null;
+    for source in child["sources"].as_array_mut().expect("sources") {
+        source["responseTimeMs"] = Value::Null;
+    }
+    child
+}
+
+#[tokio::test]
+async fn sources_spoken_to_over_http2_give_the_same_answer_as_over_http1() {
+    let over_http2 = TestGateway::builder()
+        .cache(false)
+        .configure(|o| o.http_version = childgraph_connectors::HttpVersion::Http2)
+        .spawn()
+        .await;
+    let by_default = TestGateway::builder().cache(false).spawn().await;
+    let (a, b) = tokio::join!(
+        search(&over_http2, "gp", amelia()),
+        search(&by_default, "gp", amelia())
+    );
+    let child = comparable(&a);
+    assert_eq!(child["name"]["family"], "Hartley");
+    assert_eq!(child, comparable(&b));
+    for source in ["health", "school", "early_years"] {
+        // Every request came over HTTP/2 where it was asked for, and none by default, at an `http://` URL.
+        let sent = over_http2.requests(source).await;
+        assert!(sent > 0, "{source}");
+        assert_eq!(over_http2.http2_requests(source).await, sent, "{source}");
+        assert!(by_default.requests(source).await > 0, "{source}");
+        assert_eq!(by_default.http2_requests(source).await, 0, "{source}");
+    }
+}
+
 #[tokio::test]
 async fn a_source_answering_500_leaves_the_others_data_and_names_itself() {
     let gateway = TestGateway::builder().spawn().await;
@@ -492,12 +528,28 @@ async fn a_data_directory_serves_one_population_seed() {
 
 #[tokio::test]
 async fn a_hanging_source_never_delays_the_answer_past_the_deadline() {
+    a_hanging_source_is_left_at_the_deadline(childgraph_connectors::HttpVersion::Auto).await;
+}
+
+/// Over HTTP/2 the hanging requests share one connection with every other request to the source: leaving them at the
+/// deadline must neither hold the answer nor the requests that follow.
+#[tokio::test]
+async fn a_hanging_source_over_http2_never_delays_the_answer_past_the_deadline() {
+    a_hanging_source_is_left_at_the_deadline(childgraph_connectors::HttpVersion::Http2).await;
+}
+
+async fn a_hanging_source_is_left_at_the_deadline(version: childgraph_connectors::HttpVersion) {
     // The source timeout is far longer than the deadline, so only the deadline can end the wait.
     let gateway = TestGateway::builder()
         .deadline_ms(600)
         .source_timeout_ms(30_000)
+        .cache(false)
+        .configure(|o| o.http_version = version)
         .spawn()
         .await;
+    // One answer first, so that over HTTP/2 the hanging requests go on a connection already in use.
+    let before = search(&gateway, "gp", amelia()).await;
+    assert_eq!(status_of(&matches(&before)[0]["child"], "HEALTH"), "OK");
     gateway.set_faults("health", json!({ "hang": true })).await;
     let started = std::time::Instant::now();
     let answer = search(&gateway, "gp", amelia()).await;
@@ -521,6 +573,16 @@ async fn a_hanging_source_never_delays_the_answer_past_the_deadline() {
         sources_of(child, "participation").contains(&"EARLY_YEARS".to_owned()),
         "{child:#}"
     );
+    // Once the source answers again, so does the gateway, on the same client.
+    gateway.set_faults("health", json!({})).await;
+    let after = search(&gateway, "gp", amelia()).await;
+    assert_eq!(comparable(&after), comparable(&before), "{:#}", after.body);
+    if version == childgraph_connectors::HttpVersion::Http2 {
+        assert_eq!(
+            gateway.http2_requests("health").await,
+            gateway.requests("health").await
+        );
+    }
     gateway.stop().await;
 }
 
