@@ -5,6 +5,8 @@
 //! paths, never query values; logs name children by gateway id only. Traces carry spans alone, no log event: the
 //! access log (who saw which child) stays in the audit log and the logs, never in the collector.
 
+use std::io::IsTerminal as _;
+
 use opentelemetry::trace::TracerProvider as _;
 use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -43,8 +45,10 @@ pub fn init() -> Telemetry {
             .with_filter(filter)
             .boxed()
     } else {
+        // Colours for a terminal only: in a file or a log collector they are escape codes in every line.
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_filter(filter)
             .boxed()
     };
