@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use childgraph_schema::Sex;
 use chrono::NaiveDate;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::population::Population;
@@ -48,7 +49,20 @@ struct Roster {
     population: Arc<Population>,
     /// Users, orgs, enrollments, classes and demographics by position; students, teachers and schools are views of
     /// users and orgs.
-    rendered: [Vec<OnceLock<Value>>; 5],
+    rendered: [Vec<OnceLock<Kept>>; 5],
+}
+
+/// An object as rendered, and written out, so that an answer serving it whole copies its text.
+struct Kept {
+    value: Value,
+    text: Box<RawValue>,
+}
+
+impl Kept {
+    fn new(value: Value) -> Self {
+        let text = serde_json::value::to_raw_value(&value).expect("a JSON value writes out");
+        Self { value, text }
+    }
 }
 
 impl Roster {
@@ -69,7 +83,7 @@ impl Roster {
     }
 
     /// The object at `pos` in `c`, rendered at its first read.
-    fn object(&self, c: Collection, pos: u32) -> &Value {
+    fn object(&self, c: Collection, pos: u32) -> &Kept {
         let p = &self.population;
         let (slot, c, pos) = match c {
             Collection::Users => (0, Collection::Users, pos),
@@ -80,7 +94,7 @@ impl Roster {
             Collection::Classes => (3, c, pos),
             Collection::Demographics => (4, c, pos),
         };
-        self.rendered[slot][pos as usize].get_or_init(|| render(p, c, pos))
+        self.rendered[slot][pos as usize].get_or_init(|| Kept::new(render(p, c, pos)))
     }
 }
 
@@ -715,23 +729,39 @@ fn compare(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
+/// Whether any scalar at `path` (dotted, reaching into arrays) meets `test`.
+fn any_scalar(v: &Value, path: &str, test: &mut dyn FnMut(&str) -> bool) -> bool {
+    match v {
+        Value::Array(items) => items.iter().any(|item| any_scalar(item, path, test)),
+        _ if path.is_empty() => match v {
+            Value::String(s) => test(s),
+            Value::Number(_) | Value::Bool(_) => scalar(v).is_some_and(|s| test(&s)),
+            _ => false,
+        },
+        Value::Object(m) => {
+            let (head, rest) = path.split_once('.').unwrap_or((path, ""));
+            m.get(head)
+                .is_some_and(|child| any_scalar(child, rest, test))
+        }
+        _ => false,
+    }
+}
+
 impl Predicate {
     fn matches(&self, object: &Value) -> bool {
-        let path: Vec<&str> = self.field.split('.').collect();
-        let mut found = Vec::new();
-        leaves(object, &path, &mut found);
-        let values: Vec<String> = found.into_iter().filter_map(scalar).collect();
         use std::cmp::Ordering::*;
+        let value = self.value.as_str();
+        let any = |test: &mut dyn FnMut(&str) -> bool| any_scalar(object, &self.field, test);
         match self.op {
-            Op::Eq => values.contains(&self.value),
-            Op::Ne => values.iter().all(|v| *v != self.value),
-            Op::Gt => values.iter().any(|v| compare(v, &self.value) == Greater),
-            Op::Ge => values.iter().any(|v| compare(v, &self.value) != Less),
-            Op::Lt => values.iter().any(|v| compare(v, &self.value) == Less),
-            Op::Le => values.iter().any(|v| compare(v, &self.value) != Greater),
+            Op::Eq => any(&mut |v| v == value),
+            Op::Ne => !any(&mut |v| v == value),
+            Op::Gt => any(&mut |v| compare(v, value) == Greater),
+            Op::Ge => any(&mut |v| compare(v, value) != Less),
+            Op::Lt => any(&mut |v| compare(v, value) == Less),
+            Op::Le => any(&mut |v| compare(v, value) != Greater),
             Op::Contains => {
-                let needle = self.value.to_lowercase();
-                values.iter().any(|v| v.to_lowercase().contains(&needle))
+                let needle = value.to_lowercase();
+                any(&mut |v| v.to_lowercase().contains(&needle))
             }
         }
     }
@@ -893,7 +923,7 @@ async fn list(
         None => (0..len(p, c)).collect(),
     };
     // Without a filter or sort, only the page needs rendering.
-    let (total, page): (usize, Vec<&Value>) = if q.filter.is_none() && q.sort.is_none() {
+    let (total, page): (usize, Vec<&Kept>) = if q.filter.is_none() && q.sort.is_none() {
         let page = positions
             .iter()
             .skip(q.offset)
@@ -902,13 +932,13 @@ async fn list(
             .collect();
         (positions.len(), page)
     } else {
-        let mut matched: Vec<&Value> = positions
+        let mut matched: Vec<&Kept> = positions
             .iter()
             .map(|&pos| roster.object(c, pos))
-            .filter(|o| q.filter.as_ref().is_none_or(|f| f.matches(o)))
+            .filter(|o| q.filter.as_ref().is_none_or(|f| f.matches(&o.value)))
             .collect();
         if let Some(field) = &q.sort {
-            matched.sort_by_cached_key(|o| sort_key(o, field));
+            matched.sort_by_cached_key(|o| sort_key(&o.value, field));
             if q.descending {
                 matched.reverse();
             }
@@ -919,11 +949,20 @@ async fn list(
             matched.into_iter().skip(q.offset).take(q.limit).collect(),
         )
     };
-    let items: Vec<Cow<Value>> = page
-        .into_iter()
-        .map(|o| select(o, q.fields.as_deref()))
-        .collect();
-    let mut response = axum::Json(BTreeMap::from([(c.keys().0, items)])).into_response();
+    let mut response = match q.fields.as_deref() {
+        // Whole objects are served as they were written out.
+        None => {
+            let items: Vec<&RawValue> = page.into_iter().map(|o| &*o.text).collect();
+            axum::Json(BTreeMap::from([(c.keys().0, items)])).into_response()
+        }
+        Some(fields) => {
+            let items: Vec<Cow<Value>> = page
+                .into_iter()
+                .map(|o| select(&o.value, Some(fields)))
+                .collect();
+            axum::Json(BTreeMap::from([(c.keys().0, items)])).into_response()
+        }
+    };
     let h = response.headers_mut();
     h.insert("x-total-count", HeaderValue::from(total as u64));
     if q.offset + q.limit < total {
@@ -954,8 +993,14 @@ async fn one(
     }
     match position_of(&roster.population, c, &id) {
         Some(pos) => {
-            let object = select(roster.object(c, pos), fields.as_deref());
-            axum::Json(BTreeMap::from([(c.keys().1, object)])).into_response()
+            let kept = roster.object(c, pos);
+            match fields.as_deref() {
+                None => axum::Json(BTreeMap::from([(c.keys().1, &*kept.text)])).into_response(),
+                Some(fields) => {
+                    let object = select(&kept.value, Some(fields));
+                    axum::Json(BTreeMap::from([(c.keys().1, object)])).into_response()
+                }
+            }
         }
         None => status_info(
             StatusCode::NOT_FOUND,

@@ -796,6 +796,17 @@ async fn oneroster_fields_paging_sorting_and_errors() {
     .json();
     let keys: Vec<&String> = selected["users"][0].as_object().unwrap().keys().collect();
     assert_eq!(keys.len(), 2);
+    // Whole objects are served from their kept text, selections from the object: both say the same.
+    let whole = roster(&app, "users", &format!("sourcedId='{amelia}'"))
+        .await
+        .json();
+    let one = get(&app, &format!("{OR}/users/{amelia}")).await.json();
+    assert_eq!(whole["users"][0], one["user"]);
+    assert_eq!(
+        whole["users"][0]["givenName"],
+        selected["users"][0]["givenName"]
+    );
+    assert!(one["user"]["roles"].is_array(), "{one:#}");
 
     let bad_fields = get(&app, &format!("{OR}/users?fields=sourcedId,shoeSize")).await;
     assert_eq!(bad_fields.status, StatusCode::BAD_REQUEST);

@@ -25,6 +25,7 @@ use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -86,6 +87,10 @@ struct Args {
     /// `off` writes `cache: {enabled: false}` for every source; `default` leaves the gateway's own setting.
     #[arg(long, value_enum, default_value_t = CacheMode::Default)]
     cache: CacheMode,
+    /// The `http_version` of every source: `auto` (the gateway's default, HTTP/1.1 to the simulators' `http://`
+    /// URLs), `http1` or `http2` (h2c, which the simulators speak too).
+    #[arg(long, value_enum, default_value_t = SourceHttp::Auto)]
+    source_http: SourceHttp,
     /// How many search criteria to draw from the population.
     #[arg(long, default_value_t = 200)]
     criteria: usize,
@@ -138,6 +143,24 @@ impl CacheMode {
     }
 }
 
+/// The HTTP versions the gateway speaks to the simulators during a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SourceHttp {
+    Auto,
+    Http1,
+    Http2,
+}
+
+impl SourceHttp {
+    fn name(self) -> &'static str {
+        match self {
+            SourceHttp::Auto => "auto",
+            SourceHttp::Http1 => "http1",
+            SourceHttp::Http2 => "http2",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Preset {
     /// The scenarios issue 3 asks for.
@@ -169,6 +192,7 @@ struct Scenario {
     seconds: u64,
     faults: Faults,
     cache: CacheMode,
+    http: SourceHttp,
 }
 
 /// Every field of a child, so the gateway fetches and composes everything a GP may see.
@@ -306,14 +330,15 @@ async fn main() -> anyhow::Result<()> {
     let mut results = Vec::new();
     for scenario in &scenarios {
         eprintln!(
-            "running {}: {} {} for {} s, sources at {} ms ± {} ms, cache {}",
+            "running {}: {} {} for {} s, sources at {} ms ± {} ms, cache {}, source http {}",
             scenario.name,
             scenario.query.name(),
             scenario.load.describe(),
             scenario.seconds,
             scenario.faults.latency_ms,
             scenario.faults.jitter_ms,
-            scenario.cache.name()
+            scenario.cache.name(),
+            scenario.http.name()
         );
         results.push(bench.run(scenario, args.max_in_flight).await?);
     }
@@ -324,7 +349,11 @@ async fn main() -> anyhow::Result<()> {
             ..Faults::default()
         };
         eprintln!("running search-cost: one search at a time, to count source requests per search");
-        Some(bench.search_cost(faults, args.cache).await?)
+        Some(
+            bench
+                .search_cost(faults, args.cache, args.source_http)
+                .await?,
+        )
     } else {
         None
     };
@@ -367,17 +396,32 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
                     seconds: args.seconds,
                     faults: sources,
                     cache: args.cache,
+                    http: args.source_http,
                 })
                 .collect();
             // Saturation with and without the cache: without it, every query costs the gateway its whole fan-out.
-            for cache in [CacheMode::Off, CacheMode::Default] {
+            // And without it over HTTP/2, which a source offering it over TLS is spoken to in by default.
+            let mut saturation = vec![
+                (CacheMode::Off, args.source_http),
+                (CacheMode::Default, args.source_http),
+            ];
+            if args.source_http != SourceHttp::Http2 {
+                saturation.insert(1, (CacheMode::Off, SourceHttp::Http2));
+            }
+            for (cache, http) in saturation {
+                let over = if http == args.source_http {
+                    String::new()
+                } else {
+                    format!("-{}", http.name())
+                };
                 list.push(Scenario {
-                    name: format!("b-child-saturation-0ms-cache-{}", cache.name()),
+                    name: format!("b-child-saturation-0ms-cache-{}{over}", cache.name()),
                     query: QueryKind::Child,
                     load: Load::Closed(args.concurrency.unwrap_or(64)),
                     seconds: args.seconds,
                     faults: Faults::default(),
                     cache,
+                    http,
                 });
             }
             list
@@ -393,6 +437,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             seconds: args.seconds,
             faults: sources,
             cache: args.cache,
+            http: args.source_http,
         }],
     }
 }
@@ -446,7 +491,7 @@ impl Bench {
         };
 
         // Searching is what links records into children and gives them ids; sources answer at once here to save time.
-        let gateway = bench.start_gateway(args.cache).await?;
+        let gateway = bench.start_gateway(args.cache, args.source_http).await?;
         let body = |i: usize| bench.search_body(i);
         let samples = concurrent(&bench, &gateway, 8, bench.criteria.len(), body, true).await;
         drop(gateway);
@@ -504,12 +549,12 @@ impl Bench {
     }
 
     /// Writes a config naming a free port and starts `childgraph serve` on it, waiting for `/readyz`.
-    async fn start_gateway(&self, cache: CacheMode) -> anyhow::Result<Gateway> {
+    async fn start_gateway(&self, cache: CacheMode, http: SourceHttp) -> anyhow::Result<Gateway> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let config = self.dir.path().join("childgraph.yaml");
-        std::fs::write(&config, self.config_yaml(port, cache))?;
+        std::fs::write(&config, self.config_yaml(port, cache, http))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -548,7 +593,7 @@ impl Bench {
         }
     }
 
-    fn config_yaml(&self, port: u16, cache: CacheMode) -> String {
+    fn config_yaml(&self, port: u16, cache: CacheMode, http: SourceHttp) -> String {
         // JSON strings are YAML strings, and escape whatever a temp path holds.
         let quote = |s: &str| Value::String(s.to_owned()).to_string();
         let path = |name: &str| quote(&self.dir.path().join(name).display().to_string());
@@ -556,7 +601,16 @@ impl Bench {
             CacheMode::Default => "",
             CacheMode::Off => "\n    cache: {enabled: false}",
         };
-        let base = |i: usize| format!("{}{cache}", quote(self.simulators[i].base_url().as_str()));
+        let http = match http {
+            SourceHttp::Auto => String::new(),
+            other => format!("\n    http_version: {}", other.name()),
+        };
+        let base = |i: usize| {
+            format!(
+                "{}{cache}{http}",
+                quote(self.simulators[i].base_url().as_str())
+            )
+        };
         format!(
             "listen: 127.0.0.1:{port}
 store:
@@ -596,7 +650,7 @@ sources:
     /// Runs one scenario on a fresh gateway process, so its CPU time and peak memory are the scenario's own.
     async fn run(&self, scenario: &Scenario, max_in_flight: usize) -> anyhow::Result<Outcome> {
         self.set_faults(scenario.faults)?;
-        let gateway = self.start_gateway(scenario.cache).await?;
+        let gateway = self.start_gateway(scenario.cache, scenario.http).await?;
         // Warm up connection pools on both sides, outside the measurement.
         let query = scenario.query;
         concurrent(self, &gateway, 4, 40, |i| self.body(query, i), false).await;
@@ -656,9 +710,14 @@ sources:
 
     /// Runs every search once, one at a time, so each search's source requests are the counters' change across it;
     /// then groups them by how many children the search returned.
-    async fn search_cost(&self, faults: Faults, cache: CacheMode) -> anyhow::Result<SearchCost> {
+    async fn search_cost(
+        &self,
+        faults: Faults,
+        cache: CacheMode,
+        http: SourceHttp,
+    ) -> anyhow::Result<SearchCost> {
         self.set_faults(faults)?;
-        let gateway = self.start_gateway(cache).await?;
+        let gateway = self.start_gateway(cache, http).await?;
         let mut criteria = self.criteria.clone();
         // A family name nobody has, so the cost of an empty search shows too, and the crowds, for 10 and 50 results.
         criteria.push(("Zzyzxq".to_owned(), "2019-01-01".to_owned()));
@@ -802,7 +861,8 @@ async fn send(
             .get("server-timing")
             .and_then(|v| v.to_str().ok())
             .and_then(source_wait_us);
-        let answer: Value = response.json().await.map_err(|_| "body".to_owned())?;
+        let body = response.bytes().await.map_err(|_| "body".to_owned())?;
+        let answer: Reply = serde_json::from_slice(&body).map_err(|_| "body".to_owned())?;
         if !status.is_success() {
             return Err(format!("http {}", status.as_u16()));
         }
@@ -824,30 +884,37 @@ async fn send(
         }
     };
     // A GP is refused some fields by policy (REDACTED): that is an answer, not an error.
-    let error = answer["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| e["extensions"]["code"].as_str().unwrap_or("NO_CODE"))
+    let error = answer
+        .errors
+        .iter()
+        .map(|e| {
+            e.extensions
+                .as_ref()
+                .and_then(|x| x.code.as_deref())
+                .unwrap_or("NO_CODE")
+        })
         .find(|code| *code != "REDACTED")
         .map(str::to_owned);
-    let data = &answer["data"];
-    let children: Vec<&Value> = if data["child"].is_object() {
-        vec![&data["child"]]
-    } else {
-        data["searchChildren"]["matches"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|m| &m["child"])
-            .collect()
+    let (children, no_data): (Vec<ReplyChild>, bool) = match answer.data {
+        None => (Vec::new(), true),
+        Some(ReplyData {
+            child: Some(child), ..
+        }) => (vec![child], false),
+        Some(ReplyData { search, .. }) => (
+            search
+                .into_iter()
+                .flat_map(|s| s.matches)
+                .filter_map(|m| m.child)
+                .collect(),
+            false,
+        ),
     };
     let slowest_source_ms = children
         .iter()
-        .flat_map(|c| c["sources"].as_array().into_iter().flatten())
-        .filter_map(|s| s["responseTimeMs"].as_u64())
+        .flat_map(|c| c.sources.iter().flatten())
+        .filter_map(|s| s.response_time_ms)
         .max();
-    let error = error.or_else(|| data.is_null().then(|| "no data".to_owned()));
+    let error = error.or_else(|| no_data.then(|| "no data".to_owned()));
     Sample {
         latency_us,
         error,
@@ -855,14 +922,66 @@ async fn send(
         source_wait_us,
         children: children.len(),
         ids: if keep_ids {
-            children
-                .iter()
-                .filter_map(|c| c["id"].as_str().map(str::to_owned))
-                .collect()
+            children.into_iter().filter_map(|c| c.id).collect()
         } else {
             Vec::new()
         },
     }
+}
+
+/// The parts of a GraphQL answer the benchmark reads; serde skips the rest without building it.
+#[derive(Deserialize)]
+struct Reply {
+    #[serde(default)]
+    data: Option<ReplyData>,
+    #[serde(default)]
+    errors: Vec<ReplyError>,
+}
+
+#[derive(Deserialize)]
+struct ReplyData {
+    #[serde(default)]
+    child: Option<ReplyChild>,
+    #[serde(default, rename = "searchChildren")]
+    search: Option<ReplySearch>,
+}
+
+#[derive(Deserialize)]
+struct ReplySearch {
+    #[serde(default)]
+    matches: Vec<ReplyMatch>,
+}
+
+#[derive(Deserialize)]
+struct ReplyMatch {
+    #[serde(default)]
+    child: Option<ReplyChild>,
+}
+
+#[derive(Deserialize)]
+struct ReplyChild {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    sources: Option<Vec<ReplySource>>,
+}
+
+#[derive(Deserialize)]
+struct ReplySource {
+    #[serde(default, rename = "responseTimeMs")]
+    response_time_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ReplyError {
+    #[serde(default)]
+    extensions: Option<ReplyExtensions>,
+}
+
+#[derive(Deserialize)]
+struct ReplyExtensions {
+    #[serde(default)]
+    code: Option<String>,
 }
 
 /// Sends `total` requests with `clients` at a time; for setup and warm-up.
@@ -1138,6 +1257,7 @@ impl Outcome {
                 scenario.faults.latency_ms, scenario.faults.jitter_ms
             ),
             scenario.cache.name().to_owned(),
+            scenario.http.name().to_owned(),
             samples.len().to_string(),
             error_total.to_string(),
             format!("{throughput:.1}"),
@@ -1173,6 +1293,7 @@ impl Outcome {
             "source_latency_ms": scenario.faults.latency_ms,
             "source_jitter_ms": scenario.faults.jitter_ms,
             "cache": scenario.cache.name(),
+            "source_http": scenario.http.name(),
             "elapsed_s": (elapsed * 100.0).round() / 100.0,
             "sent": samples.len(),
             "answers": ok.len(),
@@ -1276,6 +1397,7 @@ fn print_table(results: &[Outcome]) {
             "load",
             "src ms",
             "cache",
+            "src http",
             "sent",
             "errors",
             "ans/s",
