@@ -12,12 +12,12 @@ mod paging;
 pub mod population;
 pub(crate) mod text;
 
-use axum::serve::ListenerExt as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::serve::ListenerExt as _;
 use childgraph_schema::SourceName;
 
 pub use faults::{FaultState, Faults};

@@ -6,4 +6,5 @@ mod conformance;
 mod gateway;
 mod redaction;
 mod shields;
+mod tls;
 mod trusted;
