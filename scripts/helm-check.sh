@@ -265,6 +265,7 @@ REFUSALS=(
   "client_credentials (token_url, client_id) is missing|--set secrets.sources.school.clientSecret.name=s --set secrets.sources.school.clientSecret.key=k"
   "maxReplicas: must be at least|-f $CHART/ci/production-values.yaml --set autoscaling.maxReplicas=2"
   "otlpEndpoint: Does not match pattern|--set tracing.otlpEndpoint=collector:4318"
+  "http_version must be one of the following|--set config.sources.school.http_version=http3"
 )
 refused=0
 for refusal in "${REFUSALS[@]}"; do
