@@ -2,8 +2,9 @@
 //!
 //! Records go through one writer per gateway, which commits whatever has queued while the last commit ran in one
 //! transaction (group commit), then tells each waiting request that its record is down. On SQLite the writer is a
-//! thread with a connection of its own; on PostgreSQL, a task over the pool. A request whose record
-//! could not be written gets `INTERNAL` and no child data.
+//! thread with a connection of its own, which, while records come at one a millisecond or faster, waits a
+//! millisecond (`LINGER`) to gather more before each commit; on PostgreSQL, a task over the pool. A request whose
+//! record could not be written gets `INTERNAL` and no child data.
 //!
 //! Each record's hash is SHA-256 over its fields and the hash of the record before it ([`GENESIS`] for the first),
 //! so [`verify`] finds any edited, deleted or reordered record.
@@ -268,6 +269,13 @@ impl Group {
             charges: vec![first.charge],
             waiting: vec![first.done],
         };
+        group.take_queued(rx);
+        group
+    }
+
+    /// Adds the records queued now, up to [`MAX_GROUP`].
+    fn take_queued(&mut self, rx: &mut mpsc::Receiver<Pending>) {
+        let group = self;
         while group.entries.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(next) => {
@@ -278,7 +286,35 @@ impl Group {
                 Err(_) => break,
             }
         }
-        group
+    }
+}
+
+/// How long a busy SQLite writer waits for more records before it commits a group, and the arrival rate that makes
+/// it busy: at one record or more per `LINGER`, waiting gathers more records into each commit and its sync, which
+/// costs the writer's thread most of its time, and saves wake-ups on both sides; slower, a record is committed as
+/// soon as it comes, and waiting would only add to the answer's time.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(1000);
+
+/// The writer's measure of how fast records come: the mean gap between them, smoothed over the last few groups.
+#[derive(Debug, Default)]
+struct Pace {
+    last: Option<std::time::Instant>,
+    gap_us: Option<f64>,
+}
+
+impl Pace {
+    /// Notes `n` records gathered at `now`, and says whether to wait [`LINGER`] for more before committing them.
+    fn linger(&mut self, n: usize, now: std::time::Instant) -> bool {
+        if let Some(last) = self.last {
+            let gap = now.duration_since(last).as_secs_f64() * 1e6 / n.max(1) as f64;
+            self.gap_us = Some(match self.gap_us {
+                Some(mean) => 0.8 * mean + 0.2 * gap,
+                None => gap,
+            });
+        }
+        self.last = Some(now);
+        self.gap_us
+            .is_some_and(|mean| mean <= LINGER.as_secs_f64() * 1e6)
     }
 }
 
@@ -381,8 +417,15 @@ fn sqlite_writer(
 ) {
     let mut state = WriterState::new(count_window, commits);
     let mut connection = None;
+    let mut pace = Pace::default();
     while let Some(first) = rx.blocking_recv() {
         let mut group = Group::gather(first, &mut rx);
+        if pace.linger(group.entries.len(), std::time::Instant::now())
+            && group.entries.len() < MAX_GROUP
+        {
+            std::thread::sleep(LINGER);
+            group.take_queued(&mut rx);
+        }
         let views = state.views();
         // Opened on the first record, and again after a failed commit: the file may have gone and come back.
         let outcome = match &mut connection {
@@ -1096,6 +1139,40 @@ pub async fn by_operation(
 mod tests {
     use super::*;
     use crate::store::testing::{Stores, on_each_backend, on_postgres};
+
+    #[test]
+    fn the_writer_waits_for_more_records_only_while_they_come_faster_than_one_a_linger() {
+        let start = std::time::Instant::now();
+        let at = |us: u64| start + std::time::Duration::from_micros(us);
+        let mut pace = Pace::default();
+        // The first record has no pace: it is committed at once.
+        assert!(!pace.linger(1, at(0)));
+        // One record every 5 ms, as at 200 answers a second: never.
+        for i in 1..=20 {
+            assert!(!pace.linger(1, at(i * 5_000)), "record {i}");
+        }
+        // Then records every 0.3 ms, as at saturation: within a few groups the writer waits.
+        let mut now = 100_000;
+        let waits: Vec<bool> = (0..10)
+            .map(|_| {
+                now += 300;
+                pace.linger(1, at(now))
+            })
+            .collect();
+        assert!(waits[9], "{waits:?}");
+        // Several records gathered at once count as that many arrivals.
+        let mut burst = Pace::default();
+        assert!(!burst.linger(1, at(0)));
+        assert!(burst.linger(8, at(4_000)));
+        // And once they slow again, it stops waiting.
+        let waits: Vec<bool> = (0..20)
+            .map(|_| {
+                now += 10_000;
+                pace.linger(1, at(now))
+            })
+            .collect();
+        assert!(!waits[19], "{waits:?}");
+    }
 
     on_each_backend!(
         records_waiting_together_commit_together,
