@@ -275,13 +275,12 @@ impl Group {
 
     /// Adds the records queued now, up to [`MAX_GROUP`].
     fn take_queued(&mut self, rx: &mut mpsc::Receiver<Pending>) {
-        let group = self;
-        while group.entries.len() < MAX_GROUP {
+        while self.entries.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(next) => {
-                    group.entries.push(next.entry);
-                    group.charges.push(next.charge);
-                    group.waiting.push(next.done);
+                    self.entries.push(next.entry);
+                    self.charges.push(next.charge);
+                    self.waiting.push(next.done);
                 }
                 Err(_) => break,
             }
@@ -300,11 +299,14 @@ const LINGER: std::time::Duration = std::time::Duration::from_micros(1000);
 struct Pace {
     last: Option<std::time::Instant>,
     gap_us: Option<f64>,
+    /// Records taken while waiting after the last decision: they came after it, so they count towards the next.
+    since: usize,
 }
 
 impl Pace {
     /// Notes `n` records gathered at `now`, and says whether to wait [`LINGER`] for more before committing them.
     fn linger(&mut self, n: usize, now: std::time::Instant) -> bool {
+        let n = n + std::mem::take(&mut self.since);
         if let Some(last) = self.last {
             let gap = now.duration_since(last).as_secs_f64() * 1e6 / n.max(1) as f64;
             self.gap_us = Some(match self.gap_us {
@@ -315,6 +317,11 @@ impl Pace {
         self.last = Some(now);
         self.gap_us
             .is_some_and(|mean| mean <= LINGER.as_secs_f64() * 1e6)
+    }
+
+    /// Notes `n` more records, taken while waiting.
+    fn took(&mut self, n: usize) {
+        self.since += n;
     }
 }
 
@@ -360,7 +367,7 @@ impl WriterState {
                     && let Some((seq, hash)) = &self.last
                 {
                     tracing::info!(target: "childgraph::audit", seq, hash = %hash, "audit head");
-                    self.head_logged = Some(std::time::Instant::now());
+                    self.head_logged = Some(at);
                 }
                 for (done, admission) in waiting.into_iter().zip(admissions) {
                     let _ = done.send(Settled {
@@ -420,11 +427,11 @@ fn sqlite_writer(
     let mut pace = Pace::default();
     while let Some(first) = rx.blocking_recv() {
         let mut group = Group::gather(first, &mut rx);
-        if pace.linger(group.entries.len(), std::time::Instant::now())
-            && group.entries.len() < MAX_GROUP
-        {
+        let gathered = group.entries.len();
+        if pace.linger(gathered, std::time::Instant::now()) && gathered < MAX_GROUP {
             std::thread::sleep(LINGER);
             group.take_queued(&mut rx);
+            pace.took(group.entries.len() - gathered);
         }
         let views = state.views();
         // Opened on the first record, and again after a failed commit: the file may have gone and come back.
@@ -1164,6 +1171,18 @@ mod tests {
         let mut burst = Pace::default();
         assert!(!burst.linger(1, at(0)));
         assert!(burst.linger(8, at(4_000)));
+        // Records taken while it waits came after its decision, and keep it waiting: each round, one record gathered
+        // and three more taken in the wait is four records in 1.5 ms, not one.
+        let mut busy = Pace::default();
+        assert!(!busy.linger(1, at(0)));
+        assert!(busy.linger(4, at(1_000)));
+        for round in 1..=10 {
+            busy.took(3);
+            assert!(
+                busy.linger(1, at(1_000 + round * 1_500)),
+                "round {round}: {busy:?}"
+            );
+        }
         // And once they slow again, it stops waiting.
         let waits: Vec<bool> = (0..20)
             .map(|_| {
