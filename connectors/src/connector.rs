@@ -81,6 +81,33 @@ pub enum HttpVersion {
     Http2,
 }
 
+impl HttpVersion {
+    pub const ALL: [Self; 3] = [Self::Auto, Self::Http1, Self::Http2];
+
+    /// The name a config gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+        }
+    }
+}
+
+impl std::str::FromStr for HttpVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                format!("unknown HTTP version {s:?}: one of {}", names.join(", "))
+            })
+    }
+}
+
 impl std::fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Written by hand so that the bearer token and the private key never show.
@@ -209,4 +236,25 @@ pub trait Connector: Send + Sync + std::fmt::Debug + 'static {
         ids: &[String],
         parts: Parts,
     ) -> Result<HashMap<String, RecordDetails>, ConnectorError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HttpVersion;
+
+    #[test]
+    fn an_http_version_reads_back_from_its_name_as_a_config_writes_it() {
+        for version in HttpVersion::ALL {
+            let name = version.as_str();
+            assert_eq!(name.parse::<HttpVersion>(), Ok(version));
+            let from_config: HttpVersion =
+                serde_json::from_value(serde_json::Value::from(name)).expect("a config's value");
+            assert_eq!(from_config, version);
+        }
+        let refused = "http3".parse::<HttpVersion>().unwrap_err();
+        assert!(
+            refused.contains("http3") && refused.contains("http2"),
+            "{refused}"
+        );
+    }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use childgraph::demo::IDENTITIES;
 use childgraph::store::Store;
+use childgraph_connectors::HttpVersion;
 use childgraph_simulators::population::{Crowd, Population, PopulationConfig};
 use childgraph_simulators::{Faults, SimulatorHandle};
 use clap::{Parser, ValueEnum};
@@ -89,8 +90,8 @@ struct Args {
     cache: CacheMode,
     /// The `http_version` of every source: `auto` (the gateway's default, HTTP/1.1 to the simulators' `http://`
     /// URLs), `http1` or `http2` (h2c, which the simulators speak too).
-    #[arg(long, value_enum, default_value_t = SourceHttp::Auto)]
-    source_http: SourceHttp,
+    #[arg(long, default_value = "auto")]
+    source_http: HttpVersion,
     /// How many search criteria to draw from the population.
     #[arg(long, default_value_t = 200)]
     criteria: usize,
@@ -143,24 +144,6 @@ impl CacheMode {
     }
 }
 
-/// The HTTP versions the gateway speaks to the simulators during a scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum SourceHttp {
-    Auto,
-    Http1,
-    Http2,
-}
-
-impl SourceHttp {
-    fn name(self) -> &'static str {
-        match self {
-            SourceHttp::Auto => "auto",
-            SourceHttp::Http1 => "http1",
-            SourceHttp::Http2 => "http2",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Preset {
     /// The scenarios issue 3 asks for.
@@ -192,7 +175,7 @@ struct Scenario {
     seconds: u64,
     faults: Faults,
     cache: CacheMode,
-    http: SourceHttp,
+    http: HttpVersion,
 }
 
 /// Every field of a child, so the gateway fetches and composes everything a GP may see.
@@ -338,7 +321,7 @@ async fn main() -> anyhow::Result<()> {
             scenario.faults.latency_ms,
             scenario.faults.jitter_ms,
             scenario.cache.name(),
-            scenario.http.name()
+            scenario.http.as_str()
         );
         results.push(bench.run(scenario, args.max_in_flight).await?);
     }
@@ -405,14 +388,14 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
                 (CacheMode::Off, args.source_http),
                 (CacheMode::Default, args.source_http),
             ];
-            if args.source_http != SourceHttp::Http2 {
-                saturation.insert(1, (CacheMode::Off, SourceHttp::Http2));
+            if args.source_http != HttpVersion::Http2 {
+                saturation.insert(1, (CacheMode::Off, HttpVersion::Http2));
             }
             for (cache, http) in saturation {
                 let over = if http == args.source_http {
                     String::new()
                 } else {
-                    format!("-{}", http.name())
+                    format!("-{}", http.as_str())
                 };
                 list.push(Scenario {
                     name: format!("b-child-saturation-0ms-cache-{}{over}", cache.name()),
@@ -549,7 +532,7 @@ impl Bench {
     }
 
     /// Writes a config naming a free port and starts `childgraph serve` on it, waiting for `/readyz`.
-    async fn start_gateway(&self, cache: CacheMode, http: SourceHttp) -> anyhow::Result<Gateway> {
+    async fn start_gateway(&self, cache: CacheMode, http: HttpVersion) -> anyhow::Result<Gateway> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -593,7 +576,7 @@ impl Bench {
         }
     }
 
-    fn config_yaml(&self, port: u16, cache: CacheMode, http: SourceHttp) -> String {
+    fn config_yaml(&self, port: u16, cache: CacheMode, http: HttpVersion) -> String {
         // JSON strings are YAML strings, and escape whatever a temp path holds.
         let quote = |s: &str| Value::String(s.to_owned()).to_string();
         let path = |name: &str| quote(&self.dir.path().join(name).display().to_string());
@@ -602,8 +585,8 @@ impl Bench {
             CacheMode::Off => "\n    cache: {enabled: false}",
         };
         let http = match http {
-            SourceHttp::Auto => String::new(),
-            other => format!("\n    http_version: {}", other.name()),
+            HttpVersion::Auto => String::new(),
+            other => format!("\n    http_version: {}", other.as_str()),
         };
         let base = |i: usize| {
             format!(
@@ -714,7 +697,7 @@ sources:
         &self,
         faults: Faults,
         cache: CacheMode,
-        http: SourceHttp,
+        http: HttpVersion,
     ) -> anyhow::Result<SearchCost> {
         self.set_faults(faults)?;
         let gateway = self.start_gateway(cache, http).await?;
@@ -1257,7 +1240,7 @@ impl Outcome {
                 scenario.faults.latency_ms, scenario.faults.jitter_ms
             ),
             scenario.cache.name().to_owned(),
-            scenario.http.name().to_owned(),
+            scenario.http.as_str().to_owned(),
             samples.len().to_string(),
             error_total.to_string(),
             format!("{throughput:.1}"),
@@ -1293,7 +1276,7 @@ impl Outcome {
             "source_latency_ms": scenario.faults.latency_ms,
             "source_jitter_ms": scenario.faults.jitter_ms,
             "cache": scenario.cache.name(),
-            "source_http": scenario.http.name(),
+            "source_http": scenario.http.as_str(),
             "elapsed_s": (elapsed * 100.0).round() / 100.0,
             "sent": samples.len(),
             "answers": ok.len(),
