@@ -1046,11 +1046,11 @@ fn works_with(org: &RecordRef, details: &RecordDetails) -> bool {
     details
         .involvements
         .iter()
-        .any(|i| is_org(i.source, i.organisation.as_ref()))
+        .any(|i| is_org(i.source, i.organisation.as_deref()))
         || details
             .participation
             .iter()
-            .any(|p| is_org(p.source, p.organisation.as_ref()))
+            .any(|p| is_org(p.source, p.organisation.as_deref()))
 }
 
 fn merge(into: &mut RecordDetails, from: RecordDetails) {

@@ -1,5 +1,7 @@
 //! What one source says about a child: the person record that linkage compares, and the details (carers, services, participation) that the answer composes.
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
@@ -125,7 +127,8 @@ pub enum InvolvementStatus {
 pub struct Involvement {
     pub source: SourceName,
     pub kind: ServiceKind,
-    pub organisation: Option<Organisation>,
+    /// Shared by every service and participation at the same organisation.
+    pub organisation: Option<Arc<Organisation>>,
     pub practitioner: Option<Practitioner>,
     pub status: InvolvementStatus,
     pub start: Option<NaiveDate>,
@@ -158,7 +161,8 @@ pub struct Participation {
     pub date: Option<NaiveDate>,
     pub end: Option<NaiveDate>,
     /// The organisation where it takes place.
-    pub organisation: Option<Organisation>,
+    /// Shared by every service and participation at the same organisation.
+    pub organisation: Option<Arc<Organisation>>,
 }
 
 /// Everything a source holds about one of its records beyond the person fields.

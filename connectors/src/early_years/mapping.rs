@@ -1,6 +1,7 @@
 //! From the early-years API's payloads to childgraph's domain types.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use childgraph_schema::{
     Address, Carer, Involvement, InvolvementStatus, NhsNumber, Organisation, OrganisationKind,
@@ -137,10 +138,10 @@ pub fn details(
             }
         }
     }
-    let settings: HashMap<&str, Organisation> = fetched
+    let settings: HashMap<&str, Arc<Organisation>> = fetched
         .settings
         .iter()
-        .map(|s| (s.id.as_str(), organisation(s)))
+        .map(|s| (s.id.as_str(), Arc::new(organisation(s))))
         .collect();
     for e in &fetched.enrolments {
         let Some(entry) = out.get_mut(&e.child_id) else {

@@ -1,6 +1,7 @@
 //! From FHIR resources to childgraph's domain types, following the health profile in `connectors/PROFILES.md`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use childgraph_schema::{
     Address, Carer, Involvement, InvolvementStatus, NhsNumber, Organisation, OrganisationKind,
@@ -190,7 +191,7 @@ pub fn practitioner(p: &resources::Practitioner) -> Option<Practitioner> {
 /// a service the connector cannot classify could be a sensitive one, and must not be shown as something else.
 pub fn involvement(
     episode: &EpisodeOfCare,
-    organisations: &HashMap<String, Organisation>,
+    organisations: &HashMap<String, Arc<Organisation>>,
     practitioners: &HashMap<String, Practitioner>,
 ) -> Option<Involvement> {
     let kind = episode
@@ -248,7 +249,7 @@ pub fn is_key_age_visit(encounter: &Encounter) -> bool {
 /// The key-age visit an Encounter records, as participation in maternal and child health.
 pub fn participation(
     encounter: &Encounter,
-    organisations: &HashMap<String, Organisation>,
+    organisations: &HashMap<String, Arc<Organisation>>,
 ) -> Option<Participation> {
     let visit = encounter
         .kind
@@ -298,11 +299,11 @@ pub fn details(ids: &[String], fetched: &Fetched) -> HashMap<String, RecordDetai
         .iter()
         .map(|id| (id.clone(), RecordDetails::default()))
         .collect();
-    let organisations: HashMap<String, Organisation> = fetched
+    let organisations: HashMap<String, Arc<Organisation>> = fetched
         .organisations
         .iter()
         .filter_map(organisation)
-        .map(|o| (o.id.clone(), o))
+        .map(|o| (o.id.clone(), Arc::new(o)))
         .collect();
     let practitioners: HashMap<String, Practitioner> = fetched
         .practitioners

@@ -1,6 +1,7 @@
 //! From OneRoster objects to childgraph's domain types, following the school profile in `connectors/PROFILES.md`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use childgraph_schema::{
     Address, Carer, Involvement, InvolvementStatus, Organisation, OrganisationKind, Participation,
@@ -196,10 +197,10 @@ pub fn details(
         .iter()
         .map(|c| (c.sourced_id.as_str(), c))
         .collect();
-    let orgs: HashMap<&str, Organisation> = fetched
+    let orgs: HashMap<&str, Arc<Organisation>> = fetched
         .orgs
         .iter()
-        .map(|o| (o.sourced_id.as_str(), organisation(o)))
+        .map(|o| (o.sourced_id.as_str(), Arc::new(organisation(o))))
         .collect();
     let class_teachers = class_teachers(&fetched.teacher_enrollments);
     let teachers: HashMap<&str, Practitioner> = fetched

@@ -176,18 +176,24 @@ pub struct PersonName {
     pub family: Option<String>,
 }
 
-#[derive(SimpleObject, Debug, Clone)]
-pub struct Address {
-    pub lines: Vec<String>,
-    pub postcode: Option<String>,
+/// An address, borrowed from the record it is part of.
+#[derive(Debug, Clone, Copy)]
+pub struct Address<'a>(&'a schema::Address);
+
+impl<'a> From<&'a schema::Address> for Address<'a> {
+    fn from(a: &'a schema::Address) -> Self {
+        Self(a)
+    }
 }
 
-impl From<&schema::Address> for Address {
-    fn from(a: &schema::Address) -> Self {
-        Self {
-            lines: a.lines.clone(),
-            postcode: a.postcode.clone(),
-        }
+#[Object]
+impl Address<'_> {
+    async fn lines(&self) -> &[String] {
+        &self.0.lines
+    }
+
+    async fn postcode(&self) -> Option<&str> {
+        self.0.postcode.as_deref()
     }
 }
 
@@ -406,7 +412,7 @@ impl Child {
     }
 
     #[graphql(directive = category::apply(category_name(Field::ChildAddress)))]
-    async fn address(&self) -> Result<Option<Address>> {
+    async fn address(&self) -> Result<Option<Address<'_>>> {
         self.lens.check(Field::ChildAddress)?;
         Ok(self
             .data
@@ -418,7 +424,7 @@ impl Child {
 
     /// Carers as each source records them.
     #[graphql(directive = category::apply(category_name(Field::ChildCarers)))]
-    async fn carers(&self) -> Result<Option<Vec<Carer>>> {
+    async fn carers(&self) -> Result<Option<Vec<Carer<'_>>>> {
         self.lens.check(Field::ChildCarers)?;
         let mut carers: Vec<Carer> = Vec::new();
         for c in &self.data.details.carers {
@@ -427,8 +433,8 @@ impl Child {
                 .any(|k| k.data.name.eq_ignore_ascii_case(&c.name))
             {
                 carers.push(Carer {
-                    lens: self.lens.clone(),
-                    data: c.clone(),
+                    lens: &self.lens,
+                    data: c,
                 });
             }
         }
@@ -437,7 +443,7 @@ impl Child {
 
     /// Services working with the child, with their practitioners.
     #[graphql(directive = category::apply(category_name(Field::ChildServices)))]
-    async fn services(&self) -> Result<Option<Vec<Service>>> {
+    async fn services(&self) -> Result<Option<Vec<Service<'_>>>> {
         self.lens.check(Field::ChildServices)?;
         // A service of a sensitive kind is left out, not redacted, for a role that does not see its category: its
         // mere existence is what must not be shown.
@@ -448,8 +454,8 @@ impl Child {
             .iter()
             .filter(|i| self.lens.shows_item(Field::ChildServices, i.kind))
             .map(|i| Service {
-                lens: self.lens.clone(),
-                data: i.clone(),
+                lens: &self.lens,
+                data: i,
             })
             .collect();
         Ok(Some(services))
@@ -457,7 +463,7 @@ impl Child {
 
     /// Enrolments and key-age visits.
     #[graphql(directive = category::apply(category_name(Field::ChildParticipation)))]
-    async fn participation(&self) -> Result<Option<Vec<Participation>>> {
+    async fn participation(&self) -> Result<Option<Vec<Participation<'_>>>> {
         self.lens.check(Field::ChildParticipation)?;
         let items = self
             .data
@@ -466,8 +472,8 @@ impl Child {
             .iter()
             .filter(|p| self.lens.shows_item(Field::ChildParticipation, p.kind))
             .map(|p| Participation {
-                lens: self.lens.clone(),
-                data: p.clone(),
+                lens: &self.lens,
+                data: p,
             })
             .collect();
         Ok(Some(items))
@@ -506,53 +512,54 @@ impl Child {
     }
 }
 
+/// Borrowed from the child's composed answer, as are the objects below it: a field resolves without copying it.
 #[derive(Debug)]
-pub struct Carer {
-    lens: Lens,
-    data: schema::Carer,
+pub struct Carer<'a> {
+    lens: &'a Lens,
+    data: &'a schema::Carer,
 }
 
 #[Object]
-impl Carer {
+impl Carer<'_> {
     #[graphql(directive = category::apply(category_name(Field::CarerName)))]
-    async fn name(&self) -> Result<Option<String>> {
+    async fn name(&self) -> Result<Option<&str>> {
         self.lens.check(Field::CarerName)?;
-        Ok(Some(self.data.name.clone()))
+        Ok(Some(&self.data.name))
     }
 
     #[graphql(directive = category::apply(category_name(Field::CarerRelationship)))]
-    async fn relationship(&self) -> Result<Option<String>> {
+    async fn relationship(&self) -> Result<Option<&str>> {
         self.lens.check(Field::CarerRelationship)?;
-        Ok(self.data.relationship.clone())
+        Ok(self.data.relationship.as_deref())
     }
 
     #[graphql(directive = category::apply(category_name(Field::CarerPhone)))]
-    async fn phone(&self) -> Result<Option<String>> {
+    async fn phone(&self) -> Result<Option<&str>> {
         self.lens.check(Field::CarerPhone)?;
-        Ok(self.data.phone.clone())
+        Ok(self.data.phone.as_deref())
     }
 
     #[graphql(directive = category::apply(category_name(Field::CarerEmail)))]
-    async fn email(&self) -> Result<Option<String>> {
+    async fn email(&self) -> Result<Option<&str>> {
         self.lens.check(Field::CarerEmail)?;
-        Ok(self.data.email.clone())
+        Ok(self.data.email.as_deref())
     }
 
     #[graphql(directive = category::apply(category_name(Field::CarerAddress)))]
-    async fn address(&self) -> Result<Option<Address>> {
+    async fn address(&self) -> Result<Option<Address<'_>>> {
         self.lens.check(Field::CarerAddress)?;
         Ok(self.data.address.as_ref().map(Address::from))
     }
 }
 
 #[derive(Debug)]
-pub struct Service {
-    lens: Lens,
-    data: schema::Involvement,
+pub struct Service<'a> {
+    lens: &'a Lens,
+    data: &'a schema::Involvement,
 }
 
 #[Object]
-impl Service {
+impl Service<'_> {
     async fn kind(&self) -> ServiceKind {
         self.data.kind.into()
     }
@@ -578,33 +585,33 @@ impl Service {
     }
 
     #[graphql(directive = category::apply(category_name(Field::ServiceOrganisation)))]
-    async fn organisation(&self) -> Result<Option<Organisation>> {
+    async fn organisation(&self) -> Result<Option<Organisation<'_>>> {
         self.lens.check(Field::ServiceOrganisation)?;
-        Ok(self.data.organisation.clone().map(|data| Organisation {
-            lens: self.lens.clone(),
+        Ok(self.data.organisation.as_ref().map(|data| Organisation {
+            lens: self.lens,
             data,
         }))
     }
 
     #[graphql(directive = category::apply(category_name(Field::ServicePractitioner)))]
-    async fn practitioner(&self) -> Result<Option<Practitioner>> {
+    async fn practitioner(&self) -> Result<Option<Practitioner<'_>>> {
         self.lens.check(Field::ServicePractitioner)?;
         Ok(self
             .data
             .practitioner
-            .clone()
+            .as_ref()
             .map(|data| Practitioner { data }))
     }
 }
 
 #[derive(Debug)]
-pub struct Participation {
-    lens: Lens,
-    data: schema::Participation,
+pub struct Participation<'a> {
+    lens: &'a Lens,
+    data: &'a schema::Participation,
 }
 
 #[Object]
-impl Participation {
+impl Participation<'_> {
     async fn kind(&self) -> ServiceKind {
         self.data.kind.into()
     }
@@ -636,23 +643,23 @@ impl Participation {
     }
 
     #[graphql(directive = category::apply(category_name(Field::ParticipationOrganisation)))]
-    async fn organisation(&self) -> Result<Option<Organisation>> {
+    async fn organisation(&self) -> Result<Option<Organisation<'_>>> {
         self.lens.check(Field::ParticipationOrganisation)?;
-        Ok(self.data.organisation.clone().map(|data| Organisation {
-            lens: self.lens.clone(),
+        Ok(self.data.organisation.as_ref().map(|data| Organisation {
+            lens: self.lens,
             data,
         }))
     }
 }
 
 #[derive(Debug)]
-pub struct Organisation {
-    lens: Lens,
-    data: schema::Organisation,
+pub struct Organisation<'a> {
+    lens: &'a Lens,
+    data: &'a schema::Organisation,
 }
 
 #[Object]
-impl Organisation {
+impl Organisation<'_> {
     async fn kind(&self) -> OrganisationKind {
         use schema::OrganisationKind as K;
         match self.data.kind {
@@ -666,25 +673,25 @@ impl Organisation {
     }
 
     #[graphql(directive = category::apply(category_name(Field::OrganisationName)))]
-    async fn name(&self) -> Result<Option<String>> {
+    async fn name(&self) -> Result<Option<&str>> {
         self.lens.check(Field::OrganisationName)?;
-        Ok(Some(self.data.name.clone()))
+        Ok(Some(&self.data.name))
     }
 
     #[graphql(directive = category::apply(category_name(Field::OrganisationPhone)))]
-    async fn phone(&self) -> Result<Option<String>> {
+    async fn phone(&self) -> Result<Option<&str>> {
         self.lens.check(Field::OrganisationPhone)?;
-        Ok(self.data.phone.clone())
+        Ok(self.data.phone.as_deref())
     }
 
     #[graphql(directive = category::apply(category_name(Field::OrganisationEmail)))]
-    async fn email(&self) -> Result<Option<String>> {
+    async fn email(&self) -> Result<Option<&str>> {
         self.lens.check(Field::OrganisationEmail)?;
-        Ok(self.data.email.clone())
+        Ok(self.data.email.as_deref())
     }
 
     #[graphql(directive = category::apply(category_name(Field::OrganisationAddress)))]
-    async fn address(&self) -> Result<Option<Address>> {
+    async fn address(&self) -> Result<Option<Address<'_>>> {
         self.lens.check(Field::OrganisationAddress)?;
         Ok(self.data.address.as_ref().map(Address::from))
     }
@@ -692,12 +699,12 @@ impl Organisation {
 
 /// A practitioner working with the child, and how to reach them.
 #[derive(Debug)]
-pub struct Practitioner {
-    data: schema::Practitioner,
+pub struct Practitioner<'a> {
+    data: &'a schema::Practitioner,
 }
 
 #[Object]
-impl Practitioner {
+impl Practitioner<'_> {
     async fn name(&self) -> &str {
         &self.data.name
     }
