@@ -117,14 +117,15 @@ impl Reports {
 /// The connectors, one per source.
 #[derive(Debug, Clone)]
 pub struct Federation {
-    connectors: Vec<Arc<dyn Connector>>,
+    /// Shared: every request clones the pipeline, and with it this list.
+    connectors: Arc<[Arc<dyn Connector>]>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Federation {
     pub fn new(connectors: Vec<Arc<dyn Connector>>) -> Self {
         Self {
-            connectors,
+            connectors: connectors.into(),
             metrics: None,
         }
     }

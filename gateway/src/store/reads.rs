@@ -8,7 +8,7 @@
 //!
 //! PostgreSQL runs the same statements through its pool: its queries cross a network whatever the thread.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, OpenFlags};
@@ -21,7 +21,8 @@ const STATEMENTS_KEPT: usize = 128;
 /// Read-only connections to the store's SQLite file, each used by one read at a time.
 #[derive(Clone)]
 pub(crate) struct Readers {
-    file: PathBuf,
+    /// Shared: every request clones the store, and with it this path.
+    file: Arc<Path>,
     idle: Arc<Mutex<Vec<Connection>>>,
 }
 
@@ -36,7 +37,7 @@ impl std::fmt::Debug for Readers {
 impl Readers {
     pub fn new(file: &Path) -> Self {
         Self {
-            file: file.to_path_buf(),
+            file: file.into(),
             idle: Arc::default(),
         }
     }
