@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::connector::{Connector, Parts, SourceConfig, SourceStats};
 use crate::error::ConnectorError;
-use crate::http::{SourceClient, unique_chunks};
+use crate::http::SourceClient;
 use objects::{
     Classes, Demographics, DemographicsList, Enrollments, Envelope, Orgs, StatusInfo, User, Users,
 };
@@ -29,12 +29,33 @@ const CONCURRENT_REQUESTS: usize = 8;
 
 /// A filter value, single-quoted with any `'` inside doubled (`O''Brien`), the project's rule where OneRoster is silent.
 pub fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
+    let mut out = String::with_capacity(value.len() + 2);
+    push_quoted(&mut out, value);
+    out
 }
 
 /// `field='value'`. Field names are the connector's own constants, never input.
 pub fn predicate(field: &str, value: &str) -> String {
-    format!("{field}={}", quote(value))
+    let mut out = String::with_capacity(field.len() + value.len() + 3);
+    push_predicate(&mut out, field, value);
+    out
+}
+
+fn push_quoted(out: &mut String, value: &str) {
+    out.push('\'');
+    for (i, part) in value.split('\'').enumerate() {
+        if i > 0 {
+            out.push_str("''");
+        }
+        out.push_str(part);
+    }
+    out.push('\'');
+}
+
+fn push_predicate(out: &mut String, field: &str, value: &str) {
+    out.push_str(field);
+    out.push('=');
+    push_quoted(out, value);
 }
 
 /// OR-filters over `field` for these values, each of at most `max_predicates` predicates.
@@ -43,7 +64,8 @@ pub fn or_filters(field: &str, values: &[String], max_predicates: usize) -> Vec<
 }
 
 /// OR-filters over `field` for these values, each term also requiring `also` (`field='a' AND role='teacher' OR …`,
-/// AND binding tighter than OR), each filter of at most `max_predicates` predicates.
+/// AND binding tighter than OR), each filter of at most `max_predicates` predicates. A value given twice is asked
+/// for once.
 pub fn or_filters_where(
     field: &str,
     values: &[String],
@@ -51,17 +73,27 @@ pub fn or_filters_where(
     also: Option<(&str, &str)>,
 ) -> Vec<String> {
     let per_term = if also.is_some() { 2 } else { 1 };
-    let also = also
-        .map(|(f, v)| format!(" AND {}", predicate(f, v)))
-        .unwrap_or_default();
-    unique_chunks(values, (max_predicates / per_term).max(1))
-        .into_iter()
+    let mut seen = HashSet::with_capacity(values.len());
+    let unique: Vec<&str> = values
+        .iter()
+        .map(String::as_str)
+        .filter(|v| seen.insert(*v))
+        .collect();
+    unique
+        .chunks((max_predicates / per_term).max(1))
         .map(|chunk| {
-            chunk
-                .iter()
-                .map(|v| format!("{}{also}", predicate(field, v)))
-                .collect::<Vec<_>>()
-                .join(" OR ")
+            let mut filter = String::new();
+            for (i, value) in chunk.iter().enumerate() {
+                if i > 0 {
+                    filter.push_str(" OR ");
+                }
+                push_predicate(&mut filter, field, value);
+                if let Some((f, v)) = also {
+                    filter.push_str(" AND ");
+                    push_predicate(&mut filter, f, v);
+                }
+            }
+            filter
         })
         .collect()
 }
@@ -495,5 +527,23 @@ mod tests {
         assert_eq!(or_filters("sourcedId", &ids, 0).len(), 5);
         assert_eq!(or_filters("sourcedId", &ids, 10).len(), 1);
         assert!(or_filters("sourcedId", &[], 2).is_empty());
+    }
+
+    #[test]
+    fn a_value_given_twice_is_asked_for_once_and_every_term_carries_the_extra_predicate() {
+        let ids: Vec<String> = ["c1", "c2", "c1"].map(String::from).to_vec();
+        let teacher = Some(("role", "teacher"));
+        assert_eq!(
+            or_filters_where("class.sourcedId", &ids, 4, teacher),
+            ["class.sourcedId='c1' AND role='teacher' OR class.sourcedId='c2' AND role='teacher'"]
+        );
+        // Two predicates a term: a limit of 2 leaves one term a filter.
+        assert_eq!(
+            or_filters_where("class.sourcedId", &ids, 2, teacher),
+            [
+                "class.sourcedId='c1' AND role='teacher'",
+                "class.sourcedId='c2' AND role='teacher'"
+            ]
+        );
     }
 }
