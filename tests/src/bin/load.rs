@@ -303,7 +303,9 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-#[tokio::main]
+/// One thread for the load generator and the simulators together: they share the machine with the gateway, and
+/// one thread spends less of it than a work-stealing pool does on the same work (no wake-ups across threads).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let scenarios = scenarios(&args);
