@@ -431,6 +431,41 @@ async fn the_teachers_role_withholds_the_address_and_says_why() {
 }
 
 #[tokio::test]
+async fn a_withheld_field_is_null_in_the_data_beside_its_error() {
+    let gateway = TestGateway::builder().spawn().await;
+    // The teacher's roles see no location: each address below is withheld, and each organisation is asked for its
+    // address alone.
+    let query = r#"{ searchChildren(criteria: {familyName: "Hartley", dateOfBirth: "2019-06-14"},
+        access: {purpose: SAFEGUARDING}) {
+      matches { child { name { given } address { lines } services { kind organisation { address { lines } } } } } } }"#;
+    let answer = gateway.query("teacher", query).await;
+    let child = &matches(&answer)[0]["child"];
+    assert_eq!(child["name"]["given"], "Amelia", "{:#}", answer.body);
+    let fields = child.as_object().expect("the child is an object");
+    assert!(
+        fields.get("address").is_some_and(Value::is_null),
+        "the withheld address is there, as null: {child:#}"
+    );
+    let services = child["services"].as_array().expect("services");
+    assert!(!services.is_empty());
+    for service in services {
+        let organisation = service["organisation"].as_object().unwrap_or_else(|| {
+            panic!("an organisation is an object though its address is withheld: {service:#}")
+        });
+        assert_eq!(organisation.len(), 1, "{service:#}");
+        assert!(organisation["address"].is_null(), "{service:#}");
+    }
+    // One error for each null: the child's address, and each organisation's.
+    let redacted = answer.errors_with("REDACTED");
+    assert_eq!(redacted.len(), 1 + services.len(), "{:#}", answer.body);
+    for error in &redacted {
+        let path = error["path"].as_array().expect("a path");
+        assert_eq!(path.last(), Some(&json!("address")), "{error:#}");
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
 async fn criteria_below_the_minimum_are_refused() {
     let gateway = TestGateway::builder().children(0).spawn().await;
     let answer = search(&gateway, "teacher", json!({ "familyName": "Hartley" })).await;
