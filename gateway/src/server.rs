@@ -420,7 +420,6 @@ async fn execute_untimed(
                 .data(state.auth.clone()),
         )
         .await;
-    crate::graphql::null_withheld_fields(&mut response.data, &response.errors);
     prepared.answered(&response);
     // One error per failed source, however many resolvers called it.
     for report in scope.reports.failed() {

@@ -11,7 +11,7 @@ mod types;
 use async_graphql::{EmptySubscription, MergedObject, Schema, ValidationMode};
 
 pub use documents::Documents;
-pub use errors::{coded, null_withheld_fields};
+pub use errors::coded;
 pub use loader::child_loader;
 
 /// The error for a source that failed during a request.

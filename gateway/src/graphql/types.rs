@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use async_graphql::{
-    Enum, ID, InputObject, InputValueError, InputValueResult, Object, Result, Scalar, ScalarType,
-    SimpleObject, Value,
+    Context, Enum, ID, InputObject, InputValueError, InputValueResult, Object, Result, Scalar,
+    ScalarType, SimpleObject, Value,
 };
 use childgraph_policies::{Decision, Grant, Policy, Situation};
 use childgraph_schema as schema;
@@ -325,14 +325,19 @@ impl Lens {
         })
     }
 
-    fn check(&self, field: Field) -> Result<()> {
+    /// Whether `field` shows. A withheld field answers null, with a REDACTED error at its path saying why: returned
+    /// as the resolver's error instead, async-graphql would leave the field out of its object, and answer null for an
+    /// object all of whose selected fields were withheld.
+    fn allow(&self, ctx: &Context<'_>, field: Field) -> bool {
         self.metrics.policy(|| {
             let decision = self.policy.decide(self.grant, self.situation, field);
             match decision {
-                Decision::Visible => Ok(()),
+                Decision::Visible => true,
                 Decision::Withheld { reason, .. } => {
                     self.metrics.redaction(reason);
-                    Err(redacted(field, &decision))
+                    let error = redacted(field, &decision).into_server_error(ctx.item.pos);
+                    ctx.add_error(ctx.set_error_path(error));
+                    false
                 }
             }
         })
@@ -359,8 +364,10 @@ impl Child {
     }
 
     #[graphql(directive = category::apply(category_name(Field::ChildName)))]
-    async fn name(&self) -> Result<Option<PersonName>> {
-        self.lens.check(Field::ChildName)?;
+    async fn name(&self, ctx: &Context<'_>) -> Result<Option<PersonName>> {
+        if !self.lens.allow(ctx, Field::ChildName) {
+            return Ok(None);
+        }
         let given = self
             .data
             .records
@@ -371,8 +378,10 @@ impl Child {
     }
 
     #[graphql(directive = category::apply(category_name(Field::ChildDateOfBirth)))]
-    async fn date_of_birth(&self) -> Result<Option<Date>> {
-        self.lens.check(Field::ChildDateOfBirth)?;
+    async fn date_of_birth(&self, ctx: &Context<'_>) -> Result<Option<Date>> {
+        if !self.lens.allow(ctx, Field::ChildDateOfBirth) {
+            return Ok(None);
+        }
         Ok(self
             .data
             .records
@@ -382,14 +391,18 @@ impl Child {
     }
 
     #[graphql(directive = category::apply(category_name(Field::ChildGender)))]
-    async fn gender(&self) -> Result<Option<Gender>> {
-        self.lens.check(Field::ChildGender)?;
+    async fn gender(&self, ctx: &Context<'_>) -> Result<Option<Gender>> {
+        if !self.lens.allow(ctx, Field::ChildGender) {
+            return Ok(None);
+        }
         Ok(self.data.records.iter().find_map(|r| r.sex).map(Into::into))
     }
 
     #[graphql(directive = category::apply(category_name(Field::ChildIdentifiers)))]
-    async fn identifiers(&self) -> Result<Option<Vec<ChildIdentifier>>> {
-        self.lens.check(Field::ChildIdentifiers)?;
+    async fn identifiers(&self, ctx: &Context<'_>) -> Result<Option<Vec<ChildIdentifier>>> {
+        if !self.lens.allow(ctx, Field::ChildIdentifiers) {
+            return Ok(None);
+        }
         let mut ids: Vec<ChildIdentifier> = Vec::new();
         for r in &self.data.records {
             let found = [
@@ -412,8 +425,10 @@ impl Child {
     }
 
     #[graphql(directive = category::apply(category_name(Field::ChildAddress)))]
-    async fn address(&self) -> Result<Option<Address<'_>>> {
-        self.lens.check(Field::ChildAddress)?;
+    async fn address(&self, ctx: &Context<'_>) -> Result<Option<Address<'_>>> {
+        if !self.lens.allow(ctx, Field::ChildAddress) {
+            return Ok(None);
+        }
         Ok(self
             .data
             .records
@@ -424,8 +439,10 @@ impl Child {
 
     /// Carers as each source records them.
     #[graphql(directive = category::apply(category_name(Field::ChildCarers)))]
-    async fn carers(&self) -> Result<Option<Vec<Carer<'_>>>> {
-        self.lens.check(Field::ChildCarers)?;
+    async fn carers(&self, ctx: &Context<'_>) -> Result<Option<Vec<Carer<'_>>>> {
+        if !self.lens.allow(ctx, Field::ChildCarers) {
+            return Ok(None);
+        }
         let mut carers: Vec<Carer> = Vec::new();
         for c in &self.data.details.carers {
             if !carers
@@ -443,8 +460,10 @@ impl Child {
 
     /// Services working with the child, with their practitioners.
     #[graphql(directive = category::apply(category_name(Field::ChildServices)))]
-    async fn services(&self) -> Result<Option<Vec<Service<'_>>>> {
-        self.lens.check(Field::ChildServices)?;
+    async fn services(&self, ctx: &Context<'_>) -> Result<Option<Vec<Service<'_>>>> {
+        if !self.lens.allow(ctx, Field::ChildServices) {
+            return Ok(None);
+        }
         // A service of a sensitive kind is left out, not redacted, for a role that does not see its category: its
         // mere existence is what must not be shown.
         let services = self
@@ -463,8 +482,10 @@ impl Child {
 
     /// Enrolments and key-age visits.
     #[graphql(directive = category::apply(category_name(Field::ChildParticipation)))]
-    async fn participation(&self) -> Result<Option<Vec<Participation<'_>>>> {
-        self.lens.check(Field::ChildParticipation)?;
+    async fn participation(&self, ctx: &Context<'_>) -> Result<Option<Vec<Participation<'_>>>> {
+        if !self.lens.allow(ctx, Field::ChildParticipation) {
+            return Ok(None);
+        }
         let items = self
             .data
             .details
@@ -481,8 +502,10 @@ impl Child {
 
     /// Flags other practitioners raised, live ones only.
     #[graphql(directive = category::apply(category_name(Field::ChildFlags)))]
-    async fn flags(&self) -> Result<Option<Vec<Flag>>> {
-        self.lens.check(Field::ChildFlags)?;
+    async fn flags(&self, ctx: &Context<'_>) -> Result<Option<Vec<Flag>>> {
+        if !self.lens.allow(ctx, Field::ChildFlags) {
+            return Ok(None);
+        }
         Ok(Some(
             self.data
                 .flags
@@ -522,32 +545,42 @@ pub struct Carer<'a> {
 #[Object]
 impl Carer<'_> {
     #[graphql(directive = category::apply(category_name(Field::CarerName)))]
-    async fn name(&self) -> Result<Option<&str>> {
-        self.lens.check(Field::CarerName)?;
+    async fn name(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        if !self.lens.allow(ctx, Field::CarerName) {
+            return Ok(None);
+        }
         Ok(Some(&self.data.name))
     }
 
     #[graphql(directive = category::apply(category_name(Field::CarerRelationship)))]
-    async fn relationship(&self) -> Result<Option<&str>> {
-        self.lens.check(Field::CarerRelationship)?;
+    async fn relationship(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        if !self.lens.allow(ctx, Field::CarerRelationship) {
+            return Ok(None);
+        }
         Ok(self.data.relationship.as_deref())
     }
 
     #[graphql(directive = category::apply(category_name(Field::CarerPhone)))]
-    async fn phone(&self) -> Result<Option<&str>> {
-        self.lens.check(Field::CarerPhone)?;
+    async fn phone(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        if !self.lens.allow(ctx, Field::CarerPhone) {
+            return Ok(None);
+        }
         Ok(self.data.phone.as_deref())
     }
 
     #[graphql(directive = category::apply(category_name(Field::CarerEmail)))]
-    async fn email(&self) -> Result<Option<&str>> {
-        self.lens.check(Field::CarerEmail)?;
+    async fn email(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        if !self.lens.allow(ctx, Field::CarerEmail) {
+            return Ok(None);
+        }
         Ok(self.data.email.as_deref())
     }
 
     #[graphql(directive = category::apply(category_name(Field::CarerAddress)))]
-    async fn address(&self) -> Result<Option<Address<'_>>> {
-        self.lens.check(Field::CarerAddress)?;
+    async fn address(&self, ctx: &Context<'_>) -> Result<Option<Address<'_>>> {
+        if !self.lens.allow(ctx, Field::CarerAddress) {
+            return Ok(None);
+        }
         Ok(self.data.address.as_ref().map(Address::from))
     }
 }
@@ -585,8 +618,10 @@ impl Service<'_> {
     }
 
     #[graphql(directive = category::apply(category_name(Field::ServiceOrganisation)))]
-    async fn organisation(&self) -> Result<Option<Organisation<'_>>> {
-        self.lens.check(Field::ServiceOrganisation)?;
+    async fn organisation(&self, ctx: &Context<'_>) -> Result<Option<Organisation<'_>>> {
+        if !self.lens.allow(ctx, Field::ServiceOrganisation) {
+            return Ok(None);
+        }
         Ok(self.data.organisation.as_ref().map(|data| Organisation {
             lens: self.lens,
             data,
@@ -594,8 +629,10 @@ impl Service<'_> {
     }
 
     #[graphql(directive = category::apply(category_name(Field::ServicePractitioner)))]
-    async fn practitioner(&self) -> Result<Option<Practitioner<'_>>> {
-        self.lens.check(Field::ServicePractitioner)?;
+    async fn practitioner(&self, ctx: &Context<'_>) -> Result<Option<Practitioner<'_>>> {
+        if !self.lens.allow(ctx, Field::ServicePractitioner) {
+            return Ok(None);
+        }
         Ok(self
             .data
             .practitioner
@@ -643,8 +680,10 @@ impl Participation<'_> {
     }
 
     #[graphql(directive = category::apply(category_name(Field::ParticipationOrganisation)))]
-    async fn organisation(&self) -> Result<Option<Organisation<'_>>> {
-        self.lens.check(Field::ParticipationOrganisation)?;
+    async fn organisation(&self, ctx: &Context<'_>) -> Result<Option<Organisation<'_>>> {
+        if !self.lens.allow(ctx, Field::ParticipationOrganisation) {
+            return Ok(None);
+        }
         Ok(self.data.organisation.as_ref().map(|data| Organisation {
             lens: self.lens,
             data,
@@ -673,26 +712,34 @@ impl Organisation<'_> {
     }
 
     #[graphql(directive = category::apply(category_name(Field::OrganisationName)))]
-    async fn name(&self) -> Result<Option<&str>> {
-        self.lens.check(Field::OrganisationName)?;
+    async fn name(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        if !self.lens.allow(ctx, Field::OrganisationName) {
+            return Ok(None);
+        }
         Ok(Some(&self.data.name))
     }
 
     #[graphql(directive = category::apply(category_name(Field::OrganisationPhone)))]
-    async fn phone(&self) -> Result<Option<&str>> {
-        self.lens.check(Field::OrganisationPhone)?;
+    async fn phone(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        if !self.lens.allow(ctx, Field::OrganisationPhone) {
+            return Ok(None);
+        }
         Ok(self.data.phone.as_deref())
     }
 
     #[graphql(directive = category::apply(category_name(Field::OrganisationEmail)))]
-    async fn email(&self) -> Result<Option<&str>> {
-        self.lens.check(Field::OrganisationEmail)?;
+    async fn email(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        if !self.lens.allow(ctx, Field::OrganisationEmail) {
+            return Ok(None);
+        }
         Ok(self.data.email.as_deref())
     }
 
     #[graphql(directive = category::apply(category_name(Field::OrganisationAddress)))]
-    async fn address(&self) -> Result<Option<Address<'_>>> {
-        self.lens.check(Field::OrganisationAddress)?;
+    async fn address(&self, ctx: &Context<'_>) -> Result<Option<Address<'_>>> {
+        if !self.lens.allow(ctx, Field::OrganisationAddress) {
+            return Ok(None);
+        }
         Ok(self.data.address.as_ref().map(Address::from))
     }
 }
