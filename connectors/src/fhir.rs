@@ -160,7 +160,7 @@ impl FhirConnector {
         extra: &[(&str, &str)],
     ) -> Result<Searched, ConnectorError> {
         let requests = unique_chunks(ids, BATCH).into_iter().map(|chunk| {
-            let list = any_of(chunk.iter().map(String::as_str));
+            let list = any_of(chunk.iter().copied());
             let mut params = vec![(param, list.as_str())];
             params.extend_from_slice(extra);
             let url = self.search_url(resource_type, &params);

@@ -522,14 +522,14 @@ fn short_code(code: &str) -> Option<String> {
 }
 
 /// Splits ids into chunks of at most `size`, dropping duplicates while keeping the first occurrence's order.
-pub(crate) fn unique_chunks(ids: &[String], size: usize) -> Vec<Vec<String>> {
-    let mut seen = std::collections::HashSet::new();
-    let unique: Vec<String> = ids
+pub(crate) fn unique_chunks(ids: &[String], size: usize) -> Vec<Vec<&str>> {
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    let unique: Vec<&str> = ids
         .iter()
-        .filter(|id| seen.insert(id.as_str()))
-        .cloned()
+        .map(String::as_str)
+        .filter(|id| seen.insert(*id))
         .collect();
-    unique.chunks(size.max(1)).map(<[String]>::to_vec).collect()
+    unique.chunks(size.max(1)).map(<[&str]>::to_vec).collect()
 }
 
 #[cfg(test)]
@@ -596,13 +596,7 @@ mod tests {
     #[test]
     fn chunks_are_unique_and_bounded() {
         let ids: Vec<String> = ["a", "b", "a", "c", "d"].map(String::from).to_vec();
-        assert_eq!(
-            unique_chunks(&ids, 2),
-            vec![
-                vec!["a".to_string(), "b".into()],
-                vec!["c".into(), "d".into()]
-            ]
-        );
+        assert_eq!(unique_chunks(&ids, 2), vec![vec!["a", "b"], vec!["c", "d"]]);
         assert!(unique_chunks(&[], 100).is_empty());
     }
 }

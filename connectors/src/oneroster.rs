@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::connector::{Connector, Parts, SourceConfig, SourceStats};
 use crate::error::ConnectorError;
-use crate::http::SourceClient;
+use crate::http::{SourceClient, unique_chunks};
 use objects::{
     Classes, Demographics, DemographicsList, Enrollments, Envelope, Orgs, StatusInfo, User, Users,
 };
@@ -73,14 +73,8 @@ pub fn or_filters_where(
     also: Option<(&str, &str)>,
 ) -> Vec<String> {
     let per_term = if also.is_some() { 2 } else { 1 };
-    let mut seen = HashSet::with_capacity(values.len());
-    let unique: Vec<&str> = values
-        .iter()
-        .map(String::as_str)
-        .filter(|v| seen.insert(*v))
-        .collect();
-    unique
-        .chunks((max_predicates / per_term).max(1))
+    unique_chunks(values, max_predicates / per_term)
+        .into_iter()
         .map(|chunk| {
             let mut filter = String::new();
             for (i, value) in chunk.iter().enumerate() {
