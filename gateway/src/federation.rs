@@ -102,6 +102,18 @@ impl Reports {
             .copied()
     }
 
+    /// The time spent on the source that took longest, over all its calls in the request: the largest of the
+    /// `responseTimeMs` the answer's `sources` show, unrounded.
+    pub fn slowest(&self) -> Duration {
+        self.by_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|r| r.elapsed)
+            .max()
+            .unwrap_or_default()
+    }
+
     /// The sources that failed, in a fixed order.
     pub fn failed(&self) -> Vec<SourceReport> {
         let map = self.by_source.lock().unwrap_or_else(|e| e.into_inner());

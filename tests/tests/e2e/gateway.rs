@@ -1036,10 +1036,39 @@ async fn server_timing_tells_time_waiting_on_sources_from_the_gateways_own() {
     // A search waits on the sources twice at least, one phase after the other: blocking queries, then details.
     assert!(source >= 80.0, "{:?}", answer.server_timing);
     assert!(total >= source, "{:?}", answer.server_timing);
+    // The slowest source's own time, unrounded: the largest `responseTimeMs` in the answer, to within rounding.
+    let slowest = answer
+        .timing("slowest-source")
+        .expect("a slowest-source timing");
+    assert!(
+        slowest >= 80.0 && slowest <= total,
+        "{:?}",
+        answer.server_timing
+    );
+    let largest = matches(&answer)
+        .iter()
+        .flat_map(|m| {
+            m["child"]["sources"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|s| s["responseTimeMs"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(
+        (slowest - largest).abs() <= 0.6,
+        "{slowest} against {largest}"
+    );
 
     // A query that calls no source waits on none.
     let me = gateway.query("gp", "{ me { userId } }").await;
     assert_eq!(me.timing("source"), Some(0.0), "{:?}", me.server_timing);
+    assert_eq!(
+        me.timing("slowest-source"),
+        Some(0.0),
+        "{:?}",
+        me.server_timing
+    );
     gateway.stop().await;
 }
 
