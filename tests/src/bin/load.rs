@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
+use bytes::Bytes;
 use childgraph::demo::IDENTITIES;
 use childgraph::store::Store;
 use childgraph_connectors::HttpVersion;
@@ -214,10 +215,14 @@ fn search_query() -> String {
 struct Sample {
     /// From when the request was due (open loop) or sent (closed loop) to the end of the answer.
     latency_us: u64,
+    /// From when the request was due to when the load generator started sending it: its own lag, part of the
+    /// latency, and none of the gateway's overhead.
+    lag_us: u64,
     /// None for an answer; the kind of failure otherwise.
     error: Option<String>,
-    /// The slowest source's `responseTimeMs` in the answer, over every child in it.
-    slowest_source_ms: Option<u64>,
+    /// The time of the slowest source the gateway waited for: its `Server-Timing` `slowest-source`, or the largest
+    /// `responseTimeMs` in the answer, in microseconds.
+    slowest_source_us: Option<u64>,
     /// The gateway's own report of how long it waited on sources (`Server-Timing: source`), in microseconds.
     source_wait_us: Option<u64>,
     /// Children in the answer.
@@ -477,7 +482,7 @@ impl Bench {
 
         // Searching is what links records into children and gives them ids; sources answer at once here to save time.
         let gateway = bench.start_gateway(args.cache, args.source_http).await?;
-        let body = |i: usize| bench.search_body(i);
+        let body = |i: usize| encoded(&bench.search_body(i));
         let samples = concurrent(&bench, &gateway, 8, bench.criteria.len(), body, true).await;
         drop(gateway);
         let mut ids: Vec<String> = samples.into_iter().flat_map(|s| s.ids).collect();
@@ -519,7 +524,13 @@ impl Bench {
         json!({ "query": search_query(), "variables": { "f": family, "d": birth } })
     }
 
-    fn body(&self, query: QueryKind, i: usize) -> Value {
+    /// The `i`th request body of a kind of query, encoded: bodies are encoded before a run, so that the clients spend
+    /// none of the time they measure on it.
+    fn body(&self, query: QueryKind, i: usize) -> Bytes {
+        encoded(&self.body_value(query, i))
+    }
+
+    fn body_value(&self, query: QueryKind, i: usize) -> Value {
         match query {
             QueryKind::Child => self.child_body(i),
             QueryKind::Card => {
@@ -714,7 +725,9 @@ sources:
         let url = format!("{}/graphql", gateway.url);
         let mut groups: BTreeMap<usize, (u64, [u64; 3], Vec<u64>)> = BTreeMap::new();
         for (family, birth) in &criteria {
-            let body = json!({ "query": search_query(), "variables": { "f": family, "d": birth } });
+            let body = encoded(
+                &json!({ "query": search_query(), "variables": { "f": family, "d": birth } }),
+            );
             let before = self.source_requests();
             let sample = send(&self.http, &url, &self.token, &body, Instant::now(), false).await;
             let after = self.source_requests();
@@ -817,20 +830,29 @@ async fn seed_store(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A request body as JSON bytes.
+fn encoded(body: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(body).expect("a JSON value encodes"))
+}
+
 /// Sends one GraphQL request and reads what it came to. `due` is when the request should have started.
 async fn send(
     http: &reqwest::Client,
     url: &str,
     token: &str,
-    body: &Value,
+    body: &Bytes,
     due: Instant,
     keep_ids: bool,
 ) -> Sample {
+    // How late the request starts: the load generator's own lag, in which the gateway has no part.
+    let lag_us = due.elapsed().as_micros() as u64;
+    let mut received = None;
     let result = async {
         let response = http
             .post(url)
             .bearer_auth(token)
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
             .send()
             .await
             .map_err(|e| {
@@ -841,27 +863,31 @@ async fn send(
                 }
             })?;
         let status = response.status();
-        let waited = response
+        let timing = response
             .headers()
             .get("server-timing")
             .and_then(|v| v.to_str().ok())
-            .and_then(source_wait_us);
+            .map(Timing::of)
+            .unwrap_or_default();
         let body = response.bytes().await.map_err(|_| "body".to_owned())?;
+        // The answer is in: what the client does with it next is its own time.
+        received = Some(due.elapsed());
         let answer: Reply = serde_json::from_slice(&body).map_err(|_| "body".to_owned())?;
         if !status.is_success() {
             return Err(format!("http {}", status.as_u16()));
         }
-        Ok((answer, waited))
+        Ok((answer, timing))
     }
     .await;
-    let latency_us = due.elapsed().as_micros() as u64;
-    let (answer, source_wait_us) = match result {
+    let latency_us = received.unwrap_or_else(|| due.elapsed()).as_micros() as u64;
+    let (answer, timing) = match result {
         Ok(answer) => answer,
         Err(error) => {
             return Sample {
                 latency_us,
+                lag_us,
                 error: Some(error),
-                slowest_source_ms: None,
+                slowest_source_us: None,
                 source_wait_us: None,
                 children: 0,
                 ids: Vec::new(),
@@ -894,17 +920,22 @@ async fn send(
             false,
         ),
     };
-    let slowest_source_ms = children
-        .iter()
-        .flat_map(|c| c.sources.iter().flatten())
-        .filter_map(|s| s.response_time_ms)
-        .max();
+    // The gateway's unrounded figure when it gives one; the answer's largest `responseTimeMs` otherwise.
+    let slowest_source_us = timing.slowest_source_us.or_else(|| {
+        children
+            .iter()
+            .flat_map(|c| c.sources.iter().flatten())
+            .filter_map(|s| s.response_time_ms)
+            .max()
+            .map(|ms| ms * 1000)
+    });
     let error = error.or_else(|| no_data.then(|| "no data".to_owned()));
     Sample {
         latency_us,
+        lag_us,
         error,
-        slowest_source_ms,
-        source_wait_us,
+        slowest_source_us,
+        source_wait_us: timing.source_wait_us,
         children: children.len(),
         ids: if keep_ids {
             children.into_iter().filter_map(|c| c.id).collect()
@@ -975,11 +1006,11 @@ async fn concurrent(
     gateway: &Gateway,
     clients: usize,
     total: usize,
-    body: impl Fn(usize) -> Value,
+    body: impl Fn(usize) -> Bytes,
     keep_ids: bool,
 ) -> Vec<Sample> {
     let url = format!("{}/graphql", gateway.url);
-    let bodies: Vec<Value> = (0..total).map(body).collect();
+    let bodies: Vec<Bytes> = (0..total).map(body).collect();
     let next = AtomicUsize::new(0);
     let worker = || async {
         let mut out = Vec::new();
@@ -1010,7 +1041,9 @@ async fn concurrent(
 ///
 /// The schedule is kept by a thread of its own that sleeps to each due time with the system's timer, then hands the
 /// request to the runtime. Tokio's timer ticks in whole milliseconds, so a request it wakes for is sent up to a
-/// millisecond after it was due, and measuring from the due time would count that as the gateway's.
+/// millisecond after it was due. The hand-over still takes the runtime's thread a wake-up, a tenth of a millisecond or
+/// more on a virtual machine: each sample keeps that lag (`lag_us`), which the latency includes, as an open loop's
+/// must, and the overheads leave out, as none of the gateway's.
 async fn open_loop(
     bench: &Bench,
     gateway: &Gateway,
@@ -1023,11 +1056,14 @@ async fn open_loop(
     let token: Arc<str> = bench.token.clone().into();
     let period = Duration::from_secs_f64(1.0 / f64::from(rps.max(1)));
     let count = (duration.as_secs_f64() / period.as_secs_f64()).ceil() as usize;
-    let bodies: Vec<Value> = (0..count).map(|i| bench.body(query, i)).collect();
+    let bodies: Vec<Bytes> = (0..count).map(|i| bench.body(query, i)).collect();
     let runtime = tokio::runtime::Handle::current();
     let http = bench.http.clone();
     // On the runtime's blocking pool: a thread of its own, which the runtime's tasks never share.
     let dispatcher = tokio::task::spawn_blocking(move || {
+        // The kernel may let a sleep run on by the thread's timer slack, 50 µs by default, to merge wake-ups: one
+        // nanosecond keeps the schedule. Failing that, the lag shows in each sample's `lag_us`.
+        let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::with_capacity(count);
         let mut shed = 0;
@@ -1077,7 +1113,7 @@ async fn closed_loop(
     let mut tasks = JoinSet::new();
     for client in 0..clients {
         // Each client walks its own share of the ids, so clients do not all ask for the same child.
-        let bodies: Vec<Value> = (0..64)
+        let bodies: Vec<Bytes> = (0..64)
             .map(|k| bench.body(query, client + k * clients))
             .collect();
         let (http, url, token) = (bench.http.clone(), url.clone(), token.clone());
@@ -1118,13 +1154,52 @@ impl SourceDelta {
     }
 }
 
-/// The p-th percentile (0 to 100) of sorted values.
-/// The `source` metric's duration of a `Server-Timing` header, in microseconds.
-fn source_wait_us(header: &str) -> Option<u64> {
-    let ms = childgraph_tests::server_timing(header, "source")?;
-    Some((ms * 1000.0).round() as u64)
+/// With sources answering after a millisecond or more, a slowest source faster than this was read from the
+/// gateway's cache, and the cache's time is the gateway's own. With sources at 0 ms the two cannot be told apart by
+/// time, and no answer counts as from the cache.
+const FROM_CACHE_UNDER_US: u64 = 1_000;
+
+impl Sample {
+    /// The slowest source's time, as the part of the answer's time that was not the gateway's: none for an answer
+    /// wholly from the cache, one whose slowest source took less than `from_cache_under_us`.
+    fn waited_on_source_us(&self, from_cache_under_us: u64) -> Option<i64> {
+        self.slowest_source_us.map(|us| {
+            if us < from_cache_under_us {
+                0
+            } else {
+                us as i64
+            }
+        })
+    }
+
+    /// From when the load generator started sending the request to the end of the answer.
+    fn sent_to_received_us(&self) -> i64 {
+        self.latency_us as i64 - self.lag_us as i64
+    }
 }
 
+/// What an answer's `Server-Timing` header says, in microseconds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Timing {
+    /// `source`: the time during which at least one source call was in flight.
+    source_wait_us: Option<u64>,
+    /// `slowest-source`: the slowest source's own time, unrounded.
+    slowest_source_us: Option<u64>,
+}
+
+impl Timing {
+    fn of(header: &str) -> Self {
+        let us = |metric| {
+            childgraph_tests::server_timing(header, metric).map(|ms| (ms * 1000.0).round() as u64)
+        };
+        Self {
+            source_wait_us: us("source"),
+            slowest_source_us: us("slowest-source"),
+        }
+    }
+}
+
+/// The p-th percentile (0 to 100) of sorted values.
 fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
         return T::default();
@@ -1183,24 +1258,29 @@ impl Outcome {
         }
         let mut latency: Vec<u64> = ok.iter().map(|s| s.latency_us).collect();
         latency.sort_unstable();
-        // The gateway's own share: what the client waited beyond the slowest source the gateway waited for.
-        let mut overhead: Vec<i64> = ok
-            .iter()
-            .filter_map(|s| {
-                s.slowest_source_ms
-                    .map(|m| s.latency_us as i64 - (m as i64) * 1000)
-            })
-            .collect();
+        let from_cache_under_us = if scenario.faults.latency_ms >= 1 {
+            FROM_CACHE_UNDER_US
+        } else {
+            0
+        };
+        // The gateway's own share: what the client waited, from when it sent the request, beyond the slowest source
+        // the gateway waited for; all of it for an answer wholly from the cache.
+        let overhead_of = |s: &Sample| {
+            s.waited_on_source_us(from_cache_under_us)
+                .map(|source| s.sent_to_received_us() - source)
+        };
+        let mut overhead: Vec<i64> = ok.iter().filter_map(|s| overhead_of(s)).collect();
         overhead.sort_unstable();
-        // The same, apart for answers the gateway's cache gave whole (every source 0 ms) and answers that waited for a
-        // source: the second also wait between phases for the slowest source's records.
+        // The same, apart for answers the gateway's cache gave whole and answers that waited for a source: the second
+        // also wait between phases for the slowest source's records.
         let split = |from_sources: bool| -> Vec<i64> {
             let mut v: Vec<i64> = ok
                 .iter()
-                .filter_map(|s| {
-                    let m = s.slowest_source_ms?;
-                    ((m > 0) == from_sources).then(|| s.latency_us as i64 - (m as i64) * 1000)
+                .filter(|s| {
+                    s.waited_on_source_us(from_cache_under_us)
+                        .is_some_and(|us| (us > 0) == from_sources)
                 })
+                .filter_map(|s| overhead_of(s))
                 .collect();
             v.sort_unstable();
             v
@@ -1210,9 +1290,12 @@ impl Outcome {
         // its own `Server-Timing`. Unlike the overhead above, it does not count the wait between phases as the gateway's.
         let mut own: Vec<i64> = ok
             .iter()
-            .filter_map(|s| Some(s.latency_us as i64 - s.source_wait_us? as i64))
+            .filter_map(|s| Some(s.sent_to_received_us() - s.source_wait_us? as i64))
             .collect();
         own.sort_unstable();
+        // The load generator's own lag in starting requests, which the latency includes and the overheads do not.
+        let mut lag: Vec<u64> = ok.iter().map(|s| s.lag_us).collect();
+        lag.sort_unstable();
         // How many answers the gateway kept more than the overhead goal's 2 ms above their slowest source.
         let over_goal = |v: &[i64]| v.iter().filter(|&&us| us > OVERHEAD_GOAL_US).count();
         let stats = |v: &[i64]| {
@@ -1293,6 +1376,7 @@ impl Outcome {
             "answers_per_s": (throughput * 10.0).round() / 10.0,
             "children_per_answer": if ok.is_empty() { 0.0 } else { (children as f64 / ok.len() as f64 * 100.0).round() / 100.0 },
             "latency_ms": { "p50": p(50.0), "p95": p(95.0), "p99": p(99.0), "max": p(100.0) },
+            "lag_ms": { "p50": ms(percentile(&lag, 50.0) as f64), "p99": ms(percentile(&lag, 99.0) as f64) },
             "overhead_ms": { "p50": o(50.0), "p95": o(95.0), "p99": o(99.0), "samples": overhead.len(), "over_2_ms": over_goal(&overhead) },
             "overhead_cached_ms": stats(&cached),
             "overhead_from_sources_ms": stats(&fetched),
@@ -1379,7 +1463,7 @@ fn print_rows(header: &[&str], rows: &[Vec<String>]) {
 fn print_table(results: &[Outcome]) {
     println!();
     println!(
-        "latency and overhead in ms; overhead = client latency - slowest source's responseTimeMs; ovh p99 c/s = overhead p99 of answers wholly from the cache / of answers that waited for a source; own = latency - the gateway's Server-Timing wait on sources, p50/p99; src req/q = health/school/early-years requests per query; policy %cpu = the gateway's timed policy work (childgraph_policy_seconds_total) as a share of its CPU time"
+        "latency and overhead in ms; latency runs from when a request was due; overhead = the time from its sending to its answer - the slowest source's time (Server-Timing slowest-source, none for an answer wholly from the cache); ovh p99 c/s = overhead p99 of answers wholly from the cache / of answers that waited for a source (with sources at 0 ms none count as from the cache); own = the time from sending to answer - the gateway's Server-Timing wait on sources, p50/p99; src req/q = health/school/early-years requests per query; policy %cpu = the gateway's timed policy work (childgraph_policy_seconds_total) as a share of its CPU time"
     );
     let rows: Vec<Vec<String>> = results.iter().map(|r| r.row.clone()).collect();
     print_rows(
