@@ -1277,8 +1277,8 @@ impl Outcome {
             let mut v: Vec<i64> = ok
                 .iter()
                 .filter(|s| {
-                    s.waited_on_source_us(from_cache_under_us)
-                        .is_some_and(|us| (us > 0) == from_sources)
+                    s.slowest_source_us
+                        .is_some_and(|us| (us >= from_cache_under_us) == from_sources)
                 })
                 .filter_map(|s| overhead_of(s))
                 .collect();
