@@ -270,18 +270,46 @@ fn run_policy(command: PolicyCommand) -> anyhow::Result<()> {
             let (ok, out) = policy_cli::test(&policy, &files)?;
             print!("{out}");
             if !ok {
-                std::process::exit(1);
+                return Err(Unsuccessful.into());
             }
         }
     }
     Ok(())
 }
 
-#[allow(clippy::print_stdout)]
+/// A command that has said all it has to say, and ends with a failing exit status: a policy case that failed, an audit
+/// log that is not whole.
+#[derive(Debug)]
+struct Unsuccessful;
+
+impl std::fmt::Display for Unsuccessful {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("unsuccessful")
+    }
+}
+
+impl std::error::Error for Unsuccessful {}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let _telemetry = childgraph::telemetry::init();
+    let telemetry = childgraph::telemetry::init();
+    let outcome = run(cli).await;
+    // The log lines still queued are written before the process ends.
+    drop(telemetry);
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<Unsuccessful>() => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            // As `anyhow` reports an error returned from `main`.
+            eprintln!("Error: {e:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => childgraph::startup::serve(&config).await,
         Command::Demo {
@@ -365,7 +393,7 @@ async fn main() -> anyhow::Result<()> {
                     let (whole, out) = audit_cli::verify_anchored(&store, anchor.as_ref()).await?;
                     print!("{out}");
                     if !whole {
-                        std::process::exit(1);
+                        return Err(Unsuccessful.into());
                     }
                 }
                 AuditCommand::Sar {

@@ -1,5 +1,8 @@
 //! Logs and traces. Logs go to stderr, as text or, with `CHILDGRAPH_LOG_FORMAT=json`, as one JSON object a line;
-//! `CHILDGRAPH_LOG` filters them (default `info`). Traces are exported over OpenTelemetry OTLP (HTTP, protobuf) when
+//! `CHILDGRAPH_LOG` filters them (default `info`). A line is written by a thread of its own, so that a request never
+//! waits on stderr: a file whose disk is syncing, or a pipe to a log collector that has fallen behind, would hold the
+//! runtime's thread, and every request on it, for as long. Up to [`LOG_LINES_QUEUED`] lines wait for that thread;
+//! beyond, the thread logging waits rather than drop a line. Traces are exported over OpenTelemetry OTLP (HTTP, protobuf) when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, under `OTEL_SERVICE_NAME` (default `childgraph`): a span per request and
 //! one per source call, with its source, path template, status and latency. Neither carries child data: spans name
 //! paths, never query values; logs name children by gateway id only. Traces carry spans alone, no log event: the
@@ -13,10 +16,16 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-/// What the traces export needs at exit: the provider, whose spans not yet sent are flushed when this is dropped.
-#[derive(Debug, Default)]
+/// Log lines waiting for the thread that writes them to stderr, at most.
+pub const LOG_LINES_QUEUED: usize = 128_000;
+
+/// What logging and the traces export need at exit: the log lines still queued, and the provider's spans not yet
+/// sent, are flushed when this is dropped.
+#[derive(Debug)]
 pub struct Telemetry {
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    /// Dropped after the provider (fields drop after `drop`): its drop waits for the queued lines to be written.
+    _logs: tracing_appender::non_blocking::WorkerGuard,
 }
 
 impl Drop for Telemetry {
@@ -38,16 +47,21 @@ pub fn init() -> Telemetry {
     let filter =
         EnvFilter::try_from_env("CHILDGRAPH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("CHILDGRAPH_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let (stderr, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_LINES_QUEUED)
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
     let logs = if json {
         tracing_subscriber::fmt::layer()
             .json()
-            .with_writer(std::io::stderr)
+            .with_writer(stderr)
             .with_filter(filter)
             .boxed()
     } else {
         // Colours for a terminal only: in a file or a log collector they are escape codes in every line.
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .with_filter(filter)
             .boxed()
@@ -74,7 +88,10 @@ pub fn init() -> Telemetry {
         .with(logs)
         .with(traces)
         .init();
-    Telemetry { provider }
+    Telemetry {
+        provider,
+        _logs: guard,
+    }
 }
 
 /// An OTLP exporter over HTTP, to the endpoint the standard environment variables name, batching spans.
