@@ -1,6 +1,6 @@
 //! The gateway as a process (`childgraph demo`): the audit log survives SIGKILL under load (every answer a client
 //! received has its audit record, and the chain is whole), SIGTERM drains the requests in flight, flushes the audit
-//! log and exits 0, and its JSON logs carry no child data.
+//! log and exits 0, its JSON logs carry no child data, and a log nobody reads holds up no answer.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -507,4 +507,50 @@ async fn json_logs_are_one_object_a_line_and_carry_no_child_data() {
             .any(|l| l.contains("childgraph::access") && l.contains(&id)),
         "{text}"
     );
+}
+
+/// A gateway whose stderr nobody reads (a log collector that has stopped) keeps answering: its log lines wait for
+/// their own thread, and no request waits on the pipe once the pipe is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_log_nobody_reads_keeps_answering() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = [("CHILDGRAPH_LOG", "info,childgraph=debug")];
+    // Piped and never read: the pipe holds 64 KiB, and the answers below log several times that.
+    let (demo, url) = start_logging(dir.path(), &[], &env, Stdio::piped());
+    let http = reqwest::Client::new();
+    let key = childgraph::demo_key::DemoKey::load_or_create(dir.path()).expect("the demo's key");
+    let token = key.token("gp").expect("token");
+    let search = json!({
+        "query": "{ searchChildren(criteria: {familyName: \"Hartley\", dateOfBirth: \"2019-06-14\"}, access: {purpose: SAFEGUARDING}) { matches { child { id } } } }",
+    });
+    let (status, body) = post(&http, &url, &token, "find", search)
+        .await
+        .expect("an answer");
+    assert_eq!(status, 200, "{body:#}");
+    let id = body["data"]["searchChildren"]["matches"][0]["child"]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let view = json!({
+        "query": "query($id: ID!) { child(id: $id, access: {purpose: SAFEGUARDING}) { id name { given } } }",
+        "variables": { "id": id },
+    });
+    // Each answer logs its access line, a few hundred bytes: 600 of them are more than twice what the pipe holds.
+    for i in 0..600 {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            post(&http, &url, &token, &format!("view-{i}"), view.clone()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("answer {i} did not come: the gateway waits on its log"))
+        .expect("an answer");
+        assert_eq!(answer.0, 200, "{:#}", answer.1);
+        assert_eq!(
+            answer.1["data"]["child"]["id"],
+            id.as_str(),
+            "{:#}",
+            answer.1
+        );
+    }
+    drop(demo);
 }
