@@ -2,11 +2,13 @@
 //! `CHILDGRAPH_LOG` filters them (default `info`). A line is written by a thread of its own, so that a request never
 //! waits on stderr: a file whose disk is syncing, or a pipe to a log collector that has fallen behind, would hold the
 //! runtime's thread, and every request on it, for as long. Up to [`LOG_LINES_QUEUED`] lines wait for that thread;
-//! beyond, the thread logging waits rather than drop a line. Traces are exported over OpenTelemetry OTLP (HTTP, protobuf) when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, under `OTEL_SERVICE_NAME` (default `childgraph`): a span per request and
-//! one per source call, with its source, path template, status and latency. Neither carries child data: spans name
-//! paths, never query values; logs name children by gateway id only. Traces carry spans alone, no log event: the
-//! access log (who saw which child) stays in the audit log and the logs, never in the collector.
+//! beyond, the thread logging waits rather than drop a line.
+//!
+//! Traces are exported over OpenTelemetry OTLP (HTTP, protobuf) when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, under
+//! `OTEL_SERVICE_NAME` (default `childgraph`): a span per request and one per source call, with its source, path
+//! template, status and latency. Neither carries child data: spans name paths, never query values; logs name children
+//! by gateway id only. Traces carry spans alone, no log event: the access log (who saw which child) stays in the audit
+//! log and the logs, never in the collector.
 
 use std::io::IsTerminal as _;
 
