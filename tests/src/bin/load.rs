@@ -1063,6 +1063,7 @@ async fn open_loop(
     let dispatcher = tokio::task::spawn_blocking(move || {
         // The kernel may let a sleep run on by the thread's timer slack, 50 µs by default, to merge wake-ups: one
         // nanosecond keeps the schedule. Failing that, the lag shows in each sample's `lag_us`.
+        #[cfg(target_os = "linux")]
         let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::with_capacity(count);
@@ -1160,15 +1161,19 @@ impl SourceDelta {
 const FROM_CACHE_UNDER_US: u64 = 1_000;
 
 impl Sample {
+    /// Whether the answer came wholly from the cache: its slowest source took less than `from_cache_under_us`.
+    fn wholly_cached(&self, from_cache_under_us: u64) -> Option<bool> {
+        self.slowest_source_us.map(|us| us < from_cache_under_us)
+    }
+
     /// The slowest source's time, as the part of the answer's time that was not the gateway's: none for an answer
-    /// wholly from the cache, one whose slowest source took less than `from_cache_under_us`.
+    /// wholly from the cache.
     fn waited_on_source_us(&self, from_cache_under_us: u64) -> Option<i64> {
-        self.slowest_source_us.map(|us| {
-            if us < from_cache_under_us {
-                0
-            } else {
-                us as i64
-            }
+        let cached = self.wholly_cached(from_cache_under_us)?;
+        Some(if cached {
+            0
+        } else {
+            self.slowest_source_us? as i64
         })
     }
 
@@ -1276,10 +1281,7 @@ impl Outcome {
         let split = |from_sources: bool| -> Vec<i64> {
             let mut v: Vec<i64> = ok
                 .iter()
-                .filter(|s| {
-                    s.slowest_source_us
-                        .is_some_and(|us| (us >= from_cache_under_us) == from_sources)
-                })
+                .filter(|s| s.wholly_cached(from_cache_under_us) == Some(!from_sources))
                 .filter_map(|s| overhead_of(s))
                 .collect();
             v.sort_unstable();
