@@ -1059,6 +1059,14 @@ async fn server_timing_tells_time_waiting_on_sources_from_the_gateways_own() {
         (slowest - largest).abs() <= 0.6,
         "{slowest} against {largest}"
     );
+    // The composed answer's wait for its access record: part of the gateway's own time, none of the sources' (to
+    // within the rounding of the three).
+    let audit = answer.timing("audit").expect("an audit timing");
+    assert!(
+        audit >= 0.0 && audit <= total - source + 0.1,
+        "{:?}",
+        answer.server_timing
+    );
 
     // A query that calls no source waits on none.
     let me = gateway.query("gp", "{ me { userId } }").await;
@@ -1069,6 +1077,9 @@ async fn server_timing_tells_time_waiting_on_sources_from_the_gateways_own() {
         "{:?}",
         me.server_timing
     );
+    // Nor does it wait for an access record: `me` shows no child, and none is written.
+    let audit = me.timing("audit").expect("an audit timing");
+    assert!(audit < 0.1, "{:?}", me.server_timing);
     gateway.stop().await;
 }
 
