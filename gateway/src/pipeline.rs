@@ -741,11 +741,11 @@ impl Pipeline {
     }
 
     /// Fetches and composes the children's details, and writes the answer's access record, charged against the
-    /// principal's quota. The record does not wait for the details when the policy's decisions are known without
-    /// them, as they are for a role that sees as much of any child as of one its organisation works with: then it is
-    /// handed over first, and the details are fetched while it is written. Otherwise whether the organisation works
-    /// with a child is learnt from its details, so the record comes after them. Either way the record's commit is
-    /// not waited for here: the request keeps it, the answer is composed while it is written, and
+    /// principal's quota. The record is handed over as soon as the policy's decisions on each child are known, and the
+    /// details are fetched while it is written: at once for a role that sees as much of any child as of one its
+    /// organisation works with; for a role whose scope is its own organisation, once the first round of details has
+    /// told which children the organisation works with (`relate`), before the rest are fetched. Either way the
+    /// record's commit is not waited for here: the request keeps it, the answer is composed while it is written, and
     /// [`Pipeline::settle`] waits for it before the answer leaves. A refused or failed record leaves no data.
     async fn fetch_and_record(
         &self,
@@ -756,20 +756,18 @@ impl Pipeline {
         wanted: Wanted,
     ) -> Result<(), PipelineError> {
         self.situate(scope, children).await?;
-        let submitted = if scope.grant.depends_on_relation() {
-            self.fetch_and_compose(scope, children, wanted).await?;
-            let record = AccessRecord::new(scope, purpose, operation).children(children, wanted);
-            self.submit_views(scope, record).await?
+        let done = if scope.grant.depends_on_relation() {
+            Some(self.relate(scope, children, wanted).await)
         } else {
-            let record = AccessRecord::new(scope, purpose, operation).children(children, wanted);
-            let submitted = self.submit_views(scope, record).await?;
-            if let Err(e) = self.fetch_and_compose(scope, children, wanted).await {
-                // The record went in: its refusal or failure is the answer's, before the fetch's.
-                self.settle_views(scope, submitted).await?;
-                return Err(e);
-            }
-            submitted
+            None
         };
+        let record = AccessRecord::new(scope, purpose, operation).children(children, wanted);
+        let submitted = self.submit_views(scope, record).await?;
+        if let Err(e) = self.fetch_and_compose(scope, children, wanted, done).await {
+            // The record went in: its refusal or failure is the answer's, before the fetch's.
+            self.settle_views(scope, submitted).await?;
+            return Err(e);
+        }
         scope
             .submitted
             .lock()
@@ -814,105 +812,89 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Fetches the details the policy allows and the client asked for, and composes them into each child, with its
-    /// flags and its sources' status. The children are situated (`situate`).
-    ///
-    /// What a child's answer may show depends on its situation: shielded, past the age limit, and, for a role whose
-    /// scope is its own organisation, whether that organisation works with the child. The last is learnt from the
-    /// child's services and participation, so for such a role those are read first (the parts the role would see of a
-    /// child of its own), and the rest only for the children its organisation works with.
-    async fn fetch_and_compose(
+    /// For a role whose scope is its own organisation: learns which children the organisation works with, from their
+    /// services and participation, and sets each child's relation. Those are read first, as the parts the role would
+    /// see of a child of its own, with the parts the client asked for that the role sees of any child; the rest wait
+    /// for the relation (`fetch_and_compose`). Returns the parts read. The children are situated (`situate`).
+    async fn relate(
         &self,
         scope: &RequestScope,
         children: &mut [ComposedChild],
         wanted: Wanted,
-    ) -> Result<(), PipelineError> {
-        let policy = &scope.policy;
-        let grant = scope.grant;
-        // The parts a child's answer may show, were it a child of the user's organisation.
-        let parts_for = |child: &ComposedChild, wanted: Wanted| {
-            let situation = child.situation();
-            let allowed = |category| {
-                policy
-                    .decide_category(grant, situation, category)
-                    .is_visible()
-            };
-            let sensitive = policy.sensitive_category().is_some_and(&allowed);
-            Parts {
-                carers: wanted.carers && allowed(policy.category_of(Field::ChildCarers)),
-                involvements: wanted.services
-                    && (allowed(policy.category_of(Field::ChildServices)) || sensitive),
-                participation: wanted.participation
-                    && (allowed(policy.category_of(Field::ChildParticipation)) || sensitive),
-            }
-        };
-        let relation_matters = grant.depends_on_relation();
+    ) -> Vec<Parts> {
+        let (policy, grant) = (&*scope.policy, scope.grant);
         let first_round = |child: &ComposedChild| {
-            let mut parts = parts_for(child, wanted);
-            if relation_matters {
-                // What tells whether the user's organisation works with the child, whether or not the client asked.
-                let probe = parts_for(
-                    child,
-                    Wanted {
-                        services: true,
-                        participation: true,
-                        ..Wanted::default()
-                    },
-                );
-                let other = Situation {
-                    relation: Relation::Other,
-                    ..child.situation()
-                };
-                parts.carers &= policy.decide(grant, other, Field::ChildCarers).is_visible();
-                parts.involvements |= probe.involvements;
-                parts.participation |= probe.participation;
-            }
+            let mut parts = parts_for(policy, grant, child, wanted);
+            // What tells whether the user's organisation works with the child, whether or not the client asked.
+            let probe = parts_for(
+                policy,
+                grant,
+                child,
+                Wanted {
+                    services: true,
+                    participation: true,
+                    ..Wanted::default()
+                },
+            );
+            let other = Situation {
+                relation: Relation::Other,
+                ..child.situation()
+            };
+            parts.carers &= policy.decide(grant, other, Field::ChildCarers).is_visible();
+            parts.involvements |= probe.involvements;
+            parts.participation |= probe.participation;
             parts
         };
         let plan: Vec<Parts> = scope
             .metrics
             .policy(|| children.iter().map(first_round).collect());
-        let flags_now = !relation_matters;
-        let (details, flags) = tokio::join!(self.details_by_parts(scope, children, &plan), async {
-            if flags_now {
-                self.flags_for(scope, children, wanted).await
-            } else {
-                Ok(HashMap::new())
+        let details = self.details_by_parts(scope, children, &plan).await;
+        compose(children, details);
+        let org = scope.principal.organisation.source.as_ref();
+        scope.metrics.policy(|| {
+            for child in children.iter_mut() {
+                if !org.is_some_and(|org| works_with(org, &child.details)) {
+                    child.relation = Relation::Other;
+                }
             }
         });
-        let mut flags = flags?;
-        compose(children, details);
-        if relation_matters {
-            let org = scope.principal.organisation.source.as_ref();
-            scope.metrics.policy(|| {
-                for child in children.iter_mut() {
-                    if !org.is_some_and(|org| works_with(org, &child.details)) {
-                        child.relation = Relation::Other;
-                    }
-                }
-            });
-            // The rest, for the children the user's organisation works with.
-            let plan: Vec<Parts> = scope.metrics.policy(|| {
-                children
-                    .iter()
-                    .zip(&plan)
-                    .map(|(child, done)| {
-                        let all = parts_for(child, wanted);
-                        Parts {
+        plan
+    }
+
+    /// Fetches the details the policy allows and the client asked for, less the parts `relate` read already (`done`),
+    /// and composes them into each child, with its flags and its sources' status. The children are situated
+    /// (`situate`), and related (`relate`) when the role's scope is its own organisation.
+    async fn fetch_and_compose(
+        &self,
+        scope: &RequestScope,
+        children: &mut [ComposedChild],
+        wanted: Wanted,
+        done: Option<Vec<Parts>>,
+    ) -> Result<(), PipelineError> {
+        let (policy, grant) = (&*scope.policy, scope.grant);
+        let plan: Vec<Parts> = scope.metrics.policy(|| {
+            children
+                .iter()
+                .enumerate()
+                .map(|(i, child)| {
+                    let all = parts_for(policy, grant, child, wanted);
+                    match done.as_ref().and_then(|done| done.get(i)) {
+                        Some(done) => Parts {
                             carers: all.carers && !done.carers,
                             involvements: all.involvements && !done.involvements,
                             participation: all.participation && !done.participation,
-                        }
-                    })
-                    .collect()
-            });
-            let (details, more_flags) = tokio::join!(
-                self.details_by_parts(scope, children, &plan),
-                self.flags_for(scope, children, wanted)
-            );
-            flags = more_flags?;
-            compose(children, details);
-        }
+                        },
+                        None => all,
+                    }
+                })
+                .collect()
+        });
+        let (details, flags) = tokio::join!(
+            self.details_by_parts(scope, children, &plan),
+            self.flags_for(scope, children, wanted)
+        );
+        let mut flags = flags?;
+        compose(children, details);
         for child in children.iter_mut() {
             child.flags = flags.remove(&child.id).unwrap_or_default();
             child.sources = self.source_views(scope, child);
@@ -999,6 +981,24 @@ impl Pipeline {
                 }
             })
             .collect()
+    }
+}
+
+/// The parts of a child's details its answer may show the user, given its situation, of those the client asked for.
+fn parts_for(policy: &Policy, grant: Grant, child: &ComposedChild, wanted: Wanted) -> Parts {
+    let situation = child.situation();
+    let allowed = |category| {
+        policy
+            .decide_category(grant, situation, category)
+            .is_visible()
+    };
+    let sensitive = policy.sensitive_category().is_some_and(&allowed);
+    Parts {
+        carers: wanted.carers && allowed(policy.category_of(Field::ChildCarers)),
+        involvements: wanted.services
+            && (allowed(policy.category_of(Field::ChildServices)) || sensitive),
+        participation: wanted.participation
+            && (allowed(policy.category_of(Field::ChildParticipation)) || sensitive),
     }
 }
 

@@ -391,7 +391,8 @@ async fn an_answer_leaves_only_once_its_record_is_down() {
 
     let mut db = gateway.db().await;
     let view = "query($id: ID!) { child(id: $id, access: {purpose: SAFEGUARDING}) { id name { given } services { kind } } }";
-    // A GP's record is handed over before the details are fetched (and a teacher's after): both answers wait.
+    // A GP's record is handed over before the details are fetched (and a teacher's once the first of them tell
+    // whether the school works with the child): both answers wait.
     for user in ["gp", "teacher"] {
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut db)
@@ -423,6 +424,64 @@ async fn an_answer_leaves_only_once_its_record_is_down() {
         );
     }
     assert_eq!(records().await, before + 2);
+    gateway.stop().await;
+}
+
+/// A teacher sees a child's carers only if the school works with the child, which the child's enrolments tell: the
+/// carers are fetched after them. The answer's record is handed over in between, once what the answer may show is
+/// known, so it is written while the carers are fetched, and is down well before the answer.
+#[tokio::test]
+async fn a_teachers_record_is_written_while_the_details_that_wait_on_the_relation_are_fetched() {
+    let gateway = TestGateway::builder()
+        .children(0)
+        .cache(false)
+        .spawn()
+        .await;
+    let child = find_id(&gateway, "Hartley", "2019-06-14").await;
+    for source in ["health", "school", "early_years"] {
+        gateway
+            .set_faults(source, json!({ "latency_ms": 100 }))
+            .await;
+    }
+    let view = "query($id: ID!) { child(id: $id, access: {purpose: SAFEGUARDING}) { id carers { name } } }";
+    let started = std::time::Instant::now();
+    let answered = async {
+        let answer = gateway
+            .query_vars("teacher", view, json!({ "id": child }))
+            .await;
+        (answer, started.elapsed())
+    };
+    let recorded = async {
+        let mut db = gateway.db().await;
+        loop {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM audit_log WHERE user_id = 'teacher' AND operation = 'view'",
+            )
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+            if n > 0 {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "never recorded"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    let ((answer, answered_after), recorded_after) = tokio::join!(answered, recorded);
+    assert!(answer.errors().is_empty(), "{:#}", answer.body);
+    let carers = answer.body["data"]["child"]["carers"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(carers > 0, "{:#}", answer.body);
+    // The carers' round, a source call of 100 ms at least, came after the record was down.
+    let ahead = answered_after.saturating_sub(recorded_after);
+    assert!(
+        ahead >= std::time::Duration::from_millis(75),
+        "recorded after {recorded_after:?}, answered after {answered_after:?}"
+    );
     gateway.stop().await;
 }
 
