@@ -813,9 +813,10 @@ impl Pipeline {
     }
 
     /// For a role whose scope is its own organisation: learns which children the organisation works with, from their
-    /// services and participation, and sets each child's relation. Those are read first, as the parts the role would
-    /// see of a child of its own, with the parts the client asked for that the role sees of any child; the rest wait
-    /// for the relation (`fetch_and_compose`). Returns the parts read. The children are situated (`situate`).
+    /// services and participation, and sets each child's relation. Read first are the services and participation the
+    /// role would see of a child of its own, whether or not the client asked, and the carers if the client asked and
+    /// the role sees them of any child; the rest wait for the relation (`fetch_and_compose`). Returns the parts read.
+    /// The children are situated (`situate`).
     async fn relate(
         &self,
         scope: &RequestScope,
