@@ -8,7 +8,6 @@ use crate::audit::{AuditEntry, Receipt};
 use crate::pipeline::{ComposedChild, Purpose, RequestScope, Wanted};
 use crate::quotas::{Admission, Charge};
 use crate::store::{ClientScope, StoreError};
-use childgraph_schema::Field;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Operation {
@@ -164,19 +163,7 @@ impl<'a> AccessRecord<'a> {
         let scope = self.scope;
         let policy = &scope.policy;
         scope.metrics.policy(|| {
-            let mut selected: u64 = 0;
-            for &field in Field::ALL {
-                if wanted.selects(field) {
-                    selected |= 1 << policy.category_of(field);
-                }
-            }
-            // A service or participation of a sensitive kind is of the sensitive category.
-            if let Some(sensitive) = policy.sensitive_category()
-                && (wanted.selects(Field::ChildServices)
-                    || wanted.selects(Field::ChildParticipation))
-            {
-                selected |= 1 << sensitive;
-            }
+            let selected = wanted.categories(policy);
             for (i, (name, _)) in policy.categories().enumerate() {
                 let Ok(index) = u8::try_from(i) else { break };
                 if selected & (1u64 << index) == 0 {

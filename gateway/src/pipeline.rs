@@ -196,6 +196,23 @@ impl Wanted {
     pub fn selects(self, field: Field) -> bool {
         self.fields & (1 << field as u32) != 0
     }
+
+    /// The policy's categories of the fields selected, one bit per category: a service or participation of a sensitive
+    /// kind is of the sensitive category, so selecting either selects it too.
+    pub fn categories(self, policy: &Policy) -> u64 {
+        let mut selected: u64 = 0;
+        for &field in Field::ALL {
+            if self.selects(field) {
+                selected |= 1 << policy.category_of(field);
+            }
+        }
+        if let Some(sensitive) = policy.sensitive_category()
+            && (self.selects(Field::ChildServices) || self.selects(Field::ChildParticipation))
+        {
+            selected |= 1 << sensitive;
+        }
+        selected
+    }
 }
 
 impl Pipeline {
@@ -756,9 +773,19 @@ impl Pipeline {
         wanted: Wanted,
     ) -> Result<(), PipelineError> {
         self.situate(scope, children).await?;
-        let done = if scope.grant.depends_on_relation() {
+        let done = if !scope.grant.depends_on_relation() {
+            None
+        } else if scope
+            .metrics
+            .policy(|| relation_decides(&scope.policy, scope.grant, children, wanted))
+        {
             Some(self.relate(scope, children, wanted).await)
         } else {
+            // Nothing selected is decided by whether the organisation works with the child, so nothing is read to
+            // learn it; the child is taken as not the organisation's, the narrower view, which here shows the same.
+            for child in children.iter_mut() {
+                child.relation = Relation::Other;
+            }
             None
         };
         let record = AccessRecord::new(scope, purpose, operation).children(children, wanted);
@@ -983,6 +1010,34 @@ impl Pipeline {
             })
             .collect()
     }
+}
+
+/// Whether the answer's decisions on any child's selected fields depend on whether the user's organisation works with
+/// the child: only then is it worth learning, from the child's services and participation (`Pipeline::relate`).
+fn relation_decides(
+    policy: &Policy,
+    grant: Grant,
+    children: &[ComposedChild],
+    wanted: Wanted,
+) -> bool {
+    let selected = wanted.categories(policy);
+    children.iter().any(|child| {
+        let own = Situation {
+            relation: Relation::Own,
+            ..child.situation()
+        };
+        let other = Situation {
+            relation: Relation::Other,
+            ..own
+        };
+        (0..policy.categories().count())
+            .filter_map(|i| u8::try_from(i).ok())
+            .filter(|&category| selected & (1u64 << category) != 0)
+            .any(|category| {
+                policy.decide_category(grant, own, category)
+                    != policy.decide_category(grant, other, category)
+            })
+    })
 }
 
 /// The parts of a child's details its answer may show the user, given its situation, of those the client asked for.

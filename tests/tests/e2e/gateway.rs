@@ -1111,6 +1111,70 @@ async fn a_child_keeps_its_id_across_repeated_searches_and_restarts() {
     gateway.stop().await;
 }
 
+/// A teacher sees a child's identity whether or not the school works with the child, so an answer of identity alone
+/// reads nothing to learn whether it does: it costs each source what a GP's costs, and no service or participation of
+/// the child is fetched. Ask for the identifiers too, which the teacher sees only of the school's children, and the
+/// gateway must first learn it.
+#[tokio::test]
+async fn an_answer_the_relation_cannot_change_fetches_nothing_to_learn_it() {
+    let gateway = TestGateway::builder()
+        .children(0)
+        .cache(false)
+        .spawn()
+        .await;
+    let child = search(&gateway, "gp", amelia()).await;
+    let id = matches(&child)[0]["child"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{:#}", child.body))
+        .to_owned();
+    let sources = ["health", "school", "early_years"];
+    let cost = |user: &'static str, fields: &'static str| {
+        let gateway = &gateway;
+        let id = id.clone();
+        async move {
+            let mut before = Vec::new();
+            for source in sources {
+                before.push(gateway.requests(source).await);
+            }
+            let query = format!(
+                r#"{{ child(id: "{id}", access: {{purpose: SAFEGUARDING}}) {{ {fields} }} }}"#
+            );
+            let answer = gateway.query(user, &query).await;
+            let mut sent = Vec::new();
+            for (source, before) in sources.iter().zip(before) {
+                sent.push(gateway.requests(source).await - before);
+            }
+            (answer, sent)
+        }
+    };
+    let identity = "id name { given family } dateOfBirth gender";
+    let (gp, gp_sent) = cost("gp", identity).await;
+    let (teacher, teacher_sent) = cost("teacher", identity).await;
+    assert!(gp.errors().is_empty(), "{:#}", gp.body);
+    assert!(teacher.errors().is_empty(), "{:#}", teacher.body);
+    assert_eq!(teacher.body["data"], gp.body["data"]);
+    assert_eq!(teacher_sent, gp_sent, "health, school, early years");
+
+    // The identifiers depend on the relation: the school's enrolments are read to learn it, and Amelia is the
+    // school's, so the teacher sees them.
+    let with_ids = "id name { given } identifiers { kind value }";
+    let (teacher, teacher_sent) = cost("teacher", with_ids).await;
+    let (_, gp_sent) = cost("gp", with_ids).await;
+    assert!(teacher.errors().is_empty(), "{:#}", teacher.body);
+    assert!(
+        teacher.body["data"]["child"]["identifiers"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty()),
+        "{:#}",
+        teacher.body
+    );
+    assert!(
+        teacher_sent[1] > gp_sent[1],
+        "{teacher_sent:?} against {gp_sent:?}"
+    );
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn a_kindergarten_sees_only_the_identity_of_a_child_it_does_not_work_with() {
     let gateway = TestGateway::builder().children(0).spawn().await;
