@@ -1030,8 +1030,7 @@ fn relation_decides(
             relation: Relation::Other,
             ..own
         };
-        (0..policy.categories().count())
-            .filter_map(|i| u8::try_from(i).ok())
+        (0..u64::BITS as u8)
             .filter(|&category| selected & (1u64 << category) != 0)
             .any(|category| {
                 policy.decide_category(grant, own, category)

@@ -745,6 +745,16 @@ const CHILD_FIELDS: &str = "id shielded name { given family } dateOfBirth gender
 
 /// The requests each source (health, school, early years) receives for one `child` query.
 async fn cost_of(gateway: &TestGateway, user: &str, id: &str, fields: &str) -> [u64; 3] {
+    answer_and_cost(gateway, user, id, fields).await.1
+}
+
+/// One `child` query's answer, and the requests each source (health, school, early years) received for it.
+async fn answer_and_cost(
+    gateway: &TestGateway,
+    user: &str,
+    id: &str,
+    fields: &str,
+) -> (Answer, [u64; 3]) {
     let count = || async {
         [
             gateway.requests("health").await,
@@ -762,7 +772,7 @@ async fn cost_of(gateway: &TestGateway, user: &str, id: &str, fields: &str) -> [
         answer.body
     );
     let after = count().await;
-    [0, 1, 2].map(|i| after[i] - before[i])
+    (answer, [0, 1, 2].map(|i| after[i] - before[i]))
 }
 
 /// A category the policy withholds is never fetched: a shield officer, who sees identity only, asking for every
@@ -1127,26 +1137,7 @@ async fn an_answer_the_relation_cannot_change_fetches_nothing_to_learn_it() {
         .as_str()
         .unwrap_or_else(|| panic!("{:#}", child.body))
         .to_owned();
-    let sources = ["health", "school", "early_years"];
-    let cost = |user: &'static str, fields: &'static str| {
-        let gateway = &gateway;
-        let id = id.clone();
-        async move {
-            let mut before = Vec::new();
-            for source in sources {
-                before.push(gateway.requests(source).await);
-            }
-            let query = format!(
-                r#"{{ child(id: "{id}", access: {{purpose: SAFEGUARDING}}) {{ {fields} }} }}"#
-            );
-            let answer = gateway.query(user, &query).await;
-            let mut sent = Vec::new();
-            for (source, before) in sources.iter().zip(before) {
-                sent.push(gateway.requests(source).await - before);
-            }
-            (answer, sent)
-        }
-    };
+    let cost = |user, fields| answer_and_cost(&gateway, user, &id, fields);
     let identity = "id name { given family } dateOfBirth gender";
     let (gp, gp_sent) = cost("gp", identity).await;
     let (teacher, teacher_sent) = cost("teacher", identity).await;
