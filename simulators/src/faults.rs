@@ -22,7 +22,7 @@ use tokio::sync::watch;
 pub struct Faults {
     /// Fixed delay before every answer.
     pub latency_ms: u64,
-    /// Extra delay drawn uniformly from 0 to this, added to the fixed delay.
+    /// Extra delay, a whole number of milliseconds drawn uniformly from 0 to this, added to the fixed delay.
     pub jitter_ms: u64,
     /// Share of requests (0 to 1) answered with a protocol-appropriate 500.
     pub error_rate: f64,
