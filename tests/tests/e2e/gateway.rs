@@ -35,6 +35,16 @@ fn amelia() -> Value {
     json!({ "familyName": "Hartley", "dateOfBirth": "2019-06-14" })
 }
 
+/// Amelia's id, as a GP's search finds her.
+async fn amelia_id(gateway: &TestGateway) -> String {
+    let answer = search(gateway, "gp", amelia()).await;
+    matches(&answer)
+        .first()
+        .and_then(|m| m["child"]["id"].as_str())
+        .unwrap_or_else(|| panic!("Amelia: {:#}", answer.body))
+        .to_owned()
+}
+
 fn matches(answer: &Answer) -> Vec<Value> {
     answer.body["data"]["searchChildren"]["matches"]
         .as_array()
@@ -784,11 +794,7 @@ async fn a_withheld_category_is_never_fetched() {
         .cache(false)
         .spawn()
         .await;
-    let answer = search(&gateway, "gp", amelia()).await;
-    let id = answer.body["data"]["searchChildren"]["matches"][0]["child"]["id"]
-        .as_str()
-        .expect("Amelia")
-        .to_owned();
+    let id = amelia_id(&gateway).await;
     let identity = "id name { given family } dateOfBirth gender";
     let gp_identity = cost_of(&gateway, "gp", &id, identity).await;
     let gp_everything = cost_of(&gateway, "gp", &id, CHILD_FIELDS).await;
@@ -1096,16 +1102,10 @@ async fn server_timing_tells_time_waiting_on_sources_from_the_gateways_own() {
 #[tokio::test]
 async fn a_child_keeps_its_id_across_repeated_searches_and_restarts() {
     let mut gateway = TestGateway::builder().spawn().await;
-    let id = |answer: &Answer| {
-        matches(answer)[0]["child"]["id"]
-            .as_str()
-            .expect("an id")
-            .to_owned()
-    };
-    let first = id(&search(&gateway, "gp", amelia()).await);
-    assert_eq!(id(&search(&gateway, "gp", amelia()).await), first);
+    let first = amelia_id(&gateway).await;
+    assert_eq!(amelia_id(&gateway).await, first);
     gateway.restart().await;
-    assert_eq!(id(&search(&gateway, "gp", amelia()).await), first);
+    assert_eq!(amelia_id(&gateway).await, first);
     let viewed = gateway
         .query_vars(
             "gp",
@@ -1132,11 +1132,7 @@ async fn an_answer_the_relation_cannot_change_fetches_nothing_to_learn_it() {
         .cache(false)
         .spawn()
         .await;
-    let child = search(&gateway, "gp", amelia()).await;
-    let id = matches(&child)[0]["child"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{:#}", child.body))
-        .to_owned();
+    let id = amelia_id(&gateway).await;
     let cost = |user, fields| answer_and_cost(&gateway, user, &id, fields);
     let identity = "id name { given family } dateOfBirth gender";
     let (gp, gp_sent) = cost("gp", identity).await;
