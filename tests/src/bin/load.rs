@@ -388,9 +388,20 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             if sources.jitter_ms > 0 {
                 conditions.push(("-jitter", sources));
             }
-            let mut list: Vec<Scenario> = conditions
-                .into_iter()
-                .flat_map(|(jitter, faults)| {
+            // First the floor at the goal's rate: `me`, a round trip with authentication and GraphQL but no source
+            // and no access record. What it takes is the machine's and the gateway's least, whatever the query, and
+            // shows how the machine is pacing during the run, which moves the goal's figure as much as a change does.
+            let floor = Scenario {
+                name: format!("a-me-{GOAL_RPS}rps"),
+                query: QueryKind::Me,
+                load: Load::Open(GOAL_RPS),
+                seconds: args.seconds,
+                faults: flat,
+                cache: args.cache,
+                http: args.source_http,
+            };
+            let mut list: Vec<Scenario> = std::iter::once(floor)
+                .chain(conditions.into_iter().flat_map(|(jitter, faults)| {
                     [50, GOAL_RPS, 500].into_iter().map(move |rps| Scenario {
                         name: format!("a-child-{rps}rps{jitter}"),
                         query: QueryKind::Child,
@@ -406,7 +417,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
                         cache: args.cache,
                         http: args.source_http,
                     })
-                })
+                }))
                 .collect();
             // Saturation with and without the cache: without it, every query costs the gateway its whole fan-out.
             // And without it over HTTP/2, which a source offering it over TLS is spoken to in by default.
@@ -1589,26 +1600,41 @@ mod tests {
                 .collect()
         };
         let both = open(&["load", "--preset", "issue3"]);
-        // The goal's rate runs three times as long as the others.
-        let expected: Vec<Open> = [("", 0), ("-jitter", 2)]
-            .into_iter()
-            .flat_map(|(suffix, jitter)| {
-                [(50, 10), (200, 30), (500, 10)].map(|(rps, seconds)| {
-                    (
-                        format!("a-child-{rps}rps{suffix}"),
-                        rps,
-                        10,
-                        jitter,
-                        seconds,
-                    )
-                })
-            })
+        // First the floor, `me` at the goal's rate; then `child`, where the goal's rate runs three times as long as
+        // the others.
+        let floor = ("a-me-200rps".to_owned(), 200, 10, 0, 10);
+        let expected: Vec<Open> = std::iter::once(floor)
+            .chain(
+                [("", 0), ("-jitter", 2)]
+                    .into_iter()
+                    .flat_map(|(suffix, jitter)| {
+                        [(50, 10), (200, 30), (500, 10)].map(|(rps, seconds)| {
+                            (
+                                format!("a-child-{rps}rps{suffix}"),
+                                rps,
+                                10,
+                                jitter,
+                                seconds,
+                            )
+                        })
+                    }),
+            )
             .collect();
         assert_eq!(both, expected);
         // Without jitter the set latency is measured once.
         assert_eq!(
             open(&["load", "--preset", "issue3", "--jitter-ms", "0"]),
-            expected[..3].to_vec()
+            expected[..4].to_vec()
+        );
+        let kinds: Vec<QueryKind> = scenarios(&Args::parse_from(["load", "--preset", "issue3"]))
+            .iter()
+            .filter(|s| matches!(s.load, Load::Open(_)))
+            .map(|s| s.query)
+            .collect();
+        assert_eq!(kinds[0], QueryKind::Me);
+        assert!(
+            kinds[1..].iter().all(|k| *k == QueryKind::Child),
+            "{kinds:?}"
         );
     }
 
