@@ -22,7 +22,8 @@ use tokio::sync::watch;
 pub struct Faults {
     /// Fixed delay before every answer.
     pub latency_ms: u64,
-    /// Extra delay, a whole number of milliseconds drawn uniformly from 0 to this, added to the fixed delay.
+    /// Extra delay, a whole number of milliseconds drawn uniformly from 0 to this, added to the fixed delay. Either
+    /// is counted from the request's arrival, to within a fraction of a millisecond ([`wait_until`]).
     pub jitter_ms: u64,
     /// Share of requests (0 to 1) answered with a protocol-appropriate 500.
     pub error_rate: f64,
@@ -115,6 +116,7 @@ pub(crate) async fn inject(
     request: Request,
     next: Next,
 ) -> Response {
+    let arrived = std::time::Instant::now();
     state.requests.fetch_add(1, Ordering::Relaxed);
     if request.version() == axum::http::Version::HTTP_2 {
         state.http2_requests.fetch_add(1, Ordering::Relaxed);
@@ -136,7 +138,7 @@ pub(crate) async fn inject(
             0
         };
     if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+        wait_until(arrived + Duration::from_millis(delay)).await;
     }
     if faults.error_rate > 0.0 && rand::thread_rng().r#gen::<f64>() < faults.error_rate {
         return protocol.error(StatusCode::INTERNAL_SERVER_ERROR, "injected fault");
@@ -158,6 +160,16 @@ pub(crate) async fn inject(
     parts.status = StatusCode::OK;
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(truncated))
+}
+
+/// Waits until `deadline`, to within a fraction of a millisecond.
+///
+/// Tokio's timer counts whole milliseconds and rounds each sleep up to the next one: a sleep of 10 ms ends anywhere
+/// from 10 to 11 ms later, and requests that came a moment apart are answered together or a whole millisecond apart,
+/// by where the millisecond's edge fell between them. A source set to 10 ms answers every request 10 ms after it
+/// came, so the wait is `async-io`'s timer, which its reactor keeps with a Linux `timerfd` to the nanosecond.
+async fn wait_until(deadline: std::time::Instant) {
+    async_io::Timer::at(deadline).await;
 }
 
 async fn stats(State(state): State<Arc<FaultState>>) -> Response {

@@ -1061,6 +1061,33 @@ async fn faults_errors_malformed_clear_and_stats() {
 }
 
 #[tokio::test]
+async fn every_answer_waits_at_least_the_latency_and_its_drawn_jitter() {
+    let (app, _) = app(SimulatorKind::Health);
+    let uri = "/fhir/Patient?family=Smith";
+    let set = send(&app, "POST", "/_sim/faults", r#"{"latency_ms": 25}"#).await;
+    assert_eq!(set.status, StatusCode::OK);
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let answer = get(&app, uri).await;
+        let took = started.elapsed();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(took >= std::time::Duration::from_millis(25), "{took:?}");
+    }
+    // Several requests at once each wait their own latency, counted from their own arrival.
+    let started = std::time::Instant::now();
+    let answers = tokio::join!(get(&app, uri), get(&app, uri), get(&app, uri));
+    assert!(
+        [answers.0, answers.1, answers.2]
+            .iter()
+            .all(|a| a.status == StatusCode::OK)
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(25));
+    let set = send(&app, "POST", "/_sim/faults", r#"{"latency_ms": 0}"#).await;
+    assert_eq!(set.status, StatusCode::OK);
+    assert_eq!(get(&app, uri).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn latency_delays_and_hang_ends_at_shutdown() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
