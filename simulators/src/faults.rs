@@ -167,7 +167,7 @@ pub(crate) async fn inject(
 /// Tokio's timer counts whole milliseconds and rounds each sleep up to the next one: a sleep of 10 ms ends anywhere
 /// from 10 to 11 ms later, and requests that came a moment apart are answered together or a whole millisecond apart,
 /// by where the millisecond's edge fell between them. A source set to 10 ms answers every request 10 ms after it
-/// came, so the wait is `async-io`'s timer, which its reactor keeps with a Linux `timerfd` to the nanosecond.
+/// came, so the wait is `async-io`'s timer, which its reactor keeps with a Linux `timerfd`, not rounded to the millisecond.
 async fn wait_until(deadline: std::time::Instant) {
     async_io::Timer::at(deadline).await;
 }
