@@ -99,6 +99,10 @@ struct Args {
     /// The `childgraph` binary; by default `cargo build --release -p childgraph` and the one beside this binary.
     #[arg(long)]
     gateway_bin: Option<PathBuf>,
+    /// Runs the scenarios this many times, in rounds (every scenario once, then again), each run on a fresh gateway,
+    /// and adds each scenario's median and range: one run's figures move with the machine's pace.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -320,10 +324,11 @@ async fn main() -> anyhow::Result<()> {
     let bench = Bench::prepare(&args, stopped).await?;
 
     let mut results = Vec::new();
-    for scenario in &scenarios {
+    for (round, scenario) in rounds(&scenarios, args.repeat) {
         eprintln!(
-            "running {}: {} {} for {} s, sources at {} ms, cache {}, source http {}",
+            "running {}{}: {} {} for {} s, sources at {} ms, cache {}, source http {}",
             scenario.name,
+            run_label(round, args.repeat),
             scenario.query.name(),
             scenario.load.describe(),
             scenario.seconds,
@@ -331,8 +336,12 @@ async fn main() -> anyhow::Result<()> {
             scenario.cache.name(),
             scenario.http.as_str()
         );
-        results.push(bench.run(scenario, args.max_in_flight).await?);
+        let mut outcome = bench.run(scenario, args.max_in_flight).await?;
+        outcome.row[0].push_str(&run_label(round, args.repeat));
+        outcome.json["run"] = json!(round);
+        results.push(outcome);
     }
+    let summary = (args.repeat > 1).then(|| Summary::of(&scenarios, &results));
     let per_search = if args.preset == Some(Preset::Issue3) {
         let faults = Faults {
             latency_ms: args.latency_ms,
@@ -350,6 +359,9 @@ async fn main() -> anyhow::Result<()> {
     };
 
     print_table(&results);
+    if let Some(summary) = &summary {
+        print_summary(summary, args.repeat);
+    }
     if let Some(cost) = &per_search {
         print_search_cost(cost);
     }
@@ -363,11 +375,117 @@ async fn main() -> anyhow::Result<()> {
         "child_ids": bench.ids.len(),
         "search_criteria": bench.criteria.len(),
         "scenarios": results.iter().map(|r| r.json.clone()).collect::<Vec<_>>(),
+        "summary": summary.map(|s| s.json),
         "search_cost": per_search.map(|c| c.json),
     });
     println!("{report}");
     drop(bench.dir);
     Ok(())
+}
+
+/// The runs, in rounds: every scenario once, then every one again, so that a drift in the machine's pace during the
+/// runs falls on every scenario alike rather than on the last ones. Rounds count from 1.
+fn rounds(scenarios: &[Scenario], repeat: u32) -> impl Iterator<Item = (u32, &Scenario)> {
+    (1..=repeat).flat_map(move |round| scenarios.iter().map(move |s| (round, s)))
+}
+
+/// ` #2 of 3` after a scenario's name when it runs more than once.
+fn run_label(round: u32, repeat: u32) -> String {
+    if repeat > 1 {
+        format!(" #{round} of {repeat}")
+    } else {
+        String::new()
+    }
+}
+
+/// The figures the summary gives for each scenario, by their path in a run's JSON.
+const SUMMARISED: [(&str, &str, &str); 5] = [
+    ("answers_per_s", "answers_per_s", ""),
+    ("overhead_p50_ms", "overhead_ms", "p50"),
+    ("overhead_p99_ms", "overhead_ms", "p99"),
+    ("gateway_cpu_ms_per_answer", "gateway_cpu_ms_per_answer", ""),
+    // The longest wait for a commit: a run that met a stall of the disk's sync shows here.
+    ("audit_wait_max_ms", "audit_wait_ms", "max"),
+];
+
+/// Each scenario's median, least and greatest, over its runs, of the figures in [`SUMMARISED`].
+#[derive(Debug)]
+struct Summary {
+    rows: Vec<Vec<String>>,
+    json: Value,
+}
+
+impl Summary {
+    fn of(scenarios: &[Scenario], results: &[Outcome]) -> Self {
+        let mut rows = Vec::new();
+        let mut json = Vec::new();
+        for scenario in scenarios {
+            let runs: Vec<&Value> = results
+                .iter()
+                .map(|r| &r.json)
+                .filter(|j| j["name"] == scenario.name.as_str())
+                .collect();
+            let mut row = vec![scenario.name.clone(), runs.len().to_string()];
+            let mut figures = serde_json::Map::new();
+            for (key, field, within) in SUMMARISED {
+                let values: Vec<f64> = runs
+                    .iter()
+                    .filter_map(|j| {
+                        let v = &j[field];
+                        if within.is_empty() { v } else { &v[within] }.as_f64()
+                    })
+                    .collect();
+                let Some(spread) = Spread::of(values) else {
+                    row.push("-".to_owned());
+                    continue;
+                };
+                row.push(format!(
+                    "{} ({}-{})",
+                    spread.median, spread.least, spread.greatest
+                ));
+                figures.insert(
+                    key.to_owned(),
+                    json!({"median": spread.median, "min": spread.least, "max": spread.greatest}),
+                );
+            }
+            rows.push(row);
+            figures.insert("name".to_owned(), json!(scenario.name));
+            figures.insert("runs".to_owned(), json!(runs.len()));
+            json.push(Value::Object(figures));
+        }
+        Self {
+            rows,
+            json: Value::Array(json),
+        }
+    }
+}
+
+/// The median, least and greatest of some runs' figure.
+#[derive(Debug, PartialEq)]
+struct Spread {
+    /// The middle value, or the mean of the middle two when the runs are even in number, to the figures' precision.
+    median: f64,
+    least: f64,
+    greatest: f64,
+}
+
+impl Spread {
+    fn of(mut values: Vec<f64>) -> Option<Self> {
+        values.retain(|v| v.is_finite());
+        values.sort_by(f64::total_cmp);
+        let (&least, &greatest) = (values.first()?, values.last()?);
+        let mid = values.len() / 2;
+        let median = if values.len() % 2 == 1 {
+            values[mid]
+        } else {
+            ((values[mid - 1] + values[mid]) / 2.0 * 100.0).round() / 100.0
+        };
+        Some(Self {
+            median,
+            least,
+            greatest,
+        })
+    }
 }
 
 fn scenarios(args: &Args) -> Vec<Scenario> {
@@ -1560,6 +1678,25 @@ fn print_table(results: &[Outcome]) {
     println!();
 }
 
+fn print_summary(summary: &Summary, repeat: u32) {
+    println!(
+        "over {repeat} runs of each scenario, in rounds: median (least-greatest); ovh = overhead above the slowest source, ms; audit max = the longest wait for a commit, ms"
+    );
+    print_rows(
+        &[
+            "scenario",
+            "runs",
+            "ans/s",
+            "ovh p50",
+            "ovh p99",
+            "cpu ms/ans",
+            "audit max",
+        ],
+        &summary.rows,
+    );
+    println!();
+}
+
 fn print_search_cost(cost: &SearchCost) {
     println!("source requests per searchChildren, by children returned (one search at a time)");
     print_rows(
@@ -1628,6 +1765,114 @@ mod tests {
             open(&["load", "--preset", "issue3", "--jitter-ms", "0"]),
             expected[..4].to_vec()
         );
+    }
+
+    #[test]
+    fn repeated_scenarios_run_in_rounds_and_a_repeat_of_none_is_refused() {
+        let list = scenarios(&Args::parse_from(["load", "--rps", "10"]));
+        let two = [
+            list[0].clone(),
+            Scenario {
+                name: "other".to_owned(),
+                ..list[0].clone()
+            },
+        ];
+        let order: Vec<(u32, &str)> = rounds(&two, 3).map(|(r, s)| (r, s.name.as_str())).collect();
+        assert_eq!(
+            order,
+            [
+                (1, "custom"),
+                (1, "other"),
+                (2, "custom"),
+                (2, "other"),
+                (3, "custom"),
+                (3, "other")
+            ]
+        );
+        assert_eq!(rounds(&two, 1).count(), 2);
+        assert_eq!(run_label(2, 3), " #2 of 3");
+        assert_eq!(run_label(1, 1), "");
+        assert!(Args::try_parse_from(["load", "--repeat", "0"]).is_err());
+        assert_eq!(Args::parse_from(["load"]).repeat, 1);
+    }
+
+    #[test]
+    fn a_spread_is_the_middle_run_or_the_mean_of_the_middle_two() {
+        let spread = |v: &[f64]| Spread::of(v.to_vec());
+        assert_eq!(
+            spread(&[2100.5, 1900.0, 2300.0]),
+            Some(Spread {
+                median: 2100.5,
+                least: 1900.0,
+                greatest: 2300.0
+            })
+        );
+        assert_eq!(
+            spread(&[1.9, 1.5, f64::NAN, 2.4, 1.6]),
+            Some(Spread {
+                median: 1.75,
+                least: 1.5,
+                greatest: 2.4
+            })
+        );
+        assert_eq!(spread(&[]), None);
+    }
+
+    #[test]
+    fn the_summary_gathers_each_scenarios_runs_by_name() {
+        let list = scenarios(&Args::parse_from(["load", "--preset", "issue3"]));
+        let (goal, saturation) = (&list[2], list.last().expect("a saturation run"));
+        let run = |s: &Scenario, answers: f64, p99: f64, cpu: f64, audit: f64| Outcome {
+            row: Vec::new(),
+            json: json!({
+                "name": s.name,
+                "answers_per_s": answers,
+                "overhead_ms": {"p50": p99 / 2.0, "p99": p99},
+                "gateway_cpu_ms_per_answer": cpu,
+                "audit_wait_ms": {"max": audit},
+            }),
+        };
+        let results = [
+            run(goal, 200.0, 1.9, 1.1, 4.0),
+            run(saturation, 2300.0, 20.0, 0.65, 9.0),
+            run(goal, 199.9, 2.3, 1.2, 97.0),
+            run(saturation, 1950.0, 27.0, 0.78, 12.0),
+            run(goal, 200.1, 1.5, 1.0, 3.5),
+            run(saturation, 2100.0, 24.0, 0.7, 11.0),
+        ];
+        let summary = Summary::of(&[goal.clone(), saturation.clone()], &results);
+        let by_name = |name: &str| {
+            summary
+                .json
+                .as_array()
+                .expect("a list")
+                .iter()
+                .find(|s| s["name"] == name)
+                .cloned()
+        };
+        let goal_summary = by_name(&goal.name).expect("the goal's scenario");
+        assert_eq!(goal_summary["runs"], 3);
+        assert_eq!(
+            goal_summary["overhead_p99_ms"],
+            json!({"median": 1.9, "min": 1.5, "max": 2.3})
+        );
+        assert_eq!(
+            goal_summary["audit_wait_max_ms"],
+            json!({"median": 4.0, "min": 3.5, "max": 97.0})
+        );
+        let saturation_summary = by_name(&saturation.name).expect("the saturation scenario");
+        assert_eq!(
+            saturation_summary["answers_per_s"],
+            json!({"median": 2100.0, "min": 1950.0, "max": 2300.0})
+        );
+        assert_eq!(
+            saturation_summary["gateway_cpu_ms_per_answer"],
+            json!({"median": 0.7, "min": 0.65, "max": 0.78})
+        );
+        // One entry for each scenario asked for, in the order asked.
+        assert_eq!(summary.json.as_array().map(Vec::len), Some(2));
+        assert_eq!(summary.rows[0][1], "3");
+        assert_eq!(summary.rows[1][2], "2100 (1950-2300)");
     }
 
     #[test]
