@@ -398,14 +398,20 @@ fn run_label(round: u32, repeat: u32) -> String {
     }
 }
 
-/// The figures the summary gives for each scenario, by their path in a run's JSON.
-const SUMMARISED: [(&str, &str, &str); 5] = [
-    ("answers_per_s", "answers_per_s", ""),
-    ("overhead_p50_ms", "overhead_ms", "p50"),
-    ("overhead_p99_ms", "overhead_ms", "p99"),
-    ("gateway_cpu_ms_per_answer", "gateway_cpu_ms_per_answer", ""),
+/// The figures the summary gives for each scenario: the summary's key, the figure's path in a run's JSON (a field,
+/// and a field within it or none), and the table's heading.
+const SUMMARISED: [(&str, &str, &str, &str); 5] = [
+    ("answers_per_s", "answers_per_s", "", "ans/s"),
+    ("overhead_p50_ms", "overhead_ms", "p50", "ovh p50"),
+    ("overhead_p99_ms", "overhead_ms", "p99", "ovh p99"),
+    (
+        "gateway_cpu_ms_per_answer",
+        "gateway_cpu_ms_per_answer",
+        "",
+        "cpu ms/ans",
+    ),
     // The longest wait for a commit: a run that met a stall of the disk's sync shows here.
-    ("audit_wait_max_ms", "audit_wait_ms", "max"),
+    ("audit_wait_max_ms", "audit_wait_ms", "max", "audit max"),
 ];
 
 /// Each scenario's median, least and greatest, over its runs, of the figures in [`SUMMARISED`].
@@ -427,7 +433,7 @@ impl Summary {
                 .collect();
             let mut row = vec![scenario.name.clone(), runs.len().to_string()];
             let mut figures = serde_json::Map::new();
-            for (key, field, within) in SUMMARISED {
+            for (key, field, within, _) in SUMMARISED {
                 let values: Vec<f64> = runs
                     .iter()
                     .filter_map(|j| {
@@ -1682,18 +1688,11 @@ fn print_summary(summary: &Summary, repeat: u32) {
     println!(
         "over {repeat} runs of each scenario, in rounds: median (least-greatest); ovh = overhead above the slowest source, ms; audit max = the longest wait for a commit, ms"
     );
-    print_rows(
-        &[
-            "scenario",
-            "runs",
-            "ans/s",
-            "ovh p50",
-            "ovh p99",
-            "cpu ms/ans",
-            "audit max",
-        ],
-        &summary.rows,
-    );
+    let header: Vec<&str> = ["scenario", "runs"]
+        .into_iter()
+        .chain(SUMMARISED.map(|(_, _, _, heading)| heading))
+        .collect();
+    print_rows(&header, &summary.rows);
     println!();
 }
 
