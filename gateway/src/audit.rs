@@ -98,31 +98,51 @@ pub struct AuditRecord {
 
 /// The hash of a record: its fields, in a fixed order, then the previous record's hash. A field added to the record
 /// later (`subject`) joins the hash only when it is set, so records written before it still verify.
+///
+/// What is hashed is the fields as one compact JSON array, written straight into the hasher.
 pub fn hash(entry: &AuditEntry, prev_hash: &str) -> String {
-    let mut fields = serde_json::json!([
-        entry.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        entry.request_id,
-        entry.user_id,
-        entry.organisation_id,
-        entry.roles,
-        entry.client,
-        entry.purpose,
-        entry.justification,
-        entry.operation,
-        entry.child_ids,
-        entry.shown,
-        entry.withheld,
-        entry.outcome,
-        entry.policy_hash,
-        prev_hash,
-    ]);
-    if let (Some(subject), Some(list)) = (&entry.subject, fields.as_array_mut()) {
-        list.insert(list.len() - 1, serde_json::json!({ "subject": subject }));
+    let mut hasher = Sha256::new();
+    serde_json::to_writer(&mut hasher, &Hashed { entry, prev_hash }).expect(
+        "strings and lists of strings always serialise, and the hasher never fails a write",
+    );
+    format!("{:x}", hasher.finalize())
+}
+
+/// A record's fields in the order its hash takes them.
+struct Hashed<'a> {
+    entry: &'a AuditEntry,
+    prev_hash: &'a str,
+}
+
+impl serde::Serialize for Hashed<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        #[derive(serde::Serialize)]
+        struct Subject<'a> {
+            subject: &'a str,
+        }
+        let e = self.entry;
+        let mut seq = serializer.serialize_seq(None)?;
+        seq.serialize_element(&e.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))?;
+        seq.serialize_element(&e.request_id)?;
+        seq.serialize_element(&e.user_id)?;
+        seq.serialize_element(&e.organisation_id)?;
+        seq.serialize_element(&e.roles)?;
+        seq.serialize_element(&e.client)?;
+        seq.serialize_element(&e.purpose)?;
+        seq.serialize_element(&e.justification)?;
+        seq.serialize_element(&e.operation)?;
+        seq.serialize_element(&e.child_ids)?;
+        seq.serialize_element(&e.shown)?;
+        seq.serialize_element(&e.withheld)?;
+        seq.serialize_element(&e.outcome)?;
+        seq.serialize_element(&e.policy_hash)?;
+        if let Some(subject) = &e.subject {
+            seq.serialize_element(&Subject { subject })?;
+        }
+        seq.serialize_element(self.prev_hash)?;
+        seq.end()
     }
-    Sha256::digest(fields.to_string().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A record waiting for the writer: its entry, its charge if any, and who waits for the outcome.
@@ -1258,6 +1278,46 @@ mod tests {
         ] {
             assert!(bad.parse::<Anchor>().is_err(), "{bad}");
         }
+    }
+
+    /// Records already written keep verifying: the hash of a fixed record, with and without a subject, with text that
+    /// JSON escapes, is the one the chain has always used.
+    #[test]
+    fn a_records_hash_is_the_one_written_before() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-03-04T05:06:07.123456789Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let mut e = AuditEntry {
+            at,
+            request_id: "req-\"1\"".to_owned(),
+            user_id: "gp\\one".to_owned(),
+            organisation_id: "org-1".to_owned(),
+            roles: vec!["gp".to_owned(), "nurse".to_owned()],
+            client: Some("partner\u{202e}".to_owned()),
+            purpose: "SAFEGUARDING".to_owned(),
+            justification: Some("O'Brien \u{1F600}\n".to_owned()),
+            operation: "view".to_owned(),
+            child_ids: vec!["ch_1".to_owned(), "ch_2".to_owned()],
+            shown: vec!["identity".to_owned()],
+            withheld: vec![],
+            outcome: "ok".to_owned(),
+            subject: None,
+            policy_hash: "abc".to_owned(),
+        };
+        assert_eq!(
+            hash(&e, GENESIS),
+            "079df3477d3ed769044370bb7f9879523d8b5397925d9965fc0c1f0b082eceea"
+        );
+        e.subject = Some("teacher-2".to_owned());
+        e.client = None;
+        e.justification = None;
+        assert_eq!(
+            hash(
+                &e,
+                "079df3477d3ed769044370bb7f9879523d8b5397925d9965fc0c1f0b082eceea"
+            ),
+            "1b7b055ef006a095d882294eab65079cbfefa0f28c5b2cd0b02d5d8a6def1663"
+        );
     }
 
     fn entry(n: usize) -> AuditEntry {
