@@ -394,7 +394,13 @@ impl Inner {
             .get("x-total-count")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
-        let mut body = Vec::new();
+        // Sized once from the declared length, when there is one: grown chunk by chunk, a body of a few kilobytes
+        // is copied a dozen times over.
+        let declared = response.content_length().unwrap_or(0);
+        if declared > MAX_BODY_BYTES as u64 {
+            return Err(self.malformed("the answer is too large"));
+        }
+        let mut body = Vec::with_capacity(declared as usize);
         while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(&e))? {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(self.malformed("the answer is too large"));

@@ -437,6 +437,37 @@ async fn refused_connections_are_unavailable() {
     );
 }
 
+/// A source that declares a body longer than the connector takes is refused on its headers: the connector reads none
+/// of it, so it does not wait for a body that never comes.
+#[tokio::test]
+async fn an_answer_declared_too_long_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 4096];
+        let _ = socket.read(&mut request).await;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/fhir+json\r\ncontent-length: 40000000\r\n\r\n{";
+        socket.write_all(head.as_bytes()).await.unwrap();
+        // The rest never comes; the connection stays open until the test ends.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    let mut config = SourceConfig::new(Url::parse(&format!("http://{addr}/fhir")).unwrap());
+    config.retry.max_retries = 0;
+    config.request_timeout = Duration::from_secs(30);
+    let error = FhirConnector::new(config)
+        .unwrap()
+        .search(&by_birth("2019-06-14"))
+        .await
+        .unwrap_err();
+    // Waiting for the body would have ended at the request timeout, as a timeout.
+    assert!(
+        matches!(&error, ConnectorError::Malformed { detail, .. } if detail.contains("too large")),
+        "{error}"
+    );
+}
+
 /// The ids named in an OR-filter of `field='value'` predicates.
 fn filter_values(filter: &str) -> Vec<String> {
     filter
