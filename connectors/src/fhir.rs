@@ -230,8 +230,8 @@ impl Referenced {
 struct Searched {
     matches: Vec<Resource>,
     included: Vec<Resource>,
-    /// The parameters the server says it applied, from the `self` link of the first page: in FHIR R4 that link is the
-    /// server's statement of what it searched on.
+    /// The inclusions (`_include`, `_revinclude`) the server says it applied, from the `self` link of the first page:
+    /// in FHIR R4 that link is the server's statement of what it searched on. Only they are asked about.
     applied: Vec<(String, String)>,
 }
 
@@ -248,12 +248,32 @@ fn refers_to(reference: Option<&resources::Reference>, asked: &HashSet<&str>) ->
         .is_some_and(|id| asked.contains(id))
 }
 
-/// The query parameters of a page's `self` link, resolved against the page's URL.
+/// The inclusion parameters (`_include`, `_revinclude`) of a page's `self` link, each decoded.
+///
+/// Only the link's query is read, as resolving the link against the page would give it (RFC 3986, 5.2.2): the link's
+/// own query when it has one, the page's when the link is empty or only a fragment, and none when it has a path but no
+/// query. Only the inclusions are decoded: a self link repeats every parameter of the search, ids and all.
 fn applied_parameters(page: &Url, self_link: Option<&str>) -> Vec<(String, String)> {
-    self_link
-        .and_then(|link| page.join(link).ok())
-        .map(|url| url.query_pairs().into_owned().collect())
-        .unwrap_or_default()
+    let Some(link) = self_link else {
+        return Vec::new();
+    };
+    let link = link.split_once('#').map_or(link, |(before, _)| before);
+    let query = match link.split_once('?') {
+        Some((_, query)) => query,
+        None if link.is_empty() => page.query().unwrap_or(""),
+        None => "",
+    };
+    query
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
+            // A name written with escapes is decoded to be sure; a plain one is compared as it is.
+            matches!(name, "_include" | "_revinclude") || name.contains(['%', '+'])
+        })
+        .flat_map(|pair| url::form_urlencoded::parse(pair.as_bytes()))
+        .filter(|(name, _)| matches!(&**name, "_include" | "_revinclude"))
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect()
 }
 
 /// A bundle's resources, as (matches, included). An entry without a search mode is a match; an `outcome` entry is neither.
@@ -502,6 +522,64 @@ impl Connector for FhirConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_inclusions_applied_are_read_from_the_self_link_as_resolved_against_the_page() {
+        let page =
+            Url::parse("http://fhir.test/fhir/Patient?_id=a&_revinclude=Encounter%3Apatient")
+                .unwrap();
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        // An absolute link, and a relative one, with their values decoded and other parameters left out.
+        assert_eq!(
+            applied_parameters(
+                &page,
+                Some(
+                    "http://fhir.test/fhir/Patient?_id=a%2Cb&_revinclude=EpisodeOfCare%3Apatient&_include=Patient:organization&_count=50"
+                )
+            ),
+            pairs(&[
+                ("_revinclude", "EpisodeOfCare:patient"),
+                ("_include", "Patient:organization")
+            ])
+        );
+        assert_eq!(
+            applied_parameters(&page, Some("Patient?_revinclude=Encounter:patient#top")),
+            pairs(&[("_revinclude", "Encounter:patient")])
+        );
+        // A name written with escapes is still the name.
+        assert_eq!(
+            applied_parameters(&page, Some("Patient?%5Frevinclude=Encounter:patient")),
+            pairs(&[("_revinclude", "Encounter:patient")])
+        );
+        // A link that is only a fragment is the page itself; one with a path but no query applied nothing.
+        assert_eq!(
+            applied_parameters(&page, Some("#x")),
+            pairs(&[("_revinclude", "Encounter:patient")])
+        );
+        assert_eq!(applied_parameters(&page, Some("Patient")), pairs(&[]));
+        assert_eq!(applied_parameters(&page, None), pairs(&[]));
+        // The same as resolving the link against the page with the url crate and reading its query.
+        for link in [
+            "Patient?_revinclude=A:b&_include=C:d",
+            "#f",
+            "",
+            "/fhir/Patient",
+            "?_include=X%3Ay",
+        ] {
+            let joined: Vec<(String, String)> = page
+                .join(link)
+                .unwrap()
+                .query_pairs()
+                .filter(|(n, _)| n == "_include" || n == "_revinclude")
+                .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(applied_parameters(&page, Some(link)), joined, "{link}");
+        }
+    }
 
     fn connector() -> FhirConnector {
         FhirConnector::new(SourceConfig::new(

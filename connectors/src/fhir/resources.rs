@@ -474,11 +474,16 @@ impl Reference {
     /// The id of the resource of type `resource_type` this points to, from a relative or absolute reference, ignoring any `_history` suffix.
     pub fn id_of(&self, resource_type: &str) -> Option<&str> {
         let reference = self.reference.as_deref()?;
-        let segments: Vec<&str> = reference.split('/').collect();
-        // Search from the end so that an absolute base containing the type name does not confuse it.
-        let at = segments.iter().rposition(|s| *s == resource_type)?;
-        let id = segments.get(at + 1)?;
-        (!id.is_empty() && *id != "_history").then_some(*id)
+        // Searched from the end so that an absolute base containing the type name does not confuse it: the segment
+        // after the last one naming the type.
+        let mut after = None;
+        for segment in reference.rsplit('/') {
+            if segment == resource_type {
+                return after.filter(|id: &&str| !id.is_empty() && *id != "_history");
+            }
+            after = Some(segment);
+        }
+        None
     }
 }
 
@@ -544,6 +549,13 @@ mod tests {
         assert_eq!(r("Organization/1").id_of("Patient"), None);
         assert_eq!(r("#contained").id_of("Patient"), None);
         assert_eq!(r("Patient/").id_of("Patient"), None);
+        assert_eq!(r("Patient").id_of("Patient"), None);
+        assert_eq!(r("Patient/_history").id_of("Patient"), None);
+        // The type's last mention counts, not one in the server's base.
+        assert_eq!(
+            r("https://h/Patient/fhir/Patient/9").id_of("Patient"),
+            Some("9")
+        );
     }
 
     #[test]

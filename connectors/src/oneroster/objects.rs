@@ -21,11 +21,33 @@ pub struct GuidRef {
 }
 
 /// A flag OneRoster 1.2 sends as the string `"true"` or `"false"`; vendors following 1.1 send a JSON boolean.
-#[derive(Debug, Clone, Deserialize, GetSize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, GetSize)]
 pub enum Flag {
     Bool(bool),
     Text(String),
+}
+
+/// Either form, read as it comes: serde's untagged enums buffer the value and build an error for each form tried.
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FlagVisitor;
+        impl serde::de::Visitor<'_> for FlagVisitor {
+            type Value = Flag;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a boolean, or a string")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Flag, E> {
+                Ok(Flag::Bool(b))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Flag, E> {
+                Ok(Flag::Text(s.to_owned()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Flag, E> {
+                Ok(Flag::Text(s))
+            }
+        }
+        deserializer.deserialize_any(FlagVisitor)
+    }
 }
 
 impl Flag {
@@ -237,6 +259,19 @@ mod tests {
         assert!(e.primary.unwrap().is_true());
         let e: Enrollment = serde_json::from_str(r#"{"primary":false}"#).unwrap();
         assert!(!e.primary.unwrap().is_true());
+        // Any case, and escaped as JSON allows.
+        let e: Enrollment = serde_json::from_str(r#"{"primary":"TRUE"}"#).unwrap();
+        assert!(e.primary.unwrap().is_true());
+        let e: Enrollment = serde_json::from_str(r#"{"primary":"tr\u0075e"}"#).unwrap();
+        assert!(e.primary.unwrap().is_true());
+        let e: Enrollment = serde_json::from_str(r#"{"primary":"no"}"#).unwrap();
+        assert!(!e.primary.unwrap().is_true());
+        // Neither form: the object does not parse, and the error says what was expected.
+        let error = serde_json::from_str::<Enrollment>(r#"{"primary":1}"#).unwrap_err();
+        assert!(
+            error.to_string().contains("a boolean, or a string"),
+            "{error}"
+        );
     }
 
     #[test]
