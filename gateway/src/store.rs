@@ -966,17 +966,21 @@ fn link_answer(
 /// without parentheses when `width` is 1 (`$3, $4`). Both backends bind `$n` by position when the numbers appear in
 /// order.
 pub(crate) fn placeholders(first: usize, count: usize, width: usize) -> String {
-    let mut out = String::new();
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(count * (width * 5 + 4));
     for i in 0..count {
         if i > 0 {
             out.push_str(", ");
         }
         let n = first + i * width;
         if width == 1 {
-            out.push_str(&format!("${n}"));
+            let _ = write!(out, "${n}");
         } else {
-            let group: Vec<String> = (n..n + width).map(|k| format!("${k}")).collect();
-            out.push_str(&format!("({})", group.join(", ")));
+            out.push('(');
+            for k in n..n + width {
+                let _ = write!(out, "{}${k}", if k > n { ", " } else { "" });
+            }
+            out.push(')');
         }
     }
     out
