@@ -81,7 +81,7 @@ impl Parsed {
     where
         T: DeserializeOwned + GetSize + Send + Sync + 'static,
     {
-        let value: T = serde_json::from_slice(body).ok()?;
+        let value: T = crate::http::parse_json(body).ok()?;
         Some(Self {
             bytes: value.get_size(),
             value: Box::new(value),

@@ -278,7 +278,7 @@ impl SourceClient {
                 total_count: answer.total_count,
             });
         }
-        match serde_json::from_slice(&answer.body) {
+        match parse_json(&answer.body) {
             Ok(body) => Ok(Fetched {
                 body,
                 total_count: answer.total_count,
@@ -527,6 +527,16 @@ fn short_code(code: &str) -> Option<String> {
     ok.then(|| code.to_owned())
 }
 
+/// A source's JSON body, parsed. JSON exchanged between systems is UTF-8 (RFC 8259, 8.1): the whole body is checked
+/// once, where serde_json reading bytes checks each string as it goes (several hundred strings in an answer's
+/// bodies). A body that is not UTF-8 is left to serde_json's reading of bytes, for its error and position.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+    match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
+    }
+}
+
 /// Splits ids into chunks of at most `size`, dropping duplicates while keeping the first occurrence's order.
 pub(crate) fn unique_chunks(ids: &[String], size: usize) -> Vec<Vec<&str>> {
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
@@ -545,6 +555,35 @@ mod tests {
     fn client(base: &str) -> SourceClient {
         let config = SourceConfig::new(Url::parse(base).unwrap());
         SourceClient::new(SourceName::Health, &config, "application/json", |_| None).unwrap()
+    }
+
+    #[test]
+    fn a_body_parses_as_serde_json_reads_it_from_bytes() {
+        let bodies: [&[u8]; 5] = [
+            "{\"name\":\"Zoë O'Brien \u{1F600}\",\"n\":[1,2]}".as_bytes(),
+            br#"{"name":"\u00e9\ud83d\ude00","n":[]}"#,
+            br#"{"name":"a","n":[1,"#,
+            // Not UTF-8 inside a string, and outside one.
+            b"{\"name\":\"\xff\xfe\",\"n\":[]}",
+            b"{\"name\":\"a\",\xff\"n\":[]}",
+        ];
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct Body {
+            name: String,
+            n: Vec<u32>,
+        }
+        for body in bodies {
+            let ours = parse_json::<Body>(body);
+            let theirs = serde_json::from_slice::<Body>(body);
+            match (ours, theirs) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.classify(), b.classify());
+                    assert_eq!((a.line(), a.column()), (b.line(), b.column()));
+                }
+                (a, b) => panic!("{a:?} against {b:?}"),
+            }
+        }
     }
 
     #[test]
