@@ -24,6 +24,8 @@ use crate::retry::{RetryBudget, RetryConfig, is_retryable};
 
 /// The largest answer body read from a source. A larger one is refused rather than buffered, so a misbehaving source cannot exhaust memory.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// The most of a declared body's length set aside before its bytes come; a longer body grows as it is read.
+const BODY_SET_ASIDE_BYTES: u64 = 256 * 1024;
 /// How often an HTTP/2 connection to a source is pinged, and how long the answer may take before it is closed.
 const HTTP2_PING_EVERY: Duration = Duration::from_secs(30);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -395,12 +397,13 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
         // Sized once from the declared length, when there is one: grown chunk by chunk, a body of a few kilobytes
-        // is copied a dozen times over.
+        // is copied a dozen times over. Only so much is set aside before the bytes come, so that a source declaring
+        // a long body and sending little cannot make the gateway hold memory for it.
         let declared = response.content_length().unwrap_or(0);
         if declared > MAX_BODY_BYTES as u64 {
             return Err(self.malformed("the answer is too large"));
         }
-        let mut body = Vec::with_capacity(declared as usize);
+        let mut body = Vec::with_capacity(declared.min(BODY_SET_ASIDE_BYTES) as usize);
         while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(&e))? {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(self.malformed("the answer is too large"));
