@@ -353,15 +353,7 @@ fn index_lookup(p: &Population, c: Collection, field: &str, value: &str) -> Opti
             let date = NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()?;
             Some(ix.school_birth.get(&date).cloned().unwrap_or_default())
         }
-        (Collection::Enrollments, "class.sourcedId") => {
-            // The class's pupils' enrollments, then its teacher's.
-            let Some(class) = position_of(p, Collection::Classes, value) else {
-                return Some(Vec::new());
-            };
-            let mut found = ix.class_pupils[class as usize].clone();
-            found.push(u.students + class);
-            Some(found)
-        }
+        (Collection::Enrollments, "class.sourcedId") => Some(class_enrollments(p, value, None)),
         (Collection::Enrollments, "user.sourcedId") => Some(users_to(
             &mut ix.users_by_id.get(value).into_iter().copied(),
         )),
@@ -778,10 +770,22 @@ impl Filter {
     fn candidates(&self, p: &Population, c: Collection) -> Option<Vec<u32>> {
         let mut out = Vec::new();
         for clause in &self.any_of {
-            let found = clause
-                .iter()
-                .filter(|pr| pr.op == Op::Eq)
-                .find_map(|pr| index_lookup(p, c, &pr.field, &pr.value))?;
+            let eq = |field: &str| {
+                clause
+                    .iter()
+                    .find(|pr| pr.op == Op::Eq && pr.field == field)
+                    .map(|pr| pr.value.as_str())
+            };
+            // A class's enrollments of one role, as the gateway asks for its teachers, without reading its pupils'.
+            let found = match (c, eq("class.sourcedId"), eq("role")) {
+                (Collection::Enrollments, Some(class), Some(role)) => {
+                    class_enrollments(p, class, Some(role))
+                }
+                _ => clause
+                    .iter()
+                    .filter(|pr| pr.op == Op::Eq)
+                    .find_map(|pr| index_lookup(p, c, &pr.field, &pr.value))?,
+            };
             out.extend(found);
         }
         Some(out)
@@ -790,6 +794,21 @@ impl Filter {
 
 fn top_field(field: &str) -> &str {
     field.split('.').next().unwrap_or(field)
+}
+
+/// A class's enrollments with the given role, or all of them: its pupils', then its one teacher's.
+fn class_enrollments(p: &Population, class: &str, role: Option<&str>) -> Vec<u32> {
+    let Some(class) = position_of(p, Collection::Classes, class) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    if role.is_none_or(|r| r == "student") {
+        found.extend_from_slice(&p.index.class_pupils[class as usize]);
+    }
+    if role.is_none_or(|r| r == "teacher") {
+        found.push(users(p).students + class);
+    }
+    found
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1026,6 +1045,62 @@ mod tests {
         assert!(parse_filter("familyName='a' XOR b='c'").is_err());
         let f = parse_filter("birthDate>='2019-01-01'").unwrap();
         assert_eq!(f.any_of[0][0].op, Op::Ge);
+    }
+
+    #[test]
+    fn indexed_candidates_find_what_a_full_scan_finds() {
+        let config = crate::population::PopulationConfig {
+            children: 200,
+            ..Default::default()
+        };
+        let roster = Roster::new(Arc::new(Population::generate(&config)));
+        let p = &roster.population;
+        let class = |i: u32| p.orgs.classes[i as usize].id.clone();
+        let found = |c: Collection, filter: &str, scan: bool| -> Vec<u32> {
+            let f = parse_filter(filter).unwrap();
+            let positions = match f.candidates(p, c) {
+                Some(mut found) if !scan => {
+                    found.sort_unstable();
+                    found.dedup();
+                    found
+                }
+                _ => (0..len(p, c)).collect(),
+            };
+            positions
+                .into_iter()
+                .filter(|&pos| f.matches(&roster.object(c, pos).value))
+                .collect()
+        };
+        for (i, role) in [(0, "teacher"), (1, "student"), (2, "aide"), (3, "teacher")] {
+            for filter in [
+                format!("class.sourcedId='{}' AND role='{role}'", class(i)),
+                format!("role='{role}' AND class.sourcedId='{}'", class(i)),
+                format!(
+                    "class.sourcedId='{}' AND role='{role}' OR class.sourcedId='{}'",
+                    class(i),
+                    class(i + 1)
+                ),
+            ] {
+                let indexed = found(Collection::Enrollments, &filter, false);
+                assert_eq!(
+                    indexed,
+                    found(Collection::Enrollments, &filter, true),
+                    "{filter}"
+                );
+                if role == "aide" && !filter.contains(" OR ") {
+                    assert!(indexed.is_empty(), "{filter}");
+                }
+            }
+        }
+        // A class's teachers are one enrollment, found without reading its pupils'.
+        let teachers = parse_filter(&format!(
+            "class.sourcedId='{}' AND role='teacher'",
+            class(0)
+        ))
+        .unwrap()
+        .candidates(p, Collection::Enrollments)
+        .unwrap();
+        assert_eq!(teachers.len(), 1);
     }
 
     #[test]
