@@ -420,17 +420,26 @@ async fn failures_map_to_errors_without_child_data() {
     }
 }
 
+/// How a FHIR search against `addr` fails, with the config `adjust` leaves.
+async fn fhir_search_error(
+    addr: std::net::SocketAddr,
+    adjust: impl FnOnce(&mut SourceConfig),
+) -> ConnectorError {
+    let mut config = SourceConfig::new(Url::parse(&format!("http://{addr}/fhir")).unwrap());
+    adjust(&mut config);
+    FhirConnector::new(config)
+        .unwrap()
+        .search(&by_birth("2019-06-14"))
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn refused_connections_are_unavailable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let config = SourceConfig::new(Url::parse(&format!("http://{addr}/fhir")).unwrap());
-    let error = FhirConnector::new(config)
-        .unwrap()
-        .search(&by_birth("2019-06-14"))
-        .await
-        .unwrap_err();
+    let error = fhir_search_error(addr, |_| {}).await;
     assert!(
         matches!(error, ConnectorError::Unavailable { .. }),
         "{error}"
@@ -453,14 +462,11 @@ async fn an_answer_declared_too_long_is_refused_before_its_body_is_read() {
         // The rest never comes; the connection stays open until the test ends.
         tokio::time::sleep(Duration::from_secs(60)).await;
     });
-    let mut config = SourceConfig::new(Url::parse(&format!("http://{addr}/fhir")).unwrap());
-    config.retry.max_retries = 0;
-    config.request_timeout = Duration::from_secs(30);
-    let error = FhirConnector::new(config)
-        .unwrap()
-        .search(&by_birth("2019-06-14"))
-        .await
-        .unwrap_err();
+    let error = fhir_search_error(addr, |config| {
+        config.retry.max_retries = 0;
+        config.request_timeout = Duration::from_secs(30);
+    })
+    .await;
     // Waiting for the body would have ended at the request timeout, as a timeout.
     assert!(
         matches!(&error, ConnectorError::Malformed { detail, .. } if detail.contains("too large")),
